@@ -1,0 +1,91 @@
+# sockhost -- build, test, install.
+#   make            build ./sockhost (the host) and ./sockhost.so (the module)
+#   make run        start scripts/echo.lua on 127.0.0.1:7000
+#   make test       run the specs (busted)
+#   make sanitize   run the specs under AddressSanitizer + UBSan
+#   make install PREFIX=/usr/local
+# 'run' and 'test' first install missing Debian packages (make deps).
+
+LUA_PC  ?= lua5.4
+PKGS    := $(LUA_PC) libevent
+PREFIX  ?= /usr/local
+OPT     ?= -O2 -g
+LUA     ?= lua5.4
+BUSTED  ?= /usr/bin/busted
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ifdef SANITIZE
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+# Mandatory flags live here; a user's CFLAGS adds to them.
+FINAL_CFLAGS  = -std=c99 -D_GNU_SOURCE -fPIC -MMD $(WARN) $(OPT) $(SAN) \
+                $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
+FINAL_LDFLAGS = $(SAN) $(LDFLAGS)
+LIBS_EVENT    = $(shell pkg-config --libs libevent)
+LIBS_LUA      = $(shell pkg-config --libs $(LUA_PC))
+
+CORE_OBJ = core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
+           core/sh_net.o core/sh_timer.o core/sh_log.o
+BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
+           bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o
+OBJ      = $(CORE_OBJ) $(BIND_OBJ)
+
+DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
+              lua-socket python3 netcat-openbsd
+
+.PHONY: all run test sanitize check-layers install uninstall clean deps
+
+all: sockhost sockhost.so
+
+sockhost: $(OBJ) bindings/main.o
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_LUA) $(LIBS_EVENT) -lm -Wl,-E
+
+# The module for plain lua5.4: Lua's symbols come from the interpreter.
+sockhost.so: $(OBJ)
+	$(CC) $(FINAL_LDFLAGS) -shared -o $@ $^ $(LIBS_EVENT)
+
+%.o: %.c
+	$(CC) $(FINAL_CFLAGS) -c -o $@ $<
+
+# Install what is missing (Debian); a no-op when everything is there.
+deps:
+	@missing=""; for p in $(DEBIAN_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: deps
+	$(MAKE) all
+	./sockhost scripts/echo.lua tcp://127.0.0.1:7000
+
+test: deps
+	$(MAKE) all check-layers
+	$(LUA) $(BUSTED) --lpath='./spec/?.lua' spec/
+
+sanitize: deps
+	$(MAKE) clean
+	$(MAKE) SANITIZE=1 OPT="-O1 -g" all
+	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
+	  SOCKHOST_SANITIZED=1 $(LUA) $(BUSTED) --lpath='./spec/?.lua' spec/
+
+# core/ must stay free of Lua.
+check-layers:
+	@if grep -n 'include.*\(lua\|lauxlib\|lualib\)' core/*.c core/*.h; then \
+	  echo "core/ must not include Lua headers"; exit 1; fi
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4
+	install -m 755 sockhost $(DESTDIR)$(PREFIX)/bin/sockhost
+	install -m 755 sockhost.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/sockhost $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
+
+clean:
+	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d
+
+-include $(wildcard core/*.d bindings/*.d)

@@ -1,0 +1,606 @@
+/* l_conn.c -- the "sockhost.conn" object: a stream connection (TCP or
+** Unix) with blocking-style methods that park the calling task, plus
+** sockhost.connect().
+**
+** Reads: the formats of io.read ("l", "L", "a", n) plus read_until and
+** read_some. One builder, try_read(), makes the results on both paths: at
+** once when the input already holds them, or from the stream callback when
+** bytes arrive for a parked reader. One reader at a time ("busy" otherwise).
+**
+** Writes: straight to the kernel; what it refuses is queued up to the
+** high-water mark, then the writer parks until the queue drains to the
+** low-water mark. Writers from several tasks take turns, in order, so their
+** bytes never interleave.
+**
+** What this file does not do: resolve names, TLS (a later stream backend). */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../core/sh_net.h"
+#include "../core/sh_stream.h"
+#include "../core/sh_util.h"
+#include "shl.h"
+
+#define INPUT_CAP 65536         /* read ahead this much when nobody asks more */
+#define DEFAULT_MAX_LINE 65536  /* longest line or read_until result */
+#define OUT_HIGH 65536          /* a writer parks above this much queued output */
+#define OUT_LOW 16384           /* ... and continues at or below this */
+#define MAX_IOV 32              /* arguments sent per sendmsg() */
+#define CONNECT_TIMEOUT 30.0    /* default seconds for sockhost.connect() */
+
+enum { RD_LINE, RD_LINE_KEEP, RD_ALL, RD_N, RD_UNTIL, RD_SOME };
+enum { CLOSE_FLUSH, CLOSE_ABORT, CLOSE_GC };
+
+struct lconn {
+  sh_stream *s;          /* NULL once closed */
+  shl_sched *S;
+  shl_task *reader;      /* the task parked in a read, or NULL */
+  shl_task *whead;       /* the writer whose turn it is (parked or ready) */
+  shl_task *wtail;       /* the last writer waiting for its turn */
+  double timeout;        /* seconds for each blocking call; < 0: none */
+  size_t max_line;       /* longest line / read_until result */
+  size_t want;           /* reader: n for RD_N, most bytes for RD_SOME/RD_UNTIL */
+  size_t scanned;        /* reader: bytes already searched for the delimiter */
+  const char *delim;     /* reader: read_until's delimiter (on its stack) */
+  size_t dlen;
+  size_t woff;           /* active writer: offset into its current argument */
+  unsigned id;           /* for logs: "conn #7" */
+  unsigned char rmode;   /* reader: RD_* */
+};
+
+static lconn *checkconn (lua_State *L, int arg) {
+  return (lconn *)luaL_checkudata(L, arg, CONN_MT);
+}
+
+/* ====================== Reading ====================== */
+
+/* Push the first n input bytes, then remove n + extra. */
+static void take (lua_State *L, struct evbuffer *in, size_t n, size_t extra) {
+  if (n == 0) lua_pushliteral(L, "");
+  else lua_pushlstring(L, (const char *)evbuffer_pullup(in, (ev_ssize_t)n), n);
+  evbuffer_drain(in, n + extra);
+}
+
+/* Push a copy of what is buffered, leaving it there. */
+static void peek (lua_State *L, struct evbuffer *in) {
+  size_t len = evbuffer_get_length(in);
+  if (len == 0) lua_pushliteral(L, "");
+  else lua_pushlstring(L, (const char *)evbuffer_pullup(in, -1), len);
+}
+
+/* Find the reader's delimiter ("\n" for lines), resuming the search where
+** the last one stopped so that a line arriving byte by byte costs O(n). */
+static ev_ssize_t find_delim (lconn *lc, struct evbuffer *in, const char *d, size_t dlen) {
+  struct evbuffer_ptr start, found;
+  size_t from = lc->scanned >= dlen ? lc->scanned - (dlen - 1) : 0;
+  if (evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0) return -1;
+  found = evbuffer_search(in, d, dlen, &start);
+  if (found.pos < 0) lc->scanned = evbuffer_get_length(in);
+  return found.pos;
+}
+
+static int read_line (lua_State *L, lconn *lc, struct evbuffer *in, size_t len, int eof) {
+  ev_ssize_t pos = find_delim(lc, in, "\n", 1);
+  if (pos >= 0) {
+    size_t n = (size_t)pos, cut = 1;
+    const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n + 1);
+    if (n > lc->max_line) return shl_pushfail(L, "line too long");
+    if (lc->rmode == RD_LINE_KEEP) { n++; cut = 0; }
+    else if (n > 0 && p[n - 1] == '\r') { n--; cut = 2; }
+    lua_pushlstring(L, p, n);
+    evbuffer_drain(in, n + cut);
+    return 1;
+  }
+  if (len > lc->max_line) return shl_pushfail(L, "line too long");
+  if (eof && len > 0) {                 /* the last line, without its end */
+    take(L, in, len, 0);
+    return 1;
+  }
+  return -1;
+}
+
+/* Push the results of the parked or arriving read if they are ready, and
+** return how many; -1 (pushing nothing) while more input is needed. */
+static int try_read (lua_State *L, lconn *lc) {
+  struct evbuffer *in = sh_stream_input(lc->s);
+  size_t len = evbuffer_get_length(in);
+  int eof = sh_stream_eof(lc->s), n;
+  switch (lc->rmode) {
+    case RD_SOME:
+      if (len > 0) { take(L, in, len < lc->want ? len : lc->want, 0); return 1; }
+      break;
+    case RD_N:
+      if (len >= lc->want) { take(L, in, lc->want, 0); return 1; }
+      break;
+    case RD_ALL:
+      if (eof) { take(L, in, len, 0); return 1; }
+      return -1;
+    case RD_UNTIL: {
+      ev_ssize_t pos = find_delim(lc, in, lc->delim, lc->dlen);
+      if (pos >= 0 && (size_t)pos <= lc->want) { take(L, in, (size_t)pos, lc->dlen); return 1; }
+      if (pos >= 0 || len > lc->want + lc->dlen) return shl_pushfail(L, "line too long");
+      break;
+    }
+    default:
+      if ((n = read_line(L, lc, in, len, eof)) >= 0) return n;
+      break;
+  }
+  if (!eof) return -1;
+  luaL_pushfail(L);                      /* the stream ended first */
+  lua_pushliteral(L, "closed");
+  if (lc->rmode == RD_SOME || lc->rmode == RD_LINE || lc->rmode == RD_LINE_KEEP) return 2;
+  take(L, in, len, 0);                   /* what did arrive */
+  return 3;
+}
+
+static void reader_done (lconn *lc) {
+  lc->reader = NULL;
+  lc->delim = NULL;
+  if (lc->s != NULL) sh_stream_set_cap(lc->s, INPUT_CAP);
+}
+
+static int read_timeout (void *obj, shl_task *t, int cancel) {
+  lconn *lc = obj;
+  int n = 2;
+  if (!cancel && lc->s != NULL && lc->rmode != RD_SOME) {
+    luaL_pushfail(t->co);
+    lua_pushliteral(t->co, "timeout");
+    peek(t->co, sh_stream_input(lc->s));  /* it stays buffered for the next read */
+    n = 3;
+  } else if (!cancel) {
+    shl_pushfail(t->co, "timeout");
+  } else {
+    n = 0;
+  }
+  lc->reader = NULL;
+  lc->delim = NULL;
+  if (lc->s != NULL) sh_stream_set_cap(lc->s, INPUT_CAP);
+  return n;
+}
+
+/* Start a read of the mode set in lc: results now, or park the task. */
+static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
+  shl_task *t;
+  int n;
+  lc->scanned = 0;
+  n = try_read(L, lc);
+  if (n >= 0) return k != NULL ? k(L, LUA_OK, 0) : n;
+  t = shl_checktask(L, "conn:read()");
+  lc->reader = t;
+  sh_stream_set_cap(lc->s, cap);
+  return shl_park(L, t, lc->timeout, read_timeout, lc, 0, k);
+}
+
+static int check_reader (lua_State *L, lconn *lc) {
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  if (lc->reader != NULL) return shl_pushfail(L, "busy");
+  return 0;
+}
+
+static size_t line_cap (lconn *lc, size_t extra) {
+  size_t need = lc->max_line + extra + 1;
+  return need > INPUT_CAP ? need : INPUT_CAP;
+}
+
+/* conn:read([fmt]) -- fmt "l" (default), "L", "a" or a byte count. */
+static int conn_read (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  size_t cap = INPUT_CAP;
+  int busy;
+  if (lua_type(L, 2) == LUA_TNUMBER) {
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0, 2, "byte count must be non-negative");
+    if ((busy = check_reader(L, lc)) != 0) return busy;
+    if (n == 0) { lua_pushliteral(L, ""); return 1; }
+    lc->rmode = RD_N;
+    lc->want = (size_t)n;
+    if (lc->want > cap) cap = lc->want;
+  } else {
+    const char *f = luaL_optstring(L, 2, "l");
+    if (*f == '*') f++;                 /* accept "*l", as io.read does */
+    if (strcmp(f, "l") == 0) lc->rmode = RD_LINE;
+    else if (strcmp(f, "L") == 0) lc->rmode = RD_LINE_KEEP;
+    else if (strcmp(f, "a") == 0) lc->rmode = RD_ALL;
+    else return luaL_argerror(L, 2, "invalid format");
+    if ((busy = check_reader(L, lc)) != 0) return busy;
+    cap = lc->rmode == RD_ALL ? SIZE_MAX : line_cap(lc, 0);
+  }
+  lua_settop(L, 1);
+  return read_start(L, lc, cap, NULL);
+}
+
+/* conn:read_until(delim [, max]) -- the bytes before delim (removed too). */
+static int conn_read_until (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  size_t dlen;
+  const char *d = luaL_checklstring(L, 2, &dlen);
+  lua_Integer max = luaL_optinteger(L, 3, (lua_Integer)lc->max_line);
+  int busy;
+  luaL_argcheck(L, dlen > 0, 2, "empty delimiter");
+  luaL_argcheck(L, max >= 0, 3, "max must be non-negative");
+  if ((busy = check_reader(L, lc)) != 0) return busy;
+  lua_settop(L, 2);                      /* keeps 'd' alive while parked */
+  lc->rmode = RD_UNTIL;
+  lc->delim = d;
+  lc->dlen = dlen;
+  lc->want = (size_t)max;
+  return read_start(L, lc, lc->want + dlen + 1 > INPUT_CAP ? lc->want + dlen + 1 : INPUT_CAP, NULL);
+}
+
+/* conn:read_some([max]) -- whatever has arrived, 1 to max bytes. */
+static int conn_read_some (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  lua_Integer max = luaL_optinteger(L, 2, INPUT_CAP);
+  int busy;
+  luaL_argcheck(L, max > 0, 2, "max must be positive");
+  if ((busy = check_reader(L, lc)) != 0) return busy;
+  lua_settop(L, 1);
+  lc->rmode = RD_SOME;
+  lc->want = (size_t)max;
+  return read_start(L, lc, INPUT_CAP, NULL);
+}
+
+/* The lines() iterator: ends at the end of the stream, raises on errors
+** such as "timeout" or "line too long". */
+static int lines_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  if (lua_isnil(L, 2)) {                 /* nil, err [, partial] */
+    const char *err = lua_tostring(L, 3);
+    if (err != NULL && strcmp(err, "closed") != 0)
+      return luaL_error(L, "conn:lines(): %s", err);
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_settop(L, 2);
+  return 1;
+}
+
+static int lines_iter (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  int busy;
+  lua_settop(L, 1);
+  if ((busy = check_reader(L, lc)) != 0) {
+    if (lc->s == NULL) { lua_pushnil(L); return 1; }
+    return luaL_error(L, "conn:lines(): busy");
+  }
+  lc->rmode = RD_LINE;
+  return read_start(L, lc, line_cap(lc, 0), lines_k);
+}
+
+/* conn:lines() -- for line in conn:lines() do ... end */
+static int conn_lines (lua_State *L) {
+  checkconn(L, 1);
+  lua_pushcfunction(L, lines_iter);
+  lua_pushvalue(L, 1);
+  return 2;
+}
+
+/* ====================== Writing ====================== */
+
+/* The current writer is finished: hand the turn to the next one. */
+static void writer_done (lconn *lc, lua_State *L) {
+  shl_task *t = lc->whead;
+  if (t == NULL || t->co != L) return;
+  lc->whead = t->next;
+  t->next = NULL;
+  if (lc->whead == NULL) lc->wtail = NULL;
+  else shl_wake(lc->whead, 0);          /* its turn */
+}
+
+/* Remove t from the writers' queue. */
+static void writer_remove (lconn *lc, shl_task *t) {
+  shl_task **p = &lc->whead, *prev = NULL;
+  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->next; }
+  if (*p == NULL) return;
+  *p = t->next;
+  if (lc->wtail == t) lc->wtail = prev;
+  t->next = NULL;
+}
+
+static int write_timeout (void *obj, shl_task *t, int cancel) {
+  lconn *lc = obj;
+  int was_head = lc->whead == t;
+  writer_remove(lc, t);
+  if (was_head && lc->whead != NULL && !cancel) shl_wake(lc->whead, 0);
+  if (cancel) return 0;
+  return shl_pushfail(t->co, "timeout");
+}
+
+static int write_k (lua_State *L, int status, lua_KContext ctx);
+
+/* Send arguments i..top, starting 'off' bytes into argument i. */
+static int write_from (lua_State *L, lconn *lc, int i, size_t off) {
+  int top = lua_gettop(L);
+  shl_task *t;
+  while (i <= top) {
+    struct iovec iov[MAX_IOV];
+    size_t left, total = 0;
+    ssize_t w;
+    int n = 0, j;
+    for (j = i; j <= top && n < MAX_IOV; j++, n++) {
+      size_t len;
+      const char *p = lua_tolstring(L, j, &len);
+      if (j == i) { p += off; len -= off; }
+      iov[n].iov_base = (void *)p;
+      iov[n].iov_len = len;
+      total += len;
+    }
+    w = total > 0 ? sh_stream_write(lc->s, iov, n, OUT_HIGH) : 0;
+    if (w < 0) {
+      writer_done(lc, L);
+      return shl_pushfail(L, "closed");
+    }
+    for (left = (size_t)w, j = 0; j < n; j++) {   /* advance past what was taken */
+      if (left < iov[j].iov_len) { off += left; break; }
+      left -= iov[j].iov_len;
+      i++;
+      off = 0;
+    }
+    if ((size_t)w < total) break;       /* the queue is full */
+  }
+  if (i > top) {
+    writer_done(lc, L);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  t = shl_checktask(L, "conn:write()");
+  if (lc->whead == NULL) lc->whead = lc->wtail = t;
+  lc->woff = off;
+  return shl_park(L, t, lc->timeout, write_timeout, lc, i, write_k);
+}
+
+/* Resumed: the queue drained (nothing pushed), or the wait failed (nil, err
+** pushed), or it is this writer's turn (ctx 0: start at argument 2). */
+static int write_k (lua_State *L, int status, lua_KContext ctx) {
+  lconn *lc = checkconn(L, 1);
+  shl_task *t = shl_current(L);
+  (void)status;
+  if (t != NULL && lua_gettop(L) > t->top) return lua_gettop(L) - t->top;
+  if (lc->s == NULL) {
+    writer_done(lc, L);
+    return shl_pushfail(L, "closed");
+  }
+  return ctx == 0 ? write_from(L, lc, 2, 0) : write_from(L, lc, (int)ctx, lc->woff);
+}
+
+/* conn:write(...) -- strings or numbers; true, or nil, err. */
+static int conn_write (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  int i, top = lua_gettop(L);
+  for (i = 2; i <= top; i++) luaL_checklstring(L, i, NULL);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  if (lc->whead != NULL) {              /* another task is writing: queue up */
+    shl_task *t = shl_checktask(L, "conn:write()");
+    lc->wtail->next = t;
+    lc->wtail = t;
+    t->next = NULL;
+    return shl_park(L, t, lc->timeout, write_timeout, lc, 0, write_k);
+  }
+  return write_from(L, lc, 2, 0);
+}
+
+/* ====================== Stream events ====================== */
+
+static void fail_writers (lconn *lc) {
+  shl_task *t;
+  while ((t = lc->whead) != NULL) {
+    lc->whead = t->next;
+    t->next = NULL;
+    if (t->state == TASK_PARKED) shl_wake_fail(t, "closed");
+    /* a READY writer will find the stream failed when it runs */
+  }
+  lc->wtail = NULL;
+}
+
+static void on_stream (sh_stream *s, int what, void *ctx) {
+  lconn *lc = ctx;
+  if ((what & SH_STREAM_READ) && lc->reader != NULL) {
+    shl_task *t = lc->reader;
+    int n;
+    lua_checkstack(t->co, 4);
+    n = try_read(t->co, lc);
+    if (n >= 0) {
+      reader_done(lc);
+      shl_unpark(t);
+      shl_resume(t, n);
+      if ((lc = sh_stream_ctx(s)) == NULL) return;   /* closed meanwhile */
+    }
+  }
+  if (sh_stream_error(s) != 0 && lc->whead != NULL) fail_writers(lc);
+  if ((what & SH_STREAM_DRAIN) && lc->whead != NULL && lc->whead->state == TASK_PARKED) {
+    shl_task *t = lc->whead;
+    shl_unpark(t);
+    shl_resume(t, 0);
+  }
+}
+
+/* ====================== Lifetime ====================== */
+
+lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
+  lconn *lc;
+  if (!lua_checkstack(L, 2)) { close(fd); return NULL; }
+  lc = (lconn *)lua_newuserdatauv(L, sizeof *lc, 0);
+  memset(lc, 0, sizeof *lc);
+  lc->S = S;
+  lc->timeout = -1;
+  lc->max_line = DEFAULT_MAX_LINE;
+  luaL_setmetatable(L, CONN_MT);
+  lc->s = sh_stream_new(S->loop, fd, on_stream, lc);
+  if (lc->s == NULL) {
+    close(fd);
+    lua_pop(L, 1);
+    return NULL;
+  }
+  sh_stream_set_lowat(lc->s, OUT_LOW);
+  lc->id = ++S->next_id;
+  return lc;
+}
+
+void shl_conn_settimeout (lconn *lc, double timeout) { lc->timeout = timeout; }
+void shl_conn_setmaxline (lconn *lc, size_t max_line) { lc->max_line = max_line; }
+
+/* Close: flush first (CLOSE_FLUSH), drop output (CLOSE_ABORT), or, from a
+** finalizer (CLOSE_GC), without touching tasks, which may be gone. */
+static void close_internal (lconn *lc, int how) {
+  sh_stream *s = lc->s;
+  if (s == NULL) return;
+  lc->s = NULL;
+  if (how == CLOSE_ABORT) sh_stream_abort(s);
+  else sh_stream_close(s, lc->S->linger);
+  if (how == CLOSE_GC) {
+    lc->reader = lc->whead = lc->wtail = NULL;
+    return;
+  }
+  if (lc->reader != NULL) {
+    shl_task *t = lc->reader;
+    lc->reader = NULL;
+    shl_wake_fail(t, "closed");
+  }
+  fail_writers(lc);
+}
+
+void shl_conn_handler_exit (shl_task *t, void *ctx) {
+  (void)t;
+  close_internal((lconn *)ctx, CLOSE_FLUSH);
+}
+
+/* conn:close() -- deliver what is buffered, then close. */
+static int conn_close (lua_State *L) {
+  close_internal(checkconn(L, 1), CLOSE_FLUSH);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:abort() -- close now, dropping buffered output; TCP peers see a reset. */
+static int conn_abort (lua_State *L) {
+  close_internal(checkconn(L, 1), CLOSE_ABORT);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:shutdown() -- half-close: no more writes, reading goes on. */
+static int conn_shutdown (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  sh_stream_shutdown(lc->s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int conn_gc (lua_State *L) {
+  close_internal(checkconn(L, 1), CLOSE_GC);
+  return 0;
+}
+
+/* conn:settimeout(seconds) -- for each later blocking call; nil: none. */
+static int conn_settimeout (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  lc->timeout = shl_opttimeout(L, 2, -1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int push_sockname (lua_State *L, lconn *lc, int peer) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char buf[160];
+  int r;
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  memset(&ss, 0, sizeof ss);
+  r = peer ? getpeername(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &len)
+           : getsockname(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &len);
+  if (r != 0) return shl_pushfail(L, sh_strerror(errno));
+  sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX : SH_TCP,
+                 buf, sizeof buf);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static int conn_peer (lua_State *L) { return push_sockname(L, checkconn(L, 1), 1); }
+static int conn_address (lua_State *L) { return push_sockname(L, checkconn(L, 1), 0); }
+
+static int conn_tostring (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL || push_sockname(L, lc, 1) != 1) {
+    lua_pushfstring(L, "conn #%d (closed)", (int)lc->id);
+    return 1;
+  }
+  lua_pushfstring(L, "conn #%d %s", (int)lc->id, lua_tostring(L, -1));
+  return 1;
+}
+
+/* ====================== sockhost.connect ====================== */
+
+static int connect_timeout (void *obj, shl_task *t, int cancel) {
+  sh_connect_cancel((sh_connect *)obj);
+  return cancel ? 0 : shl_pushfail(t->co, "timeout");
+}
+
+static void on_connected (int fd, int err, void *ctx) {
+  shl_task *t = ctx;
+  shl_unpark(t);
+  lua_checkstack(t->co, 3);
+  if (err != 0) {
+    shl_resume(t, shl_pushfail(t->co, sh_strerror(err)));
+    return;
+  }
+  if (shl_conn_new(t->co, t->S, fd) == NULL) {
+    shl_resume(t, shl_pushfail(t->co, "out of memory"));
+    return;
+  }
+  shl_resume(t, 1);
+}
+
+static const char *const connect_opts[] = {"timeout", NULL};
+
+/* sockhost.connect(addr [, opts]) -> conn, or nil, err. */
+int shl_connect (lua_State *L) {
+  shl_sched *S = shl_getsched(L);
+  const char *text = luaL_checkstring(L, 1);
+  double timeout;
+  sh_addr a;
+  sh_connect *req;
+  shl_task *t;
+  char err[300];
+  int e;
+  shl_checkoptions(L, 2, connect_opts);
+  timeout = shl_optfield(L, 2, "timeout", CONNECT_TIMEOUT);
+  if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
+  if (!sh_addr_is_stream(a.scheme))
+    return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
+  t = shl_checktask(L, "sockhost.connect()");
+  if (!a.resolved) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "cannot resolve '%s'", a.host);
+    return 2;
+  }
+  req = sh_connect_start(S->loop, (struct sockaddr *)&a.sa, a.salen, on_connected, t, &e);
+  if (req == NULL) return shl_pushfail(L, sh_strerror(e));
+  return shl_park(L, t, timeout < 0 ? -1 : timeout, connect_timeout, req, 0, NULL);
+}
+
+/* ====================== Registration ====================== */
+
+static const luaL_Reg conn_methods[] = {
+  {"read", conn_read}, {"read_until", conn_read_until}, {"read_some", conn_read_some},
+  {"lines", conn_lines}, {"write", conn_write}, {"settimeout", conn_settimeout},
+  {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
+  {"shutdown", conn_shutdown}, {"abort", conn_abort}, {NULL, NULL}
+};
+
+static const luaL_Reg conn_meta[] = {
+  {"__index", NULL}, {"__gc", conn_gc}, {"__close", conn_close},
+  {"__tostring", conn_tostring}, {NULL, NULL}
+};
+
+void shl_conn_open (lua_State *L) {
+  luaL_newmetatable(L, CONN_MT);
+  luaL_setfuncs(L, conn_meta, 0);
+  luaL_newlib(L, conn_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}

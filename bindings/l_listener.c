@@ -1,0 +1,154 @@
+/* l_listener.c -- the "sockhost.listener" object and sockhost.listen():
+** accept stream connections and run the handler in a task per connection.
+**
+** An open listener is anchored in the registry, so a script need not keep
+** it: `sockhost.listen(addr, handler)` serves until closed or stopped. */
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../core/sh_log.h"
+#include "../core/sh_net.h"
+#include "../core/sh_util.h"
+#include "shl.h"
+
+#define DEFAULT_BACKLOG 511
+
+typedef struct llistener {
+  sh_listener *l;         /* NULL once closed */
+  shl_sched *S;
+  int self_ref;           /* anchors the userdata while open */
+  int handler_ref;        /* the handler function */
+  sh_scheme scheme;
+  double timeout;         /* given to each connection; < 0: none */
+  double max_line;        /* given to each connection; < 0: default */
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];  /* Unix file to remove */
+} llistener;
+
+static llistener *checklistener (lua_State *L, int arg) {
+  return (llistener *)luaL_checkudata(L, arg, LISTENER_MT);
+}
+
+/* A connection arrived: make its conn and its task, and start the handler. */
+static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void *ctx) {
+  llistener *ll = ctx;
+  shl_sched *S = ll->S;
+  lua_State *L = S->L;
+  lconn *lc;
+  shl_task *t;
+  (void)peer; (void)len;
+  if (!lua_checkstack(L, 8)) { close(fd); return; }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ll->handler_ref);
+  lc = shl_conn_new(L, S, fd);
+  if (lc == NULL) {
+    lua_pop(L, 1);
+    sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
+    return;
+  }
+  shl_conn_settimeout(lc, ll->timeout);
+  if (ll->max_line >= 0) shl_conn_setmaxline(lc, (size_t)ll->max_line);
+  t = shl_task_new(S, L, 1, lua_gettop(L), 0);   /* handler(conn); owner: conn */
+  t->on_exit = shl_conn_handler_exit;
+  t->exit_ctx = lc;
+  shl_resume(t, 1);
+}
+
+static void close_internal (lua_State *L, llistener *ll) {
+  if (ll->l == NULL) return;
+  sh_listener_free(ll->l);
+  ll->l = NULL;
+  if (ll->path[0] != '\0') unlink(ll->path);
+  luaL_unref(L, LUA_REGISTRYINDEX, ll->handler_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ll->self_ref);
+  ll->handler_ref = ll->self_ref = LUA_NOREF;
+}
+
+static const char *const listen_opts[] = {"backlog", "timeout", "max_line", NULL};
+
+/* sockhost.listen(addr, handler [, opts]) -> listener, or nil, err. */
+int shl_listen (lua_State *L) {
+  shl_sched *S = shl_getsched(L);
+  const char *text = luaL_checkstring(L, 1);
+  double backlog, max_line, timeout;
+  llistener *ll;
+  sh_addr a;
+  char err[300];
+  int e;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  shl_checkoptions(L, 3, listen_opts);
+  backlog = shl_optfield(L, 3, "backlog", DEFAULT_BACKLOG);
+  timeout = shl_optfield(L, 3, "timeout", -1);
+  max_line = shl_optfield(L, 3, "max_line", -1);
+  luaL_argcheck(L, backlog >= 1 && backlog <= 65535, 3, "backlog out of range");
+  if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
+  if (!sh_addr_is_stream(a.scheme))
+    return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
+  if (!a.resolved) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "cannot resolve '%s'", a.host);
+    return 2;
+  }
+  ll = (llistener *)lua_newuserdatauv(L, sizeof *ll, 0);
+  memset(ll, 0, sizeof *ll);
+  ll->S = S;
+  ll->scheme = a.scheme;
+  ll->timeout = timeout < 0 ? -1 : timeout;
+  ll->max_line = max_line;
+  ll->self_ref = ll->handler_ref = LUA_NOREF;
+  luaL_setmetatable(L, LISTENER_MT);
+  ll->l = sh_listener_new(S->loop, (struct sockaddr *)&a.sa, a.salen, (int)backlog,
+                          on_accept, ll, &e);
+  if (ll->l == NULL) return shl_pushfail(L, sh_strerror(e));
+  if (a.scheme == SH_UNIX && a.host[0] != '@' && strlen(a.host) < sizeof ll->path)
+    memcpy(ll->path, a.host, strlen(a.host) + 1);
+  lua_pushvalue(L, 2);
+  ll->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  ll->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+/* listener:address() -> "tcp://127.0.0.1:40213" (the real port for port 0). */
+static int listener_address (lua_State *L) {
+  llistener *ll = checklistener(L, 1);
+  struct sockaddr_storage ss;
+  socklen_t len;
+  char buf[160];
+  if (ll->l == NULL) return shl_pushfail(L, "closed");
+  memset(&ss, 0, sizeof ss);
+  if (sh_listener_address(ll->l, &ss, &len) != 0) return shl_pushfail(L, "closed");
+  sh_addr_format((struct sockaddr *)&ss, len, ll->scheme, buf, sizeof buf);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* listener:close() -- stop accepting; open connections carry on. */
+static int listener_close (lua_State *L) {
+  close_internal(L, checklistener(L, 1));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int listener_tostring (lua_State *L) {
+  llistener *ll = checklistener(L, 1);
+  if (ll->l == NULL || listener_address(L) != 1) lua_pushliteral(L, "sockhost.listener (closed)");
+  else lua_pushfstring(L, "sockhost.listener %s", lua_tostring(L, -1));
+  return 1;
+}
+
+static const luaL_Reg listener_methods[] = {
+  {"address", listener_address}, {"close", listener_close}, {NULL, NULL}
+};
+
+static const luaL_Reg listener_meta[] = {
+  {"__index", NULL}, {"__gc", listener_close}, {"__close", listener_close},
+  {"__tostring", listener_tostring}, {NULL, NULL}
+};
+
+void shl_listener_open (lua_State *L) {
+  luaL_newmetatable(L, LISTENER_MT);
+  luaL_setfuncs(L, listener_meta, 0);
+  luaL_newlib(L, listener_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,241 @@
+/* l_sched.c -- the coroutine scheduler: parking, waking and resuming tasks,
+** and the loop that drives them. See shl.h for the model.
+**
+** Two ways to resume: shl_resume() runs the task at once and is used only by
+** loop callbacks (nothing of Lua is on the C stack then); shl_wake() queues
+** the task and lets the loop resume it, and is what code running inside Lua
+** uses (closing a connection wakes its reader; a finished task wakes its
+** joiners), so resumes never nest. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "shl.h"
+
+static const char SCHED_KEY = 'S';   /* registry: the scheduler userdata */
+static const char TASKS_KEY = 'T';   /* registry: thread -> task, weak keys */
+
+#define DEFAULT_LINGER 30.0          /* seconds a closed stream may flush */
+#define SHUTDOWN_GRACE 5.0           /* seconds to flush at lua_close */
+
+/* ====================== Helpers ====================== */
+
+int shl_pushfail (lua_State *L, const char *err) {
+  luaL_pushfail(L);
+  lua_pushstring(L, err);
+  return 2;
+}
+
+double shl_opttimeout (lua_State *L, int arg, double def) {
+  double t;
+  if (lua_isnoneornil(L, arg)) return def;
+  t = luaL_checknumber(L, arg);
+  return t < 0 ? -1 : t;
+}
+
+void shl_checkoptions (lua_State *L, int arg, const char *const known[]) {
+  if (lua_isnoneornil(L, arg)) return;
+  luaL_checktype(L, arg, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, arg) != 0) {
+    int i, ok = 0;
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -2);
+      for (i = 0; known[i] != NULL && !ok; i++) ok = strcmp(known[i], k) == 0;
+    }
+    if (!ok) luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL));
+    lua_pop(L, 1);
+  }
+}
+
+double shl_optfield (lua_State *L, int arg, const char *name, double def) {
+  double v = def;
+  if (lua_isnoneornil(L, arg)) return def;
+  if (lua_getfield(L, arg, name) != LUA_TNIL) {
+    int isnum;
+    v = lua_tonumberx(L, -1, &isnum);
+    if (!isnum) luaL_error(L, "option '%s' must be a number", name);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* ====================== Finding tasks ====================== */
+
+shl_sched *shl_getsched (lua_State *L) {
+  shl_sched *S;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
+  S = (shl_sched *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (S == NULL) luaL_error(L, "sockhost is not initialised");
+  return S;
+}
+
+shl_task *shl_current (lua_State *L) {
+  shl_task *t;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TASKS_KEY);
+  lua_pushthread(L);
+  lua_rawget(L, -2);                          /* tasks[L] */
+  t = (shl_task *)lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return (t != NULL && t->co == L) ? t : NULL;
+}
+
+/* Record the task userdata on top of L as the task of thread 'co'. */
+void shl_register_task (lua_State *L, lua_State *co);
+void shl_register_task (lua_State *L, lua_State *co) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TASKS_KEY);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);                        /* key: the thread */
+  lua_pushvalue(L, -3);                       /* value: the task */
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+shl_task *shl_checktask (lua_State *L, const char *what) {
+  shl_task *t = shl_current(L);
+  if (t == NULL || !lua_isyieldable(L))
+    luaL_error(L, "%s would block outside a sockhost task "
+                  "(call it from a handler, or from a function given to sockhost.spawn)", what);
+  return t;
+}
+
+/* ====================== Parking ====================== */
+
+static void on_deadline (sh_timer *timer, void *ctx) {
+  shl_task *t = ctx;
+  shl_timeout_fn fn = t->on_timeout;
+  int n;
+  (void)timer;
+  if (t->state != TASK_PARKED || fn == NULL) return;
+  t->on_timeout = NULL;
+  n = fn(t->wait_obj, t, 0);
+  t->wait_obj = NULL;
+  shl_resume(t, n);
+}
+
+int shl_park (lua_State *L, shl_task *t, double timeout, shl_timeout_fn fn, void *obj,
+              lua_KContext ctx, lua_KFunction k) {
+  t->state = TASK_PARKED;
+  t->top = lua_gettop(L);
+  t->on_timeout = fn;
+  t->wait_obj = obj;
+  if (timeout >= 0 && fn != NULL) {
+    if (t->deadline == NULL) t->deadline = sh_timer_new(t->S->loop, 0, on_deadline, t);
+    if (t->deadline == NULL || sh_timer_start(t->deadline, timeout, 0) != 0)
+      return luaL_error(L, "out of memory");
+  }
+  return lua_yieldk(L, 0, ctx, k);
+}
+
+void shl_unpark (shl_task *t) {
+  if (t->deadline != NULL) sh_timer_stop(t->deadline);
+  t->on_timeout = NULL;
+  t->wait_obj = NULL;
+}
+
+/* ====================== Resuming ====================== */
+
+void shl_resume (shl_task *t, int nargs) {
+  shl_sched *S = t->S;
+  shl_task *prev = S->current;
+  int nres = 0, status;
+  t->state = TASK_RUNNING;
+  S->current = t;
+  status = lua_resume(t->co, NULL, nargs, &nres);
+  S->current = prev;
+  if (status == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    if (t->state == TASK_RUNNING)    /* a bare coroutine.yield(): let others run */
+      shl_wake(t, 0);
+    return;
+  }
+  shl_task_finish(t, status, nres);
+}
+
+static void on_ready (sh_timer *timer, void *ctx) {
+  shl_sched *S = ctx;
+  int n = 0;
+  shl_task *t, *last = S->ready_tail;
+  (void)timer;
+  /* Run only what was queued before we started: a task that keeps yielding
+  ** must not starve I/O. */
+  while ((t = S->ready_head) != NULL) {
+    S->ready_head = t->next;
+    if (S->ready_head == NULL) S->ready_tail = NULL;
+    t->next = NULL;
+    n++;
+    shl_resume(t, t->nargs);
+    if (t == last) break;
+  }
+  if (S->ready_head != NULL) sh_timer_start(S->ready_timer, 0, 0);
+  (void)n;
+}
+
+void shl_wake (shl_task *t, int nargs) {
+  shl_sched *S = t->S;
+  t->state = TASK_READY;
+  t->nargs = nargs;
+  t->next = NULL;
+  if (S->ready_tail != NULL) S->ready_tail->next = t;
+  else S->ready_head = t;
+  S->ready_tail = t;
+  if (!sh_timer_active(S->ready_timer)) sh_timer_start(S->ready_timer, 0, 0);
+}
+
+void shl_wake_fail (shl_task *t, const char *err) {
+  shl_unpark(t);
+  lua_checkstack(t->co, 2);
+  luaL_pushfail(t->co);
+  lua_pushstring(t->co, err);
+  shl_wake(t, 2);
+}
+
+int shl_run (shl_sched *S, double timeout) {
+  return sh_loop_run(S->loop, timeout);
+}
+
+/* ====================== The scheduler object ====================== */
+
+/* At lua_close, after every other finalizer: connections closed by their
+** finalizers get a little time to deliver what they hold, then the loop goes. */
+static int sched_gc (lua_State *L) {
+  shl_sched *S = (shl_sched *)lua_touserdata(L, 1);
+  if (S->loop == NULL) return 0;
+  S->ready_head = S->ready_tail = NULL;
+  if (S->ready_timer != NULL) sh_timer_free(S->ready_timer);
+  S->ready_timer = NULL;
+  if (!sh_loop_running(S->loop)) sh_loop_run(S->loop, SHUTDOWN_GRACE);
+  sh_loop_free(S->loop);
+  S->loop = NULL;
+  return 0;
+}
+
+void shl_sched_open (lua_State *L) {
+  shl_sched *S;
+  char err[128];
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
+  S = (shl_sched *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (S != NULL) return;                       /* already open in this state */
+  S = (shl_sched *)lua_newuserdatauv(L, sizeof *S, 0);
+  memset(S, 0, sizeof *S);
+  lua_newtable(L);                             /* its metatable */
+  lua_pushcfunction(L, sched_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  S->loop = sh_loop_new(err, sizeof err);
+  if (S->loop == NULL) luaL_error(L, "sockhost: %s", err);
+  S->ready_timer = sh_timer_new(S->loop, 0, on_ready, S);
+  if (S->ready_timer == NULL) luaL_error(L, "sockhost: out of memory");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  S->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  S->linger = DEFAULT_LINGER;
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
+  lua_newtable(L);                             /* thread -> task */
+  lua_newtable(L);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TASKS_KEY);
+}

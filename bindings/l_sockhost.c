@@ -1,0 +1,93 @@
+/* l_sockhost.c -- the `sockhost` module table and luaopen_sockhost(), which
+** both the executable and `require "sockhost"` from plain lua5.4 use. */
+#include <string.h>
+
+#include "../core/sh_log.h"
+#include "shl.h"
+
+/* sockhost.now() -> monotonic seconds, as a float. */
+static int l_now (lua_State *L) {
+  lua_pushnumber(L, sh_now());
+  return 1;
+}
+
+/* sockhost.stop() -- make the running loop return (the executable exits 0). */
+static int l_stop (lua_State *L) {
+  sh_loop_stop(shl_getsched(L)->loop);
+  return 0;
+}
+
+static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
+
+/* sockhost.log(level, ...) -- one log line: the values, tostring'd, joined by
+** spaces. Control bytes are escaped. */
+static int l_log (lua_State *L) {
+  int level = luaL_checkoption(L, 1, NULL, level_names), i, n = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (i = 2; i <= n; i++) {
+    if (i > 2) luaL_addchar(&b, ' ');
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  sh_log((sh_log_level)level, "%s", lua_tostring(L, -1));
+  return 0;
+}
+
+static const char *const run_opts[] = {"timeout", NULL};
+
+/* sockhost.run([fn [, opts]]) -- drive the loop from plain Lua (the
+** executable does this itself). fn, if given, runs as a task; run returns
+** when nothing is left to wait for, or on sockhost.stop(), and then returns
+** fn's results or raises its error. opts.timeout bounds the run: past it,
+** run raises "sockhost.run: timeout". */
+static int l_run (lua_State *L) {
+  shl_sched *S = shl_getsched(L);
+  shl_task *t = NULL;
+  double timeout;
+  int rc;
+  if (sh_loop_running(S->loop) || shl_current(L) != NULL)
+    return luaL_error(L, "sockhost.run: the loop is already running");
+  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  shl_checkoptions(L, 2, run_opts);
+  timeout = shl_optfield(L, 2, "timeout", -1);
+  lua_settop(L, 1);
+  if (!lua_isnil(L, 1)) {
+    t = shl_task_new(S, L, 0, 0, 1);            /* stack: task */
+    shl_wake(t, 0);
+  }
+  rc = shl_run(S, timeout);
+  if (rc == 2) return luaL_error(L, "sockhost.run: timeout after %f s", timeout);
+  if (rc < 0) return luaL_error(L, "sockhost.run: event loop failure");
+  if (t == NULL) return 0;
+  if (t->state == TASK_FAILED) {
+    lua_getiuservalue(L, -1, 3);
+    return lua_error(L);
+  }
+  if (t->state != TASK_DONE) return 0;          /* stopped before it ended */
+  lua_getfield(L, -1, "join");
+  lua_insert(L, -2);
+  lua_call(L, 1, LUA_MULTRET);                  /* the results, via task:join() */
+  return lua_gettop(L);
+}
+
+
+static const luaL_Reg funcs[] = {
+  {"listen", shl_listen}, {"connect", shl_connect}, {"sleep", shl_sleep},
+  {"after", shl_after}, {"every", shl_every}, {"now", l_now}, {"stop", l_stop},
+  {"run", l_run}, {"log", l_log}, {"spawn", NULL}, {NULL, NULL}
+};
+
+LUAMOD_API int luaopen_sockhost (lua_State *L) {
+  shl_sched_open(L);
+  shl_conn_open(L);
+  shl_listener_open(L);
+  shl_timer_open(L);
+  luaL_newlib(L, funcs);
+  shl_task_open(L);                             /* pushes spawn */
+  lua_setfield(L, -2, "spawn");
+  lua_pushliteral(L, SH_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

@@ -1,0 +1,222 @@
+/* l_task.c -- the "sockhost.task" object: a coroutine run by the host.
+**
+** The userdata holds the C state (struct shl_task) and three user values:
+** 1 the thread, 2 the owner (the connection a handler serves, or nil), 3 the
+** error value once the task has failed. While a task is alive a registry
+** reference anchors it; after it ends, its results stay on the thread's
+** stack for join() as long as somebody holds the task object. */
+#include <string.h>
+
+#include "../core/sh_log.h"
+#include "shl.h"
+
+void shl_register_task(lua_State *L, lua_State *co);   /* l_sched.c */
+
+static shl_task *checktask (lua_State *L, int arg) {
+  return (shl_task *)luaL_checkudata(L, arg, TASK_MT);
+}
+
+void shl_task_push (lua_State *L, shl_task *t) {
+  lua_rawgeti(t->S->L, LUA_REGISTRYINDEX, t->ref);
+  if (t->S->L != L) lua_xmove(t->S->L, L, 1);
+}
+
+/* ====================== Creation ====================== */
+
+shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int keep) {
+  int base = lua_gettop(L) - nargs;            /* the function */
+  lua_State *co;
+  shl_task *t;
+  luaL_checkstack(L, 6, NULL);
+  co = lua_newthread(L);
+  t = (shl_task *)lua_newuserdatauv(L, sizeof *t, 3);
+  memset(t, 0, sizeof *t);
+  t->S = S;
+  t->co = co;
+  t->state = TASK_NEW;
+  t->ref = LUA_NOREF;
+  luaL_setmetatable(L, TASK_MT);
+  lua_pushvalue(L, -2);
+  lua_setiuservalue(L, -2, 1);                 /* uv1 = thread */
+  if (owner != 0) {
+    lua_pushvalue(L, owner);
+    lua_setiuservalue(L, -2, 2);               /* uv2 = owner */
+  }
+  shl_register_task(L, co);
+  if (keep) {
+    lua_pushvalue(L, -1);
+    lua_replace(L, -3);                        /* the task takes the thread's slot */
+  }
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);     /* anchor while alive */
+  if (!keep) lua_pop(L, 1);                    /* the thread */
+  /* stack: ... f args [task] */
+  if (keep) lua_rotate(L, base, 1);            /* ... task f args */
+  lua_xmove(L, co, nargs + 1);                 /* function and arguments to co */
+  t->nargs = nargs;
+  sh_loop_ref(S->loop);                        /* a live task keeps the loop */
+  return t;
+}
+
+/* ====================== Ending ====================== */
+
+/* Push on L a name for what t serves, for logs: "conn #3 tcp://..." or "task". */
+static const char *task_label (lua_State *L, shl_task *t) {
+  shl_task_push(L, t);
+  if (lua_getiuservalue(L, -1, 2) == LUA_TNIL) {
+    lua_pop(L, 2);
+    return lua_pushliteral(L, "task");
+  }
+  luaL_tolstring(L, -1, NULL);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return lua_tostring(L, -1);
+}
+
+/* Log a failure with its traceback; keep the error value in uv3. */
+static void record_failure (shl_task *t) {
+  lua_State *L = t->S->L, *co = t->co;
+  const char *msg, *trace;
+  luaL_checkstack(L, 6, NULL);
+  shl_task_push(L, t);                         /* task */
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);                         /* task err */
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, -3, 3);                 /* task err */
+  msg = luaL_tolstring(L, -1, NULL);           /* task err msg */
+  luaL_traceback(L, co, NULL, 0);              /* task err msg trace */
+  trace = lua_tostring(L, -1);
+  task_label(L, t);                            /* task err msg trace label */
+  sh_log_trace(SH_LOG_ERROR, trace, "%s failed: %s", lua_tostring(L, -1), msg);
+  lua_pop(L, 5);
+#if LUA_VERSION_RELEASE_NUM >= 50406
+  lua_closethread(co, L);                      /* close pending <close> variables */
+#else
+  lua_resetthread(co);
+#endif
+}
+
+/* Copy t's n results onto 'to'. */
+static void push_results (shl_task *t, lua_State *to) {
+  int i;
+  lua_checkstack(t->co, t->nres);
+  lua_checkstack(to, t->nres);
+  for (i = 0; i < t->nres; i++) lua_pushvalue(t->co, -t->nres);
+  lua_xmove(t->co, to, t->nres);
+}
+
+void shl_task_finish (shl_task *t, int status, int nres) {
+  shl_sched *S = t->S;
+  shl_task *j;
+  if (status == LUA_OK) {
+    t->state = TASK_DONE;
+    t->nres = nres;
+  } else {
+    t->state = TASK_FAILED;
+    t->nres = 0;
+    record_failure(t);
+  }
+  while ((j = t->joiners) != NULL) {           /* wake joiners, in order */
+    t->joiners = j->next;
+    j->next = NULL;
+    shl_unpark(j);
+    if (t->state == TASK_DONE) push_results(t, j->co);
+    shl_wake(j, t->state == TASK_DONE ? t->nres : 0);
+  }
+  if (t->on_exit != NULL) t->on_exit(t, t->exit_ctx);
+  if (t->deadline != NULL) { sh_timer_free(t->deadline); t->deadline = NULL; }
+  luaL_unref(S->L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+  sh_loop_unref(S->loop);
+}
+
+/* ====================== Methods ====================== */
+
+/* Raise the error that ended t (from uv3), as it was raised. */
+static int raise_failure (lua_State *L, int arg) {
+  lua_getiuservalue(L, arg, 3);
+  return lua_error(L);
+}
+
+static int join_k (lua_State *L, int status, lua_KContext ctx) {
+  shl_task *t = checktask(L, 1);
+  (void)status; (void)ctx;
+  if (t->state == TASK_FAILED) return raise_failure(L, 1);
+  return lua_gettop(L) - 1;                    /* what the finisher pushed */
+}
+
+/* task:join() -> the results of the task's function; raises its error. */
+static int task_join (lua_State *L) {
+  shl_task *t = checktask(L, 1), *me, **p;
+  lua_settop(L, 1);
+  if (t->state == TASK_DONE) {
+    push_results(t, L);
+    return t->nres;
+  }
+  if (t->state == TASK_FAILED) return raise_failure(L, 1);
+  me = shl_checktask(L, "task:join()");
+  if (me == t) return luaL_error(L, "a task cannot join itself");
+  for (p = &t->joiners; *p != NULL; p = &(*p)->next) {}
+  *p = me;
+  me->next = NULL;
+  return shl_park(L, me, -1, NULL, NULL, 0, join_k);
+}
+
+static const char *const state_names[] = {
+  "ready", "ready", "running", "waiting", "done", "failed"
+};
+
+/* task:status() -> "ready" | "running" | "waiting" | "done" | "failed" */
+static int task_status (lua_State *L) {
+  shl_task *t = checktask(L, 1);
+  lua_pushstring(L, state_names[t->state]);
+  return 1;
+}
+
+static int task_tostring (lua_State *L) {
+  shl_task *t = checktask(L, 1);
+  lua_pushfstring(L, "sockhost.task (%s): %p", state_names[t->state], (void *)t);
+  return 1;
+}
+
+/* Only at lua_close can a live task be collected: release its wait. */
+static int task_gc (lua_State *L) {
+  shl_task *t = checktask(L, 1);
+  if (t->state == TASK_PARKED && t->on_timeout != NULL)
+    t->on_timeout(t->wait_obj, t, 1);
+  t->on_timeout = NULL;
+  if (t->deadline != NULL) { sh_timer_free(t->deadline); t->deadline = NULL; }
+  if (t->state != TASK_DONE && t->state != TASK_FAILED && t->S->loop != NULL) {
+    t->state = TASK_FAILED;
+    sh_loop_unref(t->S->loop);
+  }
+  return 0;
+}
+
+/* sockhost.spawn(fn, ...) -> task. fn runs in a task of its own, starting on
+** the loop's next turn. */
+static int l_spawn (lua_State *L) {
+  shl_sched *S = shl_getsched(L);
+  int nargs = lua_gettop(L) - 1;
+  shl_task *t;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  t = shl_task_new(S, L, nargs, 0, 1);
+  shl_wake(t, nargs);
+  return 1;
+}
+
+static const luaL_Reg task_methods[] = {
+  {"join", task_join}, {"status", task_status}, {NULL, NULL}
+};
+
+static const luaL_Reg task_meta[] = {
+  {"__index", NULL}, {"__gc", task_gc}, {"__tostring", task_tostring}, {NULL, NULL}
+};
+
+void shl_task_open (lua_State *L) {
+  luaL_newmetatable(L, TASK_MT);
+  luaL_setfuncs(L, task_meta, 0);
+  luaL_newlib(L, task_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_spawn);               /* left for luaopen_sockhost */
+}

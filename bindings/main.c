@@ -1,0 +1,219 @@
+/* main.c -- the sockhost executable: `sockhost script.lua [args...]`.
+**
+** Behaves like the lua interpreter where it can (arg table, -e, -l, -, --,
+** -v), runs the main script as a task, then runs the loop until nothing is
+** left to wait for, sockhost.stop(), or a signal. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "../core/sh_log.h"
+#include "shl.h"
+
+static const char *progname = "sockhost";
+
+static void usage (FILE *f) {
+  fprintf(f,
+    "usage: %s [options] [script [args...]]\n"
+    "Run a network service written in Lua.\n"
+    "  -e stat          run the Lua statement 'stat'\n"
+    "  -l mod           require module 'mod' (as global 'mod')\n"
+    "  -                read the script from standard input\n"
+    "  --               stop handling options\n"
+    "  --check file     compile 'file' only; report syntax errors\n"
+    "  --log-level lvl  debug, info (default), warn, error or off\n"
+    "  -v, --version    print the version\n"
+    "  -h, --help       print this help\n"
+    "The script runs as a task: sockhost.connect, conn:read and the other\n"
+    "blocking calls yield to the event loop. The process exits 0 when nothing\n"
+    "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM.\n",
+    progname);
+}
+
+static int fail (const char *msg) {
+  fprintf(stderr, "%s: %s\n", progname, msg);
+  fflush(stderr);
+  return 1;
+}
+
+/* ====================== Options ====================== */
+
+typedef struct opts {
+  int script;       /* index in argv of the script, or 0 */
+  int first_arg;    /* index of the first script argument */
+  int want_stdin;   /* script is "-" */
+} opts;
+
+/* Check the options; run -l and -e later, in order. Returns -1 on a bad
+** option (message printed), 1 if the program should exit 0 now. */
+static int parse_args (int argc, char **argv, opts *o) {
+  int i;
+  memset(o, 0, sizeof *o);
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) { i++; break; }
+    if (strcmp(a, "-") == 0) { o->want_stdin = 1; break; }
+    if (a[0] != '-') break;
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(stdout); return 1; }
+    if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+      printf("%s (%s, libevent)\n", SH_VERSION, LUA_RELEASE);
+      return 1;
+    }
+    if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0 || strcmp(a, "--check") == 0 ||
+        strcmp(a, "--log-level") == 0) {
+      if (++i >= argc) {
+        fprintf(stderr, "%s: '%s' needs an argument\n", progname, a);
+        usage(stderr);
+        return -1;
+      }
+      continue;
+    }
+    fprintf(stderr, "%s: unrecognized option '%s'\n", progname, a);
+    usage(stderr);
+    return -1;
+  }
+  if (i < argc) {
+    o->script = i;
+    o->first_arg = i + 1;
+  }
+  return 0;
+}
+
+/* arg = { [-n..-1] = interpreter and options, [0] = script, [1..] = args } */
+static void create_arg_table (lua_State *L, int argc, char **argv, int script) {
+  int i, base = script > 0 ? script : argc;
+  lua_createtable(L, argc - base, base);
+  for (i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - base);
+  }
+  lua_setglobal(L, "arg");
+}
+
+/* ====================== Running ====================== */
+
+static void main_exit (shl_task *t, void *ctx) {
+  (void)ctx;
+  if (t->state == TASK_FAILED) {
+    t->S->exit_code = 1;
+    sh_loop_stop(t->S->loop);
+  }
+}
+
+/* Runs the -e/-l chunks and the script in order, inside the main task. */
+static const char runner[] =
+  "local chunks, n = ...\n"
+  "for i = 1, #chunks - 1 do chunks[i]() end\n"
+  "return chunks[#chunks](table.unpack(arg or {}, 1, n))\n";
+
+/* Compile everything the command line asks for into a list of functions
+** on the stack top. Returns 0, or 1 after printing the error. */
+static int load_chunks (lua_State *L, int argc, char **argv, const opts *o) {
+  int i, n = 0, end = o->script > 0 ? o->script : argc;
+  lua_newtable(L);
+  for (i = 1; i < end; i++) {
+    int st = LUA_OK;
+    if (strcmp(argv[i], "--") == 0) break;
+    if (strcmp(argv[i], "-e") == 0) {
+      i++;
+      st = luaL_loadbuffer(L, argv[i], strlen(argv[i]), "=(command line)");
+    } else if (strcmp(argv[i], "-l") == 0) {
+      i++;
+      lua_pushfstring(L, "%s = require(%q)", argv[i], argv[i]);
+      st = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=(command line)");
+      lua_remove(L, -2);
+    } else if (strcmp(argv[i], "--log-level") == 0) {
+      int lvl = sh_log_parse_level(argv[++i]);
+      if (lvl < 0) return fail("--log-level: expected debug, info, warn, error or off");
+      sh_log_set_level((sh_log_level)lvl);
+      continue;
+    } else if (strcmp(argv[i], "--check") == 0) {
+      i++;
+      continue;
+    } else if (strcmp(argv[i], "-") == 0) {
+      break;
+    }
+    if (st != LUA_OK) return fail(lua_tostring(L, -1));
+    lua_rawseti(L, -2, ++n);
+  }
+  if (o->script > 0 || o->want_stdin) {
+    const char *fname = o->want_stdin ? NULL : argv[o->script];
+    if (luaL_loadfile(L, fname) != LUA_OK) return fail(lua_tostring(L, -1));
+    lua_rawseti(L, -2, ++n);
+  }
+  return 0;
+}
+
+/* --check FILE...: compile only. */
+static int check_only (int argc, char **argv) {
+  int i, status = 0;
+  lua_State *L = luaL_newstate();
+  if (L == NULL) return fail("cannot create Lua state: not enough memory");
+  for (i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--check") != 0) continue;
+    if (luaL_loadfile(L, argv[++i]) != LUA_OK) status = fail(lua_tostring(L, -1));
+    lua_settop(L, 0);
+  }
+  lua_close(L);
+  return status;
+}
+
+/* SIGINT/SIGTERM: stop the loop (open connections are flushed as the state
+** closes); a second signal exits at once. */
+static void on_signal (int sig, void *ctx) {
+  static int seen = 0;
+  shl_sched *S = ctx;
+  if (seen++) {
+    sh_log(SH_LOG_WARN, "signal %d again: exiting now", sig);
+    _exit(1);
+  }
+  sh_log(SH_LOG_INFO, "signal %d: stopping", sig);
+  sh_loop_stop(S->loop);
+}
+
+static int run (lua_State *L, int argc, char **argv, const opts *o) {
+  shl_sched *S;
+  shl_task *t;
+  int nargs = o->script > 0 ? argc - o->first_arg : 0;
+  luaL_openlibs(L);
+  luaL_requiref(L, "sockhost", luaopen_sockhost, 1);   /* also global */
+  lua_pop(L, 1);
+  S = shl_getsched(L);
+  sh_loop_signal(S->loop, SIGINT, on_signal, S);
+  sh_loop_signal(S->loop, SIGTERM, on_signal, S);
+  create_arg_table(L, argc, argv, o->script);
+  if (luaL_loadbuffer(L, runner, sizeof runner - 1, "=sockhost") != LUA_OK)
+    return fail(lua_tostring(L, -1));
+  if (load_chunks(L, argc, argv, o) != 0) return 1;
+  if (lua_rawlen(L, -1) == 0) {                /* nothing to run */
+    usage(stderr);
+    return 1;
+  }
+  lua_pushinteger(L, nargs);
+  t = shl_task_new(S, L, 2, 0, 0);
+  t->on_exit = main_exit;
+  shl_wake(t, 2);
+  if (shl_run(S, -1) < 0) return fail("event loop failure");
+  return S->exit_code;
+}
+
+int main (int argc, char **argv) {
+  opts o;
+  int status, i;
+  lua_State *L;
+  if (argv[0] != NULL && argv[0][0] != '\0') progname = argv[0];
+  setvbuf(stdout, NULL, _IOLBF, 0);            /* a server's output is a log */
+  signal(SIGPIPE, SIG_IGN);
+  if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
+  for (i = 1; i < (o.script > 0 ? o.script : argc); i++)
+    if (strcmp(argv[i], "--check") == 0) return check_only(argc, argv);
+  L = luaL_newstate();
+  if (L == NULL) return fail("cannot create Lua state: not enough memory");
+  status = run(L, argc, argv, &o);
+  lua_close(L);                                /* flushes closing connections */
+  return status;
+}

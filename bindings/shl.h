@@ -1,0 +1,134 @@
+/* shl.h -- what the binding files share: the scheduler, tasks (the
+** coroutines the host runs), and small helpers for the Lua side.
+**
+** Every coroutine the host runs is a task: the main script, each connection
+** handler, each timer callback, each spawned function. A task that calls a
+** blocking method parks: it records how it is to be woken, arms its
+** deadline, and yields. Whoever it waits for (a stream, a timer, another
+** task) later pushes the results onto the task's stack and resumes it. */
+#ifndef SHL_H
+#define SHL_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "../core/sh_addr.h"
+#include "../core/sh_loop.h"
+#include "../core/sh_timer.h"
+
+#define SH_VERSION "sockhost 0.1.0"
+
+#define TASK_MT "sockhost.task"
+#define CONN_MT "sockhost.conn"
+#define LISTENER_MT "sockhost.listener"
+#define TIMER_MT "sockhost.timer"
+
+typedef struct shl_task shl_task;
+
+/* Called when a parked task's deadline passes ('cancel' 0): forget the
+** waiter, push the results for the task onto t->co and return how many.
+** Called with 'cancel' 1 when the task is being collected at shutdown:
+** release what the wait holds, push nothing. */
+typedef int (*shl_timeout_fn)(void *obj, shl_task *t, int cancel);
+
+/* Called when a task ends, after its error (if any) is logged. */
+typedef void (*shl_exit_fn)(shl_task *t, void *ctx);
+
+typedef enum { TASK_NEW, TASK_READY, TASK_RUNNING, TASK_PARKED, TASK_DONE, TASK_FAILED } shl_state;
+
+typedef struct shl_sched {
+  lua_State *L;              /* the main thread */
+  sh_loop *loop;
+  sh_timer *ready_timer;     /* fires once to run the ready queue */
+  shl_task *ready_head;      /* tasks to resume from the loop, FIFO */
+  shl_task *ready_tail;
+  shl_task *current;         /* task running now, or NULL */
+  unsigned next_id;          /* connection ids for logs */
+  int exit_code;             /* for the executable: 1 after the main task failed */
+  double linger;             /* seconds a closing stream may take to flush */
+} shl_sched;
+
+struct shl_task {
+  shl_sched *S;
+  lua_State *co;             /* the coroutine */
+  int ref;                   /* registry ref to the task userdata until it ends */
+  shl_state state;
+  int nargs;                 /* values on co's stack for the next resume */
+  int nres;                  /* results on co's stack once DONE */
+  int top;                   /* co's stack top when it parked: a waker that
+                             ** pushed more values reports a failure */
+  shl_task *next;            /* link in the ready queue or a wait queue */
+  shl_task *joiners;         /* tasks parked in join() on this one */
+  sh_timer *deadline;        /* timeout of the current wait; made on demand */
+  shl_timeout_fn on_timeout; /* how to end the current wait on its deadline */
+  void *wait_obj;            /* what the task waits for */
+  shl_exit_fn on_exit;       /* NULL, or what to do when the task ends */
+  void *exit_ctx;
+};
+
+/* ---------------- l_sched.c: the scheduler ---------------- */
+shl_sched *shl_getsched(lua_State *L);
+void shl_sched_open(lua_State *L);            /* creates the scheduler once */
+shl_task *shl_current(lua_State *L);          /* the task running on L, or NULL */
+/* The task running on L; raises "<what> would block outside a sockhost task"
+** if L is not a task (the main thread, a plain coroutine). */
+shl_task *shl_checktask(lua_State *L, const char *what);
+/* Park the running task and yield (use as 'return shl_park(...)'). A timeout
+** < 0 waits forever. 'k' continues the C function (NULL: plain yield, so the
+** values the waker pushes become the results of the call). */
+int shl_park(lua_State *L, shl_task *t, double timeout, shl_timeout_fn fn, void *obj,
+             lua_KContext ctx, lua_KFunction k);
+/* End t's wait (disarm the deadline). Call before pushing its results. */
+void shl_unpark(shl_task *t);
+/* Resume t now with 'nargs' values on its stack. Only from a loop callback,
+** never from inside Lua. Anything may have changed when it returns. */
+void shl_resume(shl_task *t, int nargs);
+/* Resume t later, from the loop: safe from anywhere. */
+void shl_wake(shl_task *t, int nargs);
+/* Push nil, err onto t's stack and wake it later. */
+void shl_wake_fail(shl_task *t, const char *err);
+/* Run the loop (see sh_loop_run). */
+int shl_run(shl_sched *S, double timeout);
+
+/* ---------------- l_task.c: tasks ---------------- */
+/* Make a task of the function below the 'nargs' values on top of L (popped).
+** 'owner' (an absolute index, or 0) is recorded as what the task serves: it
+** names the task in logs. With 'keep', the task object is left on L. */
+shl_task *shl_task_new(shl_sched *S, lua_State *L, int nargs, int owner, int keep);
+/* Push t's userdata. */
+void shl_task_push(lua_State *L, shl_task *t);
+/* The task has returned or raised: record it, log a failure, wake joiners,
+** run on_exit, release it. 'status' and 'nres' are lua_resume's. */
+void shl_task_finish(shl_task *t, int status, int nres);
+void shl_task_open(lua_State *L);
+
+/* ---------------- l_conn.c, l_listener.c, l_timer.c ---------------- */
+typedef struct lconn lconn;
+/* Push a new connection object over connected socket 'fd'. On failure 'fd'
+** is closed, nothing is pushed, NULL returned. */
+lconn *shl_conn_new(lua_State *L, shl_sched *S, int fd);
+void shl_conn_settimeout(lconn *c, double timeout);
+void shl_conn_setmaxline(lconn *c, size_t max_line);
+/* A handler task's on_exit: close its connection, flushing output. */
+void shl_conn_handler_exit(shl_task *t, void *ctx);
+void shl_conn_open(lua_State *L);
+int shl_connect(lua_State *L);
+void shl_listener_open(lua_State *L);
+int shl_listen(lua_State *L);
+void shl_timer_open(lua_State *L);
+int shl_after(lua_State *L);
+int shl_every(lua_State *L);
+int shl_sleep(lua_State *L);
+
+/* ---------------- helpers ---------------- */
+int shl_pushfail(lua_State *L, const char *err);        /* nil, err */
+/* Optional timeout argument/option: nil or < 0 means none. */
+double shl_opttimeout(lua_State *L, int arg, double def);
+/* Raise on option names not in 'known' (NULL-terminated) for table 'arg'. */
+void shl_checkoptions(lua_State *L, int arg, const char *const known[]);
+/* opts[name] as number, or 'def' when absent. Raises on a wrong type. */
+double shl_optfield(lua_State *L, int arg, const char *name, double def);
+
+LUAMOD_API int luaopen_sockhost(lua_State *L);
+
+#endif

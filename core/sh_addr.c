@@ -1,0 +1,147 @@
+/* sh_addr.c -- address strings; see sh_addr.h. */
+#include "sh_addr.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+static const struct { const char *prefix; sh_scheme scheme; } schemes[] = {
+  {"tcp://", SH_TCP}, {"udp://", SH_UDP},
+  {"unixgram:", SH_UNIXGRAM}, {"unix:", SH_UNIX},   /* longest first */
+};
+
+int sh_addr_is_stream (sh_scheme scheme) {
+  return scheme == SH_TCP || scheme == SH_UNIX;
+}
+
+static int fail (char *err, size_t errlen, const char *text, const char *why) {
+  snprintf(err, errlen, "bad address '%.200s': %s", text, why);
+  return -1;
+}
+
+static int parse_unix (const char *text, const char *path, sh_addr *a,
+                       char *err, size_t errlen) {
+  struct sockaddr_un *un = (struct sockaddr_un *)&a->sa;
+  size_t len = strlen(path);
+  if (len == 0) return fail(err, errlen, text, "empty path");
+  if (len >= sizeof un->sun_path) return fail(err, errlen, text, "path too long");
+  un->sun_family = AF_UNIX;
+  memcpy(un->sun_path, path, len);
+  if (path[0] == '@') un->sun_path[0] = '\0';    /* abstract namespace */
+  a->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len +
+                         (path[0] == '@' ? 0 : 1));
+  snprintf(a->host, sizeof a->host, "%s", path);
+  a->port = -1;
+  a->resolved = 1;
+  return 0;
+}
+
+/* Fill 'a->sa' from a literal or "localhost"; leave unresolved otherwise. */
+static void resolve_literal (sh_addr *a) {
+  struct sockaddr_in *in4 = (struct sockaddr_in *)&a->sa;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a->sa;
+  const char *h = a->host;
+  if (strcmp(h, "localhost") == 0) h = "127.0.0.1";
+  else if (strcmp(h, "*") == 0) h = "0.0.0.0";
+  if (inet_pton(AF_INET, h, &in4->sin_addr) == 1) {
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons((unsigned short)a->port);
+    a->salen = sizeof *in4;
+    a->resolved = 1;
+  } else if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((unsigned short)a->port);
+    a->salen = sizeof *in6;
+    a->resolved = 1;
+  }
+}
+
+static int parse_inet (const char *text, const char *rest, sh_addr *a,
+                       char *err, size_t errlen) {
+  const char *colon, *hbeg = rest, *hend;
+  char *end;
+  long port;
+  if (rest[0] == '[') {                      /* [v6]:port */
+    hbeg = rest + 1;
+    hend = strchr(hbeg, ']');
+    if (hend == NULL) return fail(err, errlen, text, "missing ']'");
+    colon = hend + 1;
+    if (*colon != ':') return fail(err, errlen, text, "missing port");
+  } else {
+    colon = strrchr(rest, ':');
+    if (colon == NULL) return fail(err, errlen, text, "missing port");
+    hend = colon;
+    if (memchr(rest, ':', (size_t)(colon - rest)) != NULL)
+      return fail(err, errlen, text, "IPv6 hosts go in brackets");
+  }
+  if (hend == hbeg) return fail(err, errlen, text, "missing host");
+  if ((size_t)(hend - hbeg) >= sizeof a->host) return fail(err, errlen, text, "host too long");
+  if (colon[1] < '0' || colon[1] > '9') return fail(err, errlen, text, "bad port");
+  port = strtol(colon + 1, &end, 10);
+  if (*end != '\0') return fail(err, errlen, text, "bad port");
+  if (port < 0 || port > 65535) return fail(err, errlen, text, "port out of range");
+  memcpy(a->host, hbeg, (size_t)(hend - hbeg));
+  a->host[hend - hbeg] = '\0';
+  a->port = (int)port;
+  resolve_literal(a);
+  if (rest[0] == '[' && (!a->resolved || a->sa.ss_family != AF_INET6))
+    return fail(err, errlen, text, "bad IPv6 address");
+  return 0;
+}
+
+int sh_addr_parse (const char *text, sh_addr *a, char *err, size_t errlen) {
+  size_t i;
+  memset(a, 0, sizeof *a);
+  a->scheme = SH_TCP;
+  for (i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+    size_t n = strlen(schemes[i].prefix);
+    if (strncmp(text, schemes[i].prefix, n) == 0) {
+      a->scheme = schemes[i].scheme;
+      if (a->scheme == SH_UNIX || a->scheme == SH_UNIXGRAM)
+        return parse_unix(text, text + n, a, err, errlen);
+      return parse_inet(text, text + n, a, err, errlen);
+    }
+  }
+  if (strstr(text, "://") != NULL) return fail(err, errlen, text, "unknown scheme");
+  return parse_inet(text, text, a, err, errlen);
+}
+
+static const char *scheme_name (sh_scheme scheme) {
+  switch (scheme) {
+    case SH_TCP: return "tcp";
+    case SH_UDP: return "udp";
+    case SH_UNIX: return "unix";
+    default: return "unixgram";
+  }
+}
+
+size_t sh_addr_format (const struct sockaddr *sa, socklen_t len, sh_scheme scheme,
+                       char *buf, size_t n) {
+  char host[INET6_ADDRSTRLEN];
+  int w = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host);
+    w = snprintf(buf, n, "%s://%s:%u", scheme_name(scheme), host, ntohs(in4->sin_port));
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    w = snprintf(buf, n, "%s://[%s]:%u", scheme_name(scheme), host, ntohs(in6->sin6_port));
+  } else if (sa->sa_family == AF_UNIX) {
+    const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+    size_t plen = len > offsetof(struct sockaddr_un, sun_path)
+                ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+    if (plen > 0 && un->sun_path[0] == '\0')     /* abstract: @name */
+      w = snprintf(buf, n, "%s:@%.*s", scheme_name(scheme), (int)(plen - 1), un->sun_path + 1);
+    else
+      w = snprintf(buf, n, "%s:%.*s", scheme_name(scheme), (int)strnlen(un->sun_path, plen),
+                   un->sun_path);
+  } else {
+    w = snprintf(buf, n, "%s:?", scheme_name(scheme));
+  }
+  if (w < 0) w = 0;
+  return (size_t)w < n ? (size_t)w : (n > 0 ? n - 1 : 0);
+}

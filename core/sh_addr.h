@@ -1,0 +1,40 @@
+/* sh_addr.h -- the address strings of the Lua API, parsed into socket
+** addresses and formatted back. Knows nothing about Lua.
+**
+**   tcp://host:port     udp://host:port     host:port (means tcp)
+**   tcp://[::1]:port    unix:/path/to.sock  unixgram:/path/to.sock
+**   unix:@name          (a Linux abstract socket)
+**
+** Parsing never blocks: IP literals and "localhost" are resolved here; any
+** other host name is left for the resolver (sh_addr.resolved == 0). */
+#ifndef SH_ADDR_H
+#define SH_ADDR_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+typedef enum { SH_TCP, SH_UDP, SH_UNIX, SH_UNIXGRAM } sh_scheme;
+
+typedef struct sh_addr {
+  sh_scheme scheme;
+  int resolved;                  /* 'sa' holds the address */
+  int port;                      /* 0..65535; -1 for Unix addresses */
+  char host[256];                /* host as written, without brackets */
+  struct sockaddr_storage sa;    /* the socket address, if resolved */
+  socklen_t salen;
+} sh_addr;
+
+/* Parse 'text'. Returns 0, or -1 with a message in 'err' ("bad address
+** 'x': port out of range"). */
+int sh_addr_parse(const char *text, sh_addr *a, char *err, size_t errlen);
+
+/* Format a socket address as an address string of the given scheme
+** ("tcp://127.0.0.1:80", "tcp://[::1]:80", "unix:/tmp/s"). Returns the
+** length written (truncated to 'n'). */
+size_t sh_addr_format(const struct sockaddr *sa, socklen_t len, sh_scheme scheme,
+                      char *buf, size_t n);
+
+/* True for a stream scheme (tcp, unix). */
+int sh_addr_is_stream(sh_scheme scheme);
+
+#endif

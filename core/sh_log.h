@@ -1,0 +1,29 @@
+/* sh_log.h -- one line per event on standard error:
+**   2026-11-30T16:53:23.123Z ERROR conn #3 tcp://127.0.0.1:5555: handler failed: ...
+** Control bytes in messages are escaped, so a peer cannot forge log lines. */
+#ifndef SH_LOG_H
+#define SH_LOG_H
+
+typedef enum { SH_LOG_DEBUG, SH_LOG_INFO, SH_LOG_WARN, SH_LOG_ERROR, SH_LOG_OFF } sh_log_level;
+
+void sh_log_set_level(sh_log_level level);
+sh_log_level sh_log_get_level(void);
+/* Parse "debug", "info", "warn", "error", "off"; -1 if none of those. */
+int sh_log_parse_level(const char *name);
+const char *sh_log_level_name(sh_log_level level);
+
+void sh_log(sh_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+  __attribute__((format(printf, 2, 3)))
+#endif
+  ;
+
+/* The same, followed by a stack traceback written as it is, on indented
+** continuation lines (it comes from the script's code, not from peers). */
+void sh_log_trace(sh_log_level level, const char *trace, const char *fmt, ...)
+#if defined(__GNUC__)
+  __attribute__((format(printf, 3, 4)))
+#endif
+  ;
+
+#endif

@@ -1,0 +1,121 @@
+/* sh_loop.c -- event loop with a reference count; see sh_loop.h. */
+#include "sh_loop.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "sh_util.h"
+
+#define MAX_SIGNALS 8
+
+struct sh_signal_watch {
+  struct event *ev;
+  sh_signal_fn cb;
+  void *ctx;
+};
+
+struct sh_loop {
+  struct sh_signal_watch sig[MAX_SIGNALS];   /* signal watchers */
+  int nsig;
+  struct event_base *base;
+  int refs;          /* things that keep the loop alive */
+  int stopping;      /* sh_loop_stop() was called while running */
+  int running;       /* inside sh_loop_run() */
+  int timed_out;     /* the run deadline passed */
+};
+
+sh_loop *sh_loop_new (char *err, size_t errlen) {
+  sh_loop *loop = calloc(1, sizeof *loop);
+  if (loop == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  loop->base = event_base_new();
+  if (loop->base == NULL) {
+    snprintf(err, errlen, "cannot create event base");
+    free(loop);
+    return NULL;
+  }
+  return loop;
+}
+
+void sh_loop_free (sh_loop *loop) {
+  int i;
+  if (loop == NULL) return;
+  for (i = 0; i < loop->nsig; i++) event_free(loop->sig[i].ev);
+  event_base_free(loop->base);
+  free(loop);
+}
+
+struct event_base *sh_loop_base (sh_loop *loop) { return loop->base; }
+void sh_loop_ref (sh_loop *loop) { loop->refs++; }
+void sh_loop_unref (sh_loop *loop) { loop->refs--; }
+int sh_loop_refs (const sh_loop *loop) { return loop->refs; }
+int sh_loop_running (const sh_loop *loop) { return loop->running; }
+
+void sh_loop_stop (sh_loop *loop) {
+  if (!loop->running) return;
+  loop->stopping = 1;
+  event_base_loopbreak(loop->base);
+}
+
+static void on_deadline (evutil_socket_t fd, short what, void *arg) {
+  sh_loop *loop = arg;
+  (void)fd; (void)what;
+  loop->timed_out = 1;
+  event_base_loopbreak(loop->base);
+}
+
+int sh_loop_run (sh_loop *loop, double timeout) {
+  struct event *deadline = NULL;
+  int rc = 0;
+  loop->running = 1;
+  loop->stopping = loop->timed_out = 0;
+  if (timeout >= 0) {
+    struct timeval tv = sh_timeval(timeout);
+    deadline = evtimer_new(loop->base, on_deadline, loop);
+    if (deadline == NULL || evtimer_add(deadline, &tv) != 0) rc = -1;
+  }
+  /* One iteration at a time, so the reference count is checked between
+  ** batches of callbacks rather than when it first touches zero. */
+  while (rc == 0 && loop->refs > 0 && !loop->stopping && !loop->timed_out) {
+    int r = event_base_loop(loop->base, EVLOOP_ONCE);
+    if (r < 0) rc = -1;
+    else if (r == 1) break;   /* nothing pending at all: no event can ever
+                              ** wake what is left (a task joining itself) */
+  }
+  if (deadline != NULL) event_free(deadline);
+  if (rc == 0) rc = loop->stopping ? 1 : loop->timed_out ? 2 : 0;
+  loop->running = 0;
+  loop->stopping = loop->timed_out = 0;
+  return rc;
+}
+
+static void on_signal (evutil_socket_t signum, short what, void *arg) {
+  struct sh_signal_watch *w = arg;
+  (void)what;
+  w->cb((int)signum, w->ctx);
+}
+
+int sh_loop_signal (sh_loop *loop, int signum, sh_signal_fn cb, void *ctx) {
+  struct sh_signal_watch *w;
+  if (loop->nsig >= MAX_SIGNALS) return -1;
+  w = &loop->sig[loop->nsig];
+  w->cb = cb;
+  w->ctx = ctx;
+  w->ev = evsignal_new(loop->base, signum, on_signal, w);
+  if (w->ev == NULL || evsignal_add(w->ev, NULL) != 0) {
+    if (w->ev) event_free(w->ev);
+    return -1;
+  }
+  loop->nsig++;
+  return 0;
+}
+
+double sh_now (void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

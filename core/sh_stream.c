@@ -1,0 +1,340 @@
+/* sh_stream.c -- buffered non-blocking streams; see sh_stream.h.
+**
+** Lifetime: a stream is freed in one place, destroy(). If that is asked for
+** while the owner's callback runs, it is deferred until the callback returns
+** (the owner may close the stream from inside it). */
+#include "sh_stream.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sh_util.h"
+
+#define READ_CHUNK 16384   /* bytes asked of the kernel per read */
+#define WRITE_IOV 16       /* buffers per sendmsg() from the output queue */
+#define FIN_WAIT 2.0       /* seconds to wait for the peer's close after ours */
+
+struct sh_stream {
+  sh_loop *loop;
+  int fd;
+  struct event rev;           /* readable; added while 'reading' */
+  struct event wev;           /* writable; added while output is queued */
+  struct event *linger;       /* close deadline; created on close */
+  struct evbuffer *in;        /* bytes read, not yet taken by the owner */
+  struct evbuffer *out;       /* bytes the kernel refused so far */
+  size_t cap;                 /* pause reading when 'in' holds this much */
+  size_t lowat;               /* report DRAIN at or below this */
+  sh_stream_fn cb;            /* owner's callback; NULL once closed */
+  void *ctx;                  /* owner's context */
+  int err;                    /* errno that ended the stream, or 0 */
+  unsigned reading : 1;       /* 'rev' is added */
+  unsigned writing : 1;       /* 'wev' is added */
+  unsigned eof : 1;           /* no more input will come */
+  unsigned shut_pending : 1;  /* shutdown(SHUT_WR) once output drains */
+  unsigned shut_done : 1;     /* our side is half-closed */
+  unsigned closing : 1;       /* sh_stream_close() was called */
+  unsigned holds_ref : 1;     /* keeps the loop alive while flushing */
+  unsigned in_cb : 1;         /* inside the owner's callback */
+  unsigned dead : 1;          /* destroy() was deferred */
+};
+
+static void on_read(evutil_socket_t fd, short what, void *arg);
+static void on_write(evutil_socket_t fd, short what, void *arg);
+
+/* ====================== Lifetime ====================== */
+
+sh_stream *sh_stream_new (sh_loop *loop, int fd, sh_stream_fn cb, void *ctx) {
+  struct event_base *base = sh_loop_base(loop);
+  sh_stream *s = calloc(1, sizeof *s);
+  if (s == NULL) return NULL;
+  s->loop = loop;
+  s->fd = fd;
+  s->cb = cb;
+  s->ctx = ctx;
+  s->cap = 65536;
+  s->lowat = 0;
+  s->in = evbuffer_new();
+  s->out = evbuffer_new();
+  if (s->in == NULL || s->out == NULL ||
+      event_assign(&s->rev, base, fd, EV_READ | EV_PERSIST, on_read, s) != 0 ||
+      event_assign(&s->wev, base, fd, EV_WRITE | EV_PERSIST, on_write, s) != 0) {
+    if (s->in) evbuffer_free(s->in);
+    if (s->out) evbuffer_free(s->out);
+    free(s);
+    return NULL;
+  }
+  sh_stream_set_cap(s, s->cap);
+  return s;
+}
+
+static void destroy (sh_stream *s) {
+  if (s->in_cb) { s->dead = 1; return; }   /* finish after the callback */
+  event_del(&s->rev);
+  event_del(&s->wev);
+  if (s->linger) event_free(s->linger);
+  if (s->holds_ref) sh_loop_unref(s->loop);
+  close(s->fd);
+  evbuffer_free(s->in);
+  evbuffer_free(s->out);
+  free(s);
+}
+
+/* Call the owner. Returns 0 if the stream was destroyed meanwhile. */
+static int notify (sh_stream *s, int what) {
+  if (s->cb == NULL) return 1;
+  s->in_cb = 1;
+  s->cb(s, what, s->ctx);
+  s->in_cb = 0;
+  if (s->dead) { destroy(s); return 0; }
+  return 1;
+}
+
+/* ====================== Reading ====================== */
+
+static void update_read (sh_stream *s) {
+  int want = !s->eof && evbuffer_get_length(s->in) < s->cap;
+  if (s->closing) want = !s->eof && s->shut_done;   /* discard until FIN */
+  if (want && !s->reading) {
+    if (event_add(&s->rev, NULL) == 0) s->reading = 1;
+  } else if (!want && s->reading) {
+    event_del(&s->rev);
+    s->reading = 0;
+  }
+}
+
+void sh_stream_set_cap (sh_stream *s, size_t cap) {
+  s->cap = cap > 0 ? cap : 1;
+  update_read(s);
+}
+
+void sh_stream_set_lowat (sh_stream *s, size_t lowat) { s->lowat = lowat; }
+
+/* Mark the stream ended by 'err' (0: orderly end of input). */
+static void set_eof (sh_stream *s, int err) {
+  s->eof = 1;
+  if (err != 0 && s->err == 0) s->err = err;
+  update_read(s);
+}
+
+/* Read one chunk into 'in'. Returns bytes read, 0 at end, -1 on EAGAIN or
+** error (errno set). */
+static ssize_t read_chunk (sh_stream *s) {
+  struct evbuffer_iovec vec[2];
+  struct iovec iov[2];
+  int i, nvec = evbuffer_reserve_space(s->in, READ_CHUNK, vec, 2);
+  ssize_t n;
+  size_t left;
+  if (nvec < 0) { errno = ENOMEM; return -1; }
+  for (i = 0; i < nvec; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
+  do n = readv(s->fd, iov, nvec); while (n < 0 && errno == EINTR);
+  left = n > 0 ? (size_t)n : 0;
+  for (i = 0; i < nvec; i++) {
+    if (vec[i].iov_len > left) vec[i].iov_len = left;
+    left -= vec[i].iov_len;
+  }
+  evbuffer_commit_space(s->in, vec, nvec);
+  return n;
+}
+
+static void finish_close(sh_stream *s);
+
+static void on_read (evutil_socket_t fd, short what, void *arg) {
+  sh_stream *s = arg;
+  (void)fd; (void)what;
+  if (!s->eof) {
+    ssize_t n = read_chunk(s);
+    if (n == 0) set_eof(s, 0);
+    else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) set_eof(s, errno);
+    else if (n < 0) return;                  /* spurious wake-up */
+  }
+  if (s->closing) {                          /* discarding until the peer's FIN */
+    evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    if (s->eof) finish_close(s);
+    return;
+  }
+  update_read(s);
+  notify(s, SH_STREAM_READ);
+}
+
+/* ====================== Writing ====================== */
+
+static void fail (sh_stream *s, int err) {
+  if (s->err == 0) s->err = err;
+  evbuffer_drain(s->out, evbuffer_get_length(s->out));
+  if (s->writing) { event_del(&s->wev); s->writing = 0; }
+  if (!s->eof) {
+    set_eof(s, err);
+    event_active(&s->rev, EV_READ, 0);       /* tell the owner from the loop */
+  }
+}
+
+static void update_write (sh_stream *s) {
+  int want = evbuffer_get_length(s->out) > 0;
+  if (want && !s->writing) {
+    if (event_add(&s->wev, NULL) == 0) s->writing = 1;
+  } else if (!want && s->writing) {
+    event_del(&s->wev);
+    s->writing = 0;
+  }
+}
+
+static void do_shutdown (sh_stream *s) {
+  s->shut_pending = 0;
+  if (!s->shut_done) {
+    shutdown(s->fd, SHUT_WR);
+    s->shut_done = 1;
+  }
+}
+
+/* Send from the output queue. Returns -1 after a failure. */
+static int flush_out (sh_stream *s) {
+  struct evbuffer_iovec vec[WRITE_IOV];
+  struct iovec iov[WRITE_IOV];
+  struct msghdr msg;
+  int i, n = evbuffer_peek(s->out, -1, NULL, vec, WRITE_IOV);
+  ssize_t w;
+  if (n > WRITE_IOV) n = WRITE_IOV;
+  for (i = 0; i < n; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = iov;
+  msg.msg_iovlen = (size_t)n;
+  do w = sendmsg(s->fd, &msg, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
+  if (w < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    fail(s, errno);
+    return -1;
+  }
+  evbuffer_drain(s->out, (size_t)w);
+  return 0;
+}
+
+static void on_write (evutil_socket_t fd, short what, void *arg) {
+  sh_stream *s = arg;
+  size_t before = evbuffer_get_length(s->out), after;
+  (void)fd; (void)what;
+  if (flush_out(s) < 0) {
+    if (s->closing) finish_close(s);
+    return;
+  }
+  after = evbuffer_get_length(s->out);
+  update_write(s);
+  if (after == 0 && s->shut_pending) do_shutdown(s);
+  if (s->closing) {
+    if (after == 0) finish_close(s);
+    return;
+  }
+  if (before > s->lowat && after <= s->lowat) notify(s, SH_STREAM_DRAIN);
+}
+
+ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t limit) {
+  size_t taken = 0, sent = 0;
+  int i;
+  if (s->closing || s->shut_done || s->shut_pending || s->err != 0) {
+    errno = s->err != 0 ? s->err : EPIPE;
+    return -1;
+  }
+  if (evbuffer_get_length(s->out) == 0) {   /* fast path: straight to the kernel */
+    struct msghdr msg;
+    ssize_t w;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = (struct iovec *)iov;
+    msg.msg_iovlen = (size_t)n;
+    do w = sendmsg(s->fd, &msg, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      int e = errno;
+      fail(s, e);
+      errno = e;
+      return -1;
+    }
+    sent = w > 0 ? (size_t)w : 0;
+  }
+  taken = sent;
+  for (i = 0; i < n; i++) {                 /* queue the rest, up to 'limit' */
+    size_t len = iov[i].iov_len, off = 0, room, have = evbuffer_get_length(s->out);
+    if (sent >= len) { sent -= len; continue; }
+    off = sent;
+    sent = 0;
+    room = have < limit ? limit - have : 0;
+    if (room == 0) break;
+    if (len - off < room) room = len - off;
+    if (evbuffer_add(s->out, (const char *)iov[i].iov_base + off, room) != 0) {
+      errno = ENOMEM;
+      return -1;
+    }
+    taken += room;
+    if (off + room < len) break;
+  }
+  update_write(s);
+  return (ssize_t)taken;
+}
+
+void sh_stream_shutdown (sh_stream *s) {
+  if (s->closing || s->shut_done) return;
+  if (evbuffer_get_length(s->out) == 0) do_shutdown(s);
+  else s->shut_pending = 1;
+}
+
+/* ====================== Closing ====================== */
+
+int sh_stream_fd (const sh_stream *s) { return s->fd; }
+void *sh_stream_ctx (const sh_stream *s) { return s->cb != NULL ? s->ctx : NULL; }
+struct evbuffer *sh_stream_input (sh_stream *s) { return s->in; }
+size_t sh_stream_outlen (const sh_stream *s) { return evbuffer_get_length(s->out); }
+int sh_stream_eof (const sh_stream *s) { return s->eof; }
+int sh_stream_error (const sh_stream *s) { return s->err; }
+
+static void on_linger (evutil_socket_t fd, short what, void *arg) {
+  sh_stream *s = arg;
+  (void)fd; (void)what;
+  destroy(s);                 /* the peer took too long: give up */
+}
+
+static void arm_linger (sh_stream *s, double seconds) {
+  struct timeval tv = sh_timeval(seconds);
+  if (s->linger == NULL)
+    s->linger = evtimer_new(sh_loop_base(s->loop), on_linger, s);
+  if (s->linger == NULL || evtimer_add(s->linger, &tv) != 0) destroy(s);
+}
+
+/* Output is out (or lost): send our FIN, then read and discard until the
+** peer's, so unread input does not turn our close into a reset. */
+static void finish_close (sh_stream *s) {
+  if (s->holds_ref) { sh_loop_unref(s->loop); s->holds_ref = 0; }
+  if (s->eof || s->err != 0) { destroy(s); return; }
+  do_shutdown(s);
+  evbuffer_drain(s->in, evbuffer_get_length(s->in));
+  update_read(s);
+  arm_linger(s, FIN_WAIT);
+}
+
+void sh_stream_close (sh_stream *s, double linger) {
+  if (s->closing) return;
+  s->closing = 1;
+  s->cb = NULL;
+  s->ctx = NULL;
+  s->shut_pending = 0;
+  update_read(s);
+  if (evbuffer_get_length(s->out) == 0 || s->err != 0) {
+    finish_close(s);
+    return;
+  }
+  s->holds_ref = 1;                         /* delivering keeps us alive */
+  sh_loop_ref(s->loop);
+  arm_linger(s, linger);
+}
+
+void sh_stream_abort (sh_stream *s) {
+  struct linger lg;
+  lg.l_onoff = 1;
+  lg.l_linger = 0;
+  setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  s->cb = NULL;
+  s->ctx = NULL;
+  destroy(s);
+}

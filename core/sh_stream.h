@@ -1,0 +1,73 @@
+/* sh_stream.h -- a buffered, non-blocking byte stream over a connected
+** socket (TCP or Unix). Knows nothing about Lua; see bindings/l_conn.c.
+**
+** Writes go to the kernel at once; only what the kernel refuses is buffered,
+** and only then is the write event armed (DESIGN.md, "Performance notes").
+** Reads are eager: while the input buffer is below its cap, whatever arrives
+** is read into it, and the owner is told.
+**
+** The interface is the one a TLS stream will offer too: an input evbuffer,
+** write, output length, half-close, flushing close and abort.
+**
+** Callbacks are only ever made from the event loop, never from inside one of
+** the functions below, so an owner never sees re-entrant calls. An owner may
+** close or abort the stream from inside its callback. */
+#ifndef SH_STREAM_H
+#define SH_STREAM_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "sh_loop.h"
+
+struct evbuffer;
+
+typedef struct sh_stream sh_stream;
+
+enum {
+  SH_STREAM_READ = 1,    /* new input, or the end of it (eof/error set) */
+  SH_STREAM_DRAIN = 2    /* output fell to the low-water mark or below */
+};
+
+typedef void (*sh_stream_fn)(sh_stream *s, int what, void *ctx);
+
+/* Wrap a connected non-blocking socket. On success the stream owns 'fd'; on
+** failure (NULL) the caller still does. */
+sh_stream *sh_stream_new(sh_loop *loop, int fd, sh_stream_fn cb, void *ctx);
+
+int sh_stream_fd(const sh_stream *s);
+/* The owner's context, or NULL once the stream is closed: owners re-check
+** it after anything that may have run script code. */
+void *sh_stream_ctx(const sh_stream *s);
+struct evbuffer *sh_stream_input(sh_stream *s);
+size_t sh_stream_outlen(const sh_stream *s);
+/* The peer closed its side, or the connection failed. */
+int sh_stream_eof(const sh_stream *s);
+/* errno of the failure that ended the stream, or 0. */
+int sh_stream_error(const sh_stream *s);
+
+/* Read until the input holds 'cap' bytes, then pause. Call after taking
+** bytes from the input too: it resumes reading when there is room. */
+void sh_stream_set_cap(sh_stream *s, size_t cap);
+/* DRAIN is reported when output falls to 'lowat' bytes or below. */
+void sh_stream_set_lowat(sh_stream *s, size_t lowat);
+
+/* Send the 'n' buffers, at once if nothing is queued; queue what the kernel
+** refuses, but let the queue grow only up to 'limit' bytes. Returns the bytes
+** taken (sent or queued), which may be fewer than offered, or -1 with errno
+** if the stream is closed or failed. */
+ssize_t sh_stream_write(sh_stream *s, const struct iovec *iov, int n, size_t limit);
+
+/* Half-close: no more writes; the peer sees the end of the stream once
+** the queued output is sent. */
+void sh_stream_shutdown(sh_stream *s);
+
+/* Close after the queued output is sent, waiting at most 'linger' seconds.
+** The stream never calls back again and frees itself. */
+void sh_stream_close(sh_stream *s, double linger);
+
+/* Close now, dropping queued output; TCP peers see a reset. */
+void sh_stream_abort(sh_stream *s);
+
+#endif

@@ -1,0 +1,20 @@
+/* sh_timer.h -- one-shot and repeating timers on the loop. Knows nothing
+** about Lua. A running timer holds a loop reference only if asked to
+** (sh_timer_new's 'keep_alive'): task deadlines do not, user timers do. */
+#ifndef SH_TIMER_H
+#define SH_TIMER_H
+
+#include "sh_loop.h"
+
+typedef struct sh_timer sh_timer;
+typedef void (*sh_timer_fn)(sh_timer *t, void *ctx);
+
+sh_timer *sh_timer_new(sh_loop *loop, int keep_alive, sh_timer_fn cb, void *ctx);
+/* (Re)start: fire after 'seconds', then every 'repeat' seconds if > 0. */
+int sh_timer_start(sh_timer *t, double seconds, double repeat);
+void sh_timer_stop(sh_timer *t);
+int sh_timer_active(const sh_timer *t);
+/* Stop and free. Safe from inside the callback. */
+void sh_timer_free(sh_timer *t);
+
+#endif
