@@ -1,0 +1,178 @@
+-- spec/helpers.lua -- shared by the specs.
+--
+-- In-process: `H.sh` is the sockhost module loaded into busted's own Lua
+-- (./sockhost.so); `H.run(fn, timeout)` runs fn as a task and drives the loop
+-- until nothing is left (bounded: default 10 s).
+--
+-- End to end: `H.start(args)` starts ./sockhost as a separate process with
+-- its output in files; `proc:wait_output(pattern)`, `proc:stop()`, ...
+-- Independent clients: LuaSocket (`H.socket`) and python3.
+local H = {}
+
+package.cpath = "./?.so;" .. package.cpath
+H.sh = require "sockhost"
+H.socket = require "socket"
+
+H.ROOT = os.getenv("PWD") or "."
+H.BIN = H.ROOT .. "/sockhost"
+H.TMP = H.ROOT .. "/spec/tmp"
+os.execute("mkdir -p " .. H.TMP)
+
+function H.run(fn, timeout)
+  return H.sh.run(fn, { timeout = timeout or 10 })
+end
+
+-- Shell-quote a string.
+function H.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function H.readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.writefile(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+  return path
+end
+
+local seq = 0
+function H.tmpname(suffix)
+  seq = seq + 1
+  return string.format("%s/%d_%d%s", H.TMP, H.getpid(), seq, suffix or "")
+end
+
+function H.getpid()
+  if not H._pid then
+    local f = io.open("/proc/self/stat")
+    H._pid = f and tonumber(f:read("a"):match("^(%d+)")) or 0
+    if f then f:close() end
+  end
+  return H._pid
+end
+
+-- Run a shell command; returns stdout, exit code.
+function H.sh_cmd(cmd)
+  local p = io.popen(cmd .. "; echo \"__rc=$?\"")
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return out:gsub("__rc=%d+%s*$", ""), rc
+end
+
+-- Run ./sockhost to completion with a time bound; returns stdout, stderr, rc.
+function H.exec(args, opts)
+  opts = opts or {}
+  local out, err = H.tmpname(".out"), H.tmpname(".err")
+  local input = opts.stdin and (" < " .. H.q(H.writefile(H.tmpname(".in"), opts.stdin))) or " < /dev/null"
+  local _, rc = H.sh_cmd(string.format("timeout -s KILL %d %s %s > %s 2> %s%s",
+    opts.timeout or 20, H.q(H.BIN), args, out, err, input))
+  return H.readfile(out), H.readfile(err), rc
+end
+
+local Proc = {}
+Proc.__index = Proc
+
+-- Start ./sockhost in the background: args is a shell-ready string.
+function H.start(args, env)
+  local p = setmetatable({}, Proc)
+  p.out, p.err, p.pidf, p.rcf = H.tmpname(".out"), H.tmpname(".err"), H.tmpname(".pid"), H.tmpname(".rc")
+  local cmd = string.format("(%s %s %s > %s 2> %s < /dev/null & echo $! > %s; wait $!; echo $? > %s) > /dev/null 2>&1 &",
+    env or "", H.q(H.BIN), args, p.out, p.err, p.pidf, p.rcf)
+  os.execute(cmd)
+  local deadline = H.socket.gettime() + 5
+  repeat
+    p.pid = tonumber(H.readfile(p.pidf) or "")
+    if not p.pid then H.socket.sleep(0.01) end
+  until p.pid or H.socket.gettime() > deadline
+  assert(p.pid, "sockhost did not start")
+  return p
+end
+
+function Proc:stdout() return H.readfile(self.out) or "" end
+function Proc:stderr() return H.readfile(self.err) or "" end
+
+-- Wait (bounded) until stdout matches the pattern; returns the capture.
+function Proc:wait_output(pattern, timeout)
+  local deadline = H.socket.gettime() + (timeout or 5)
+  repeat
+    local m = self:stdout():match(pattern)
+    if m then return m end
+    if self:exited() then break end
+    H.socket.sleep(0.01)
+  until H.socket.gettime() > deadline
+  error(("no %q in output\nstdout: %s\nstderr: %s"):format(pattern, self:stdout(), self:stderr()))
+end
+
+-- The exit code once it has exited, else nil.
+function Proc:exited()
+  local rc = H.readfile(self.rcf)
+  return rc and tonumber(rc)
+end
+
+-- Wait (bounded) for the process to exit; returns its exit code or nil.
+function Proc:wait(timeout)
+  local deadline = H.socket.gettime() + (timeout or 5)
+  repeat
+    local rc = self:exited()
+    if rc then return rc end
+    H.socket.sleep(0.01)
+  until H.socket.gettime() > deadline
+  return nil
+end
+
+function Proc:signal(sig)
+  os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", self.pid))
+end
+
+-- Stop the process if it still runs: TERM, then KILL. Returns the exit code.
+function Proc:stop()
+  if self:exited() then return self:exited() end
+  self:signal("TERM")
+  local rc = self:wait(5)
+  if not rc then self:signal("KILL"); rc = self:wait(5) end
+  return rc
+end
+
+-- Resident memory of the process, in KiB.
+function Proc:rss_kib()
+  local s = H.readfile("/proc/" .. self.pid .. "/status") or ""
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+-- A LuaSocket TCP client to host:port with a timeout; retries briefly while
+-- the server comes up.
+function H.tcp(host, port, timeout)
+  local deadline = H.socket.gettime() + 5
+  while true do
+    local c = H.socket.tcp()
+    c:settimeout(timeout or 5)
+    local ok, err = c:connect(host, port)
+    if ok then return c end
+    c:close()
+    if H.socket.gettime() > deadline then error("cannot connect: " .. tostring(err)) end
+    H.socket.sleep(0.02)
+  end
+end
+
+-- Split "tcp://127.0.0.1:4000" into host, port.
+function H.hostport(addr)
+  local host, port = addr:match("^%a+://%[?([^%]]+)%]?:(%d+)$")
+  return host, tonumber(port)
+end
+
+-- A free TCP port on 127.0.0.1 (bound then released).
+function H.free_port()
+  local s = H.socket.bind("127.0.0.1", 0)
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+return H
