@@ -598,9 +598,5 @@ static const luaL_Reg conn_meta[] = {
 };
 
 void shl_conn_open (lua_State *L) {
-  luaL_newmetatable(L, CONN_MT);
-  luaL_setfuncs(L, conn_meta, 0);
-  luaL_newlib(L, conn_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  shl_newclass(L, CONN_MT, conn_meta, conn_methods);
 }

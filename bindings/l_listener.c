@@ -146,9 +146,5 @@ static const luaL_Reg listener_meta[] = {
 };
 
 void shl_listener_open (lua_State *L) {
-  luaL_newmetatable(L, LISTENER_MT);
-  luaL_setfuncs(L, listener_meta, 0);
-  luaL_newlib(L, listener_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  shl_newclass(L, LISTENER_MT, listener_meta, listener_methods);
 }

@@ -25,6 +25,16 @@ int shl_pushfail (lua_State *L, const char *err) {
   return 2;
 }
 
+void shl_newclass (lua_State *L, const char *name, const luaL_Reg *meta,
+                   const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  luaL_setfuncs(L, meta, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
 double shl_opttimeout (lua_State *L, int arg, double def) {
   double t;
   if (lua_isnoneornil(L, arg)) return def;

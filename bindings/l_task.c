@@ -213,10 +213,6 @@ static const luaL_Reg task_meta[] = {
 };
 
 void shl_task_open (lua_State *L) {
-  luaL_newmetatable(L, TASK_MT);
-  luaL_setfuncs(L, task_meta, 0);
-  luaL_newlib(L, task_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  shl_newclass(L, TASK_MT, task_meta, task_methods);
   lua_pushcfunction(L, l_spawn);               /* left for luaopen_sockhost */
 }

@@ -113,9 +113,5 @@ static const luaL_Reg timer_meta[] = {
 };
 
 void shl_timer_open (lua_State *L) {
-  luaL_newmetatable(L, TIMER_MT);
-  luaL_setfuncs(L, timer_meta, 0);
-  luaL_newlib(L, timer_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  shl_newclass(L, TIMER_MT, timer_meta, timer_methods);
 }

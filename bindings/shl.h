@@ -121,6 +121,9 @@ int shl_every(lua_State *L);
 int shl_sleep(lua_State *L);
 
 /* ---------------- helpers ---------------- */
+/* Create metatable 'name' with metamethods 'meta' and __index = 'methods'. */
+void shl_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
+                  const luaL_Reg *methods);
 int shl_pushfail(lua_State *L, const char *err);        /* nil, err */
 /* Optional timeout argument/option: nil or < 0 means none. */
 double shl_opttimeout(lua_State *L, int arg, double def);

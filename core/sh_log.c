@@ -53,22 +53,23 @@ static void emit (sh_log_level level, const char *msg, const char *trace) {
   fflush(stderr);
 }
 
-void sh_log (sh_log_level level, const char *fmt, ...) {
+static void vlog (sh_log_level level, const char *trace, const char *fmt, va_list ap) {
   char msg[LOG_MAX];
-  va_list ap;
   if (level < current || level >= SH_LOG_OFF) return;
-  va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
+  emit(level, msg, trace);
+}
+
+void sh_log (sh_log_level level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(level, NULL, fmt, ap);
   va_end(ap);
-  emit(level, msg, NULL);
 }
 
 void sh_log_trace (sh_log_level level, const char *trace, const char *fmt, ...) {
-  char msg[LOG_MAX];
   va_list ap;
-  if (level < current || level >= SH_LOG_OFF) return;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  vlog(level, trace, fmt, ap);
   va_end(ap);
-  emit(level, msg, trace);
 }
