@@ -31,7 +31,7 @@ BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
-              lua-socket python3 netcat-openbsd
+              lua-socket lua-cjson python3 netcat-openbsd
 
 .PHONY: all run test sanitize check-layers install uninstall clean deps
 

@@ -59,34 +59,44 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
 
 /* ====================== Ending ====================== */
 
-/* Push on L a name for what t serves, for logs: "conn #3 tcp://..." or "task". */
-static const char *task_label (lua_State *L, shl_task *t) {
-  shl_task_push(L, t);
-  if (lua_getiuservalue(L, -1, 2) == LUA_TNIL) {
-    lua_pop(L, 2);
-    return lua_pushliteral(L, "task");
+static int tostring_raw (lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Push a printable form of the value on top of L (popped), without ever
+** raising: a __tostring that fails must not take the host down. */
+static const char *safe_tostring (lua_State *L) {
+  const char *tname = luaL_typename(L, -1);
+  lua_pushcfunction(L, tostring_raw);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    return lua_pushfstring(L, "(error object is a %s value)", tname);
   }
-  luaL_tolstring(L, -1, NULL);
-  lua_replace(L, -3);
-  lua_pop(L, 1);
   return lua_tostring(L, -1);
 }
 
 /* Log a failure with its traceback; keep the error value in uv3. */
 static void record_failure (shl_task *t) {
   lua_State *L = t->S->L, *co = t->co;
-  const char *msg, *trace;
-  luaL_checkstack(L, 6, NULL);
+  const char *msg, *trace, *label;
+  luaL_checkstack(L, 8, NULL);
   shl_task_push(L, t);                         /* task */
   lua_pushvalue(co, -1);
   lua_xmove(co, L, 1);                         /* task err */
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, -3, 3);                 /* task err */
-  msg = luaL_tolstring(L, -1, NULL);           /* task err msg */
+  lua_pushvalue(L, -1);
+  msg = safe_tostring(L);                      /* task err msg */
   luaL_traceback(L, co, NULL, 0);              /* task err msg trace */
   trace = lua_tostring(L, -1);
-  task_label(L, t);                            /* task err msg trace label */
-  sh_log_trace(SH_LOG_ERROR, trace, "%s failed: %s", lua_tostring(L, -1), msg);
+  if (lua_getiuservalue(L, -4, 2) == LUA_TNIL) {   /* what the task served */
+    lua_pop(L, 1);
+    lua_pushliteral(L, "task");
+  }
+  label = safe_tostring(L);                    /* task err msg trace label */
+  sh_log_trace(SH_LOG_ERROR, trace, "%s failed: %s", label, msg);
   lua_pop(L, 5);
 #if LUA_VERSION_RELEASE_NUM >= 50406
   lua_closethread(co, L);                      /* close pending <close> variables */

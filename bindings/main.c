@@ -21,7 +21,7 @@ static void usage (FILE *f) {
     "usage: %s [options] [script [args...]]\n"
     "Run a network service written in Lua.\n"
     "  -e stat          run the Lua statement 'stat'\n"
-    "  -l mod           require module 'mod' (as global 'mod')\n"
+    "  -l mod           require module 'mod' as global 'mod' (-l g=mod: as 'g')\n"
     "  -                read the script from standard input\n"
     "  --               stop handling options\n"
     "  --check file     compile 'file' only; report syntax errors\n"
@@ -110,6 +110,27 @@ static const char runner[] =
   "for i = 1, #chunks - 1 do chunks[i]() end\n"
   "return chunks[#chunks](table.unpack(arg or {}, 1, n))\n";
 
+/* The chunk for "-l mod" (or "-l g=mod"): g = require("mod"). */
+static int require_global (lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_call(L, 1, 1);
+  lua_setglobal(L, lua_tostring(L, lua_upvalueindex(1)));
+  return 0;
+}
+
+static void push_require (lua_State *L, const char *spec) {
+  const char *eq = strchr(spec, '=');
+  if (eq != NULL) {
+    lua_pushlstring(L, spec, (size_t)(eq - spec));   /* global name */
+    lua_pushstring(L, eq + 1);                       /* module */
+  } else {
+    lua_pushstring(L, spec);
+    lua_pushstring(L, spec);
+  }
+  lua_pushcclosure(L, require_global, 2);
+}
+
 /* Compile everything the command line asks for into a list of functions
 ** on the stack top. Returns 0, or 1 after printing the error. */
 static int load_chunks (lua_State *L, int argc, char **argv, const opts *o) {
@@ -122,10 +143,7 @@ static int load_chunks (lua_State *L, int argc, char **argv, const opts *o) {
       i++;
       st = luaL_loadbuffer(L, argv[i], strlen(argv[i]), "=(command line)");
     } else if (strcmp(argv[i], "-l") == 0) {
-      i++;
-      lua_pushfstring(L, "%s = require(%q)", argv[i], argv[i]);
-      st = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=(command line)");
-      lua_remove(L, -2);
+      push_require(L, argv[++i]);
     } else if (strcmp(argv[i], "--log-level") == 0) {
       int lvl = sh_log_parse_level(argv[++i]);
       if (lvl < 0) return fail("--log-level: expected debug, info, warn, error or off");
