@@ -17,6 +17,7 @@ struct sh_signal_watch {
 };
 
 struct sh_loop {
+  sh_loop_item orphans;       /* list head: items to destroy at free */
   struct sh_signal_watch sig[MAX_SIGNALS];   /* signal watchers */
   int nsig;
   struct event_base *base;
@@ -32,6 +33,7 @@ sh_loop *sh_loop_new (char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  loop->orphans.prev = loop->orphans.next = &loop->orphans;
   loop->base = event_base_new();
   if (loop->base == NULL) {
     snprintf(err, errlen, "cannot create event base");
@@ -44,12 +46,29 @@ sh_loop *sh_loop_new (char *err, size_t errlen) {
 void sh_loop_free (sh_loop *loop) {
   int i;
   if (loop == NULL) return;
+  while (loop->orphans.next != &loop->orphans)
+    loop->orphans.next->destroy(loop->orphans.next);
   for (i = 0; i < loop->nsig; i++) event_free(loop->sig[i].ev);
   event_base_free(loop->base);
   free(loop);
 }
 
 struct event_base *sh_loop_base (sh_loop *loop) { return loop->base; }
+
+void sh_loop_track (sh_loop *loop, sh_loop_item *item) {
+  item->next = loop->orphans.next;
+  item->prev = &loop->orphans;
+  loop->orphans.next->prev = item;
+  loop->orphans.next = item;
+}
+
+void sh_loop_untrack (sh_loop *loop, sh_loop_item *item) {
+  (void)loop;
+  if (item->next == NULL) return;
+  item->prev->next = item->next;
+  item->next->prev = item->prev;
+  item->next = item->prev = NULL;
+}
 void sh_loop_ref (sh_loop *loop) { loop->refs++; }
 void sh_loop_unref (sh_loop *loop) { loop->refs--; }
 int sh_loop_refs (const sh_loop *loop) { return loop->refs; }

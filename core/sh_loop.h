@@ -35,6 +35,17 @@ int sh_loop_run(sh_loop *loop, double timeout);
 void sh_loop_stop(sh_loop *loop);
 int sh_loop_running(const sh_loop *loop);
 
+/* Things that outlive their owner on the loop (a stream still flushing after
+** its connection object is gone) register here, so that sh_loop_free() can
+** destroy what is left of them instead of leaking it. */
+typedef struct sh_loop_item {
+  struct sh_loop_item *prev, *next;
+  void (*destroy)(struct sh_loop_item *item);   /* must untrack the item */
+} sh_loop_item;
+
+void sh_loop_track(sh_loop *loop, sh_loop_item *item);
+void sh_loop_untrack(sh_loop *loop, sh_loop_item *item);
+
 /* Call 'cb' from the loop each time signal 'signum' arrives. Signal
 ** watchers do not keep the loop alive. Returns 0, or -1. */
 typedef void (*sh_signal_fn)(int signum, void *ctx);

@@ -21,6 +21,7 @@
 #define FIN_WAIT 2.0       /* seconds to wait for the peer's close after ours */
 
 struct sh_stream {
+  sh_loop_item item;          /* first: tracked by the loop once orphaned */
   sh_loop *loop;
   int fd;
   struct event rev;           /* readable; added while 'reading' */
@@ -75,6 +76,7 @@ sh_stream *sh_stream_new (sh_loop *loop, int fd, sh_stream_fn cb, void *ctx) {
 
 static void destroy (sh_stream *s) {
   if (s->in_cb) { s->dead = 1; return; }   /* finish after the callback */
+  sh_loop_untrack(s->loop, &s->item);
   event_del(&s->rev);
   event_del(&s->wev);
   if (s->linger) event_free(s->linger);
@@ -313,9 +315,18 @@ static void finish_close (sh_stream *s) {
   arm_linger(s, FIN_WAIT);
 }
 
+/* The loop is going away with the stream still closing. */
+static void destroy_orphan (sh_loop_item *item) {
+  sh_stream *s = (sh_stream *)item;
+  s->in_cb = 0;
+  destroy(s);
+}
+
 void sh_stream_close (sh_stream *s, double linger) {
   if (s->closing) return;
   s->closing = 1;
+  s->item.destroy = destroy_orphan;
+  sh_loop_track(s->loop, &s->item);
   s->cb = NULL;
   s->ctx = NULL;
   s->shut_pending = 0;
