@@ -2,7 +2,8 @@
 #   make            build ./sockhost (the host) and ./sockhost.so (the module)
 #   make run        start scripts/echo.lua on 127.0.0.1:7000
 #   make test       run the specs (busted)
-#   make sanitize   run the specs under AddressSanitizer + UBSan
+#   make sanitize   run the specs under AddressSanitizer + UBSan (./sockhost
+#                   processes also check for leaks), then rebuild normally
 #   make install PREFIX=/usr/local
 # 'run' and 'test' first install missing Debian packages (make deps).
 
@@ -71,6 +72,8 @@ sanitize: deps
 	$(MAKE) SANITIZE=1 OPT="-O1 -g" all
 	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$($(CC) -print-file-name=libasan.so)" \
 	  SOCKHOST_SANITIZED=1 $(LUA) $(BUSTED) --lpath='./spec/?.lua' spec/
+	$(MAKE) clean
+	$(MAKE) all
 
 # core/ must stay free of Lua.
 check-layers:

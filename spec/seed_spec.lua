@@ -58,7 +58,7 @@ local function py_start(script, args)
     pidf = H.tmpname(".pypid"), rcf = H.tmpname(".pyrc"),
   }
   local path = H.writefile(H.tmpname(".py"), script)
-  os.execute(string.format(
+  os.execute(H.SHELL_PREFIX .. string.format(
     "(timeout -s KILL 20 python3 -u %s %s > %s 2> %s < /dev/null & echo $! > %s; wait $!; echo $? > %s) > /dev/null 2>&1 &",
     H.q(path), args or "", p.out, p.err, p.pidf, p.rcf))
   local deadline = H.socket.gettime() + 5
