@@ -288,7 +288,7 @@ static void writer_done (lconn *lc, lua_State *L) {
   lc->whead = t->next;
   t->next = NULL;
   if (lc->whead == NULL) lc->wtail = NULL;
-  else shl_wake(lc->whead, 0);          /* its turn */
+  else { shl_unpark(lc->whead); shl_wake(lc->whead, 0); }   /* its turn */
 }
 
 /* Remove t from the writers' queue. */
@@ -305,7 +305,10 @@ static int write_timeout (void *obj, shl_task *t, int cancel) {
   lconn *lc = obj;
   int was_head = lc->whead == t;
   writer_remove(lc, t);
-  if (was_head && lc->whead != NULL && !cancel) shl_wake(lc->whead, 0);
+  if (was_head && lc->whead != NULL && !cancel) {
+    shl_unpark(lc->whead);
+    shl_wake(lc->whead, 0);
+  }
   if (cancel) return 0;
   return shl_pushfail(t->co, "timeout");
 }

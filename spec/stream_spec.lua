@@ -295,6 +295,27 @@ describe("timeouts", function()
     assert.same({ "partial" }, got[3])
   end)
 
+  it("a write parked on a peer that does not read times out, so does its queued follower", function()
+    local res = {}
+    with_server(function(c)
+      c:settimeout(0.1)
+      local chunk = string.rep("w", 1024 * 1024)
+      local follower = sh.spawn(function()
+        sh.sleep(0.01)
+        return c:write("after")
+      end)
+      for _ = 1, 64 do
+        local ok, err = c:write(chunk)
+        if not ok then res.first = err break end
+      end
+      res.second = { follower:join() }
+    end, function()
+      sh.sleep(0.5)                  -- never reads
+    end)
+    assert.equals("timeout", res.first)
+    assert.same({ nil, "timeout" }, res.second)
+  end)
+
   it("connect times out against a listener whose backlog is full", function()
     -- Fill the accept queue of a listener that never accepts (LuaSocket, not
     -- ours), then connect with a short timeout.
