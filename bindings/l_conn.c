@@ -543,12 +543,12 @@ static int connect_timeout (void *obj, shl_task *t, int cancel) {
   return cancel ? 0 : shl_pushfail(t->co, "timeout");
 }
 
-static void on_connected (int fd, int err, void *ctx) {
+static void on_connected (int fd, const char *err, void *ctx) {
   shl_task *t = ctx;
   shl_unpark(t);
   lua_checkstack(t->co, 3);
-  if (err != 0) {
-    shl_resume(t, shl_pushfail(t->co, sh_strerror(err)));
+  if (err != NULL) {
+    shl_resume(t, shl_pushfail(t->co, err));
     return;
   }
   if (shl_conn_new(t->co, t->S, fd) == NULL) {
@@ -569,21 +569,34 @@ int shl_connect (lua_State *L) {
   sh_connect *req;
   shl_task *t;
   char err[300];
-  int e;
   shl_checkoptions(L, 2, connect_opts);
   timeout = shl_optfield(L, 2, "timeout", CONNECT_TIMEOUT);
   if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
   t = shl_checktask(L, "sockhost.connect()");
-  if (!a.resolved) {
-    luaL_pushfail(L);
-    lua_pushfstring(L, "cannot resolve '%s'", a.host);
-    return 2;
-  }
-  req = sh_connect_start(S->loop, (struct sockaddr *)&a.sa, a.salen, on_connected, t, &e);
-  if (req == NULL) return shl_pushfail(L, sh_strerror(e));
+  req = sh_connect_start(S->loop, a.resolved ? NULL : shl_resolver(L, S), &a, on_connected, t);
+  if (req == NULL) return luaL_error(L, "out of memory");
   return shl_park(L, t, timeout < 0 ? -1 : timeout, connect_timeout, req, 0, NULL);
+}
+
+/* conn:peercred() -> { pid =, uid =, gid = } for a Unix-domain connection;
+** nil, err otherwise. */
+static int conn_peercred (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  if (getsockopt(sh_stream_fd(lc->s), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return shl_pushfail(L, sh_strerror(errno));
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, cred.pid);
+  lua_setfield(L, -2, "pid");
+  lua_pushinteger(L, cred.uid);
+  lua_setfield(L, -2, "uid");
+  lua_pushinteger(L, cred.gid);
+  lua_setfield(L, -2, "gid");
+  return 1;
 }
 
 /* ====================== Registration ====================== */
@@ -592,7 +605,8 @@ static const luaL_Reg conn_methods[] = {
   {"read", conn_read}, {"read_until", conn_read_until}, {"read_some", conn_read_some},
   {"lines", conn_lines}, {"write", conn_write}, {"settimeout", conn_settimeout},
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
-  {"shutdown", conn_shutdown}, {"abort", conn_abort}, {NULL, NULL}
+  {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
+  {NULL, NULL}
 };
 
 static const luaL_Reg conn_meta[] = {

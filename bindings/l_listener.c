@@ -22,7 +22,6 @@ typedef struct llistener {
   sh_scheme scheme;
   double timeout;         /* given to each connection; < 0: none */
   double max_line;        /* given to each connection; < 0: default */
-  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];  /* Unix file to remove */
 } llistener;
 
 static llistener *checklistener (lua_State *L, int arg) {
@@ -55,57 +54,95 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
 
 static void close_internal (lua_State *L, llistener *ll) {
   if (ll->l == NULL) return;
-  sh_listener_free(ll->l);
+  sh_listener_free(ll->l);                 /* also removes our socket file */
   ll->l = NULL;
-  if (ll->path[0] != '\0') unlink(ll->path);
   luaL_unref(L, LUA_REGISTRYINDEX, ll->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ll->self_ref);
   ll->handler_ref = ll->self_ref = LUA_NOREF;
 }
 
-static const char *const listen_opts[] = {"backlog", "timeout", "max_line", NULL};
+static const char *const listen_opts[] = {
+  "backlog", "timeout", "max_line", "reuseport", "ipv6only", "mode", NULL
+};
+
+/* Socket options from the options table at 'arg' (raises on bad values). */
+void shl_sockopts (lua_State *L, int arg, sh_sockopts *o) {
+  memset(o, 0, sizeof *o);
+  o->backlog = (int)shl_optfield(L, arg, "backlog", DEFAULT_BACKLOG);
+  luaL_argcheck(L, o->backlog >= 1 && o->backlog <= 65535, arg, "backlog out of range");
+  o->mode = (int)shl_optfield(L, arg, "mode", -1);
+  luaL_argcheck(L, o->mode >= -1 && o->mode <= 07777, arg, "mode out of range");
+  o->ipv6only = -1;
+  if (!lua_isnoneornil(L, arg)) {
+    if (lua_getfield(L, arg, "reuseport") != LUA_TNIL) o->reuseport = lua_toboolean(L, -1);
+    if (lua_getfield(L, arg, "ipv6only") != LUA_TNIL) o->ipv6only = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+  }
+}
+
+/* Bind and listen on the resolved 'a'; push the listener or nil, err. */
+static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, int handler) {
+  double max_line, timeout;
+  sh_sockopts o;
+  llistener *ll;
+  char err[300];
+  shl_sockopts(L, opts, &o);
+  timeout = shl_optfield(L, opts, "timeout", -1);
+  max_line = shl_optfield(L, opts, "max_line", -1);
+  ll = (llistener *)lua_newuserdatauv(L, sizeof *ll, 0);
+  memset(ll, 0, sizeof *ll);
+  ll->S = S;
+  ll->scheme = a->scheme;
+  ll->timeout = timeout < 0 ? -1 : timeout;
+  ll->max_line = max_line;
+  ll->self_ref = ll->handler_ref = LUA_NOREF;
+  luaL_setmetatable(L, LISTENER_MT);
+  ll->l = sh_listener_new(S->loop, (const struct sockaddr *)&a->sa, a->salen, &o,
+                          on_accept, ll, err, sizeof err);
+  if (ll->l == NULL) return shl_pushfail(L, err);
+  lua_pushvalue(L, handler);
+  ll->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  ll->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+/* A host name was resolved: listen on its first address. */
+static int listen_k (lua_State *L, int status, lua_KContext ctx) {
+  const sh_addrlist *list = shl_resolved(L);
+  sh_addr a;
+  char err[300];
+  (void)status; (void)ctx;
+  if (list == NULL) {
+    lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 1), lua_tostring(L, -1));
+    return 2;
+  }
+  sh_addr_parse(lua_tostring(L, 1), &a, err, sizeof err);
+  sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+  return listen_on(L, shl_getsched(L), &a, 3, 2);
+}
 
 /* sockhost.listen(addr, handler [, opts]) -> listener, or nil, err. */
 int shl_listen (lua_State *L) {
   shl_sched *S = shl_getsched(L);
   const char *text = luaL_checkstring(L, 1);
-  double backlog, max_line, timeout;
-  llistener *ll;
+  sh_sockopts o;
   sh_addr a;
   char err[300];
-  int e;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   shl_checkoptions(L, 3, listen_opts);
-  backlog = shl_optfield(L, 3, "backlog", DEFAULT_BACKLOG);
-  timeout = shl_optfield(L, 3, "timeout", -1);
-  max_line = shl_optfield(L, 3, "max_line", -1);
-  luaL_argcheck(L, backlog >= 1 && backlog <= 65535, 3, "backlog out of range");
+  shl_sockopts(L, 3, &o);                  /* check them before anything happens */
+  shl_optfield(L, 3, "timeout", -1);
+  shl_optfield(L, 3, "max_line", -1);
   if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
+  lua_settop(L, 3);
   if (!a.resolved) {
-    luaL_pushfail(L);
-    lua_pushfstring(L, "cannot resolve '%s'", a.host);
-    return 2;
+    shl_task *t = shl_checktask(L, "sockhost.listen() on a host name");
+    return shl_resolve_park(L, t, a.host, a.port, SOCK_STREAM, 30.0, 0, listen_k);
   }
-  ll = (llistener *)lua_newuserdatauv(L, sizeof *ll, 0);
-  memset(ll, 0, sizeof *ll);
-  ll->S = S;
-  ll->scheme = a.scheme;
-  ll->timeout = timeout < 0 ? -1 : timeout;
-  ll->max_line = max_line;
-  ll->self_ref = ll->handler_ref = LUA_NOREF;
-  luaL_setmetatable(L, LISTENER_MT);
-  ll->l = sh_listener_new(S->loop, (struct sockaddr *)&a.sa, a.salen, (int)backlog,
-                          on_accept, ll, &e);
-  if (ll->l == NULL) return shl_pushfail(L, sh_strerror(e));
-  if (a.scheme == SH_UNIX && a.host[0] != '@' && strlen(a.host) < sizeof ll->path)
-    memcpy(ll->path, a.host, strlen(a.host) + 1);
-  lua_pushvalue(L, 2);
-  ll->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, -1);
-  ll->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  return 1;
+  return listen_on(L, S, &a, 3, 2);
 }
 
 /* listener:address() -> "tcp://127.0.0.1:40213" (the real port for port 0). */

@@ -214,9 +214,12 @@ static int sched_gc (lua_State *L) {
   S->ready_head = S->ready_tail = NULL;
   if (S->ready_timer != NULL) sh_timer_free(S->ready_timer);
   S->ready_timer = NULL;
+  shl_resolver_close(S);
   if (!sh_loop_running(S->loop)) sh_loop_run(S->loop, SHUTDOWN_GRACE);
   sh_loop_free(S->loop);
   S->loop = NULL;
+  free(S->dgram_buf);
+  S->dgram_buf = NULL;
   return 0;
 }
 

@@ -37,10 +37,16 @@ static int l_log (lua_State *L) {
 
 static const char *const run_opts[] = {"timeout", NULL};
 
+/* run()'s main function failed: stop, as the executable does. */
+static void run_main_exit (shl_task *t, void *ctx) {
+  (void)ctx;
+  if (t->state == TASK_FAILED) sh_loop_stop(t->S->loop);
+}
+
 /* sockhost.run([fn [, opts]]) -- drive the loop from plain Lua (the
 ** executable does this itself). fn, if given, runs as a task; run returns
-** when nothing is left to wait for, or on sockhost.stop(), and then returns
-** fn's results or raises its error. opts.timeout bounds the run: past it,
+** when nothing is left to wait for, on sockhost.stop(), or as soon as fn
+** fails, and then returns fn's results or raises its error. opts.timeout bounds the run: past it,
 ** run raises "sockhost.run: timeout". */
 static int l_run (lua_State *L) {
   shl_sched *S = shl_getsched(L);
@@ -55,6 +61,7 @@ static int l_run (lua_State *L) {
   lua_settop(L, 1);
   if (!lua_isnil(L, 1)) {
     t = shl_task_new(S, L, 0, 0, 1);            /* stack: task */
+    t->on_exit = run_main_exit;
     shl_wake(t, 0);
   }
   rc = shl_run(S, timeout);
@@ -76,7 +83,8 @@ static int l_run (lua_State *L) {
 static const luaL_Reg funcs[] = {
   {"listen", shl_listen}, {"connect", shl_connect}, {"sleep", shl_sleep},
   {"after", shl_after}, {"every", shl_every}, {"now", l_now}, {"stop", l_stop},
-  {"run", l_run}, {"log", l_log}, {"spawn", NULL}, {NULL, NULL}
+  {"run", l_run}, {"log", l_log}, {"resolve", shl_resolve}, {"resolver", shl_setresolver},
+  {"spawn", NULL}, {NULL, NULL}
 };
 
 LUAMOD_API int luaopen_sockhost (lua_State *L) {

@@ -14,6 +14,7 @@
 
 #include "../core/sh_addr.h"
 #include "../core/sh_loop.h"
+#include "../core/sh_resolve.h"
 #include "../core/sh_timer.h"
 
 #define SH_VERSION "sockhost 0.1.0"
@@ -46,6 +47,8 @@ typedef struct shl_sched {
   unsigned next_id;          /* connection ids for logs */
   int exit_code;             /* for the executable: 1 after the main task failed */
   double linger;             /* seconds a closing stream may take to flush */
+  sh_resolver *resolver;     /* made on first use; see sockhost.resolver() */
+  unsigned char *dgram_buf;  /* one datagram's worth, shared by all sockets */
 } shl_sched;
 
 struct shl_task {
@@ -102,6 +105,22 @@ void shl_task_push(lua_State *L, shl_task *t);
 void shl_task_finish(shl_task *t, int status, int nres);
 void shl_task_open(lua_State *L);
 
+/* ---------------- l_resolve.c: names ---------------- */
+/* The resolver, made with the system's configuration on first use; raises
+** if it cannot be made. */
+sh_resolver *shl_resolver(lua_State *L, shl_sched *S);
+/* Park t until 'host' is resolved, then continue in k with, on top of the
+** stack, true and a string holding the raw sh_addrlist, or nil and an
+** error text. */
+int shl_resolve_park(lua_State *L, shl_task *t, const char *host, int port, int socktype,
+                     double timeout, lua_KContext ctx, lua_KFunction k);
+/* From the top of the stack as left by shl_resolve_park: the list, or NULL
+** (nil, err stay on the stack). */
+const sh_addrlist *shl_resolved(lua_State *L);
+int shl_resolve(lua_State *L);
+int shl_setresolver(lua_State *L);
+void shl_resolver_close(shl_sched *S);
+
 /* ---------------- l_conn.c, l_listener.c, l_timer.c ---------------- */
 typedef struct lconn lconn;
 /* Push a new connection object over connected socket 'fd'. On failure 'fd'
@@ -114,6 +133,9 @@ void shl_conn_handler_exit(shl_task *t, void *ctx);
 void shl_conn_open(lua_State *L);
 int shl_connect(lua_State *L);
 void shl_listener_open(lua_State *L);
+struct sh_sockopts;
+/* Socket options (backlog, reuseport, ipv6only, mode) from table 'arg'. */
+void shl_sockopts(lua_State *L, int arg, struct sh_sockopts *o);
 int shl_listen(lua_State *L);
 void shl_timer_open(lua_State *L);
 int shl_after(lua_State *L);

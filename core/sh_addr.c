@@ -13,6 +13,28 @@ static const struct { const char *prefix; sh_scheme scheme; } schemes[] = {
   {"unixgram:", SH_UNIXGRAM}, {"unix:", SH_UNIX},   /* longest first */
 };
 
+void sh_addr_set (sh_addr *a, const struct sockaddr *sa, socklen_t len) {
+  memcpy(&a->sa, sa, len);
+  a->salen = len;
+  a->resolved = 1;
+}
+
+size_t sh_addr_host (const struct sockaddr *sa, char *buf, size_t n) {
+  char tmp[200];
+  const char *p;
+  size_t len = sh_addr_format(sa, sizeof(struct sockaddr_storage), SH_TCP, tmp, sizeof tmp);
+  (void)len;
+  p = tmp + 6;                                    /* after "tcp://" */
+  if (*p == '[') p++;
+  snprintf(buf, n, "%s", p);
+  len = strlen(buf);
+  while (len > 0 && buf[len - 1] != ':') len--;   /* drop ":port" */
+  if (len > 0) len--;
+  if (len > 0 && buf[len - 1] == ']') len--;
+  buf[len] = '\0';
+  return len;
+}
+
 int sh_addr_is_stream (sh_scheme scheme) {
   return scheme == SH_TCP || scheme == SH_UNIX;
 }
@@ -126,6 +148,11 @@ size_t sh_addr_format (const struct sockaddr *sa, socklen_t len, sh_scheme schem
     const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
     inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host);
     w = snprintf(buf, n, "%s://%s:%u", scheme_name(scheme), host, ntohs(in4->sin_port));
+  } else if (sa->sa_family == AF_INET6 &&
+             IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof host);   /* as IPv4 */
+    w = snprintf(buf, n, "%s://%s:%u", scheme_name(scheme), host, ntohs(in6->sin6_port));
   } else if (sa->sa_family == AF_INET6) {
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
     inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);

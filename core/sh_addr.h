@@ -29,10 +29,17 @@ typedef struct sh_addr {
 int sh_addr_parse(const char *text, sh_addr *a, char *err, size_t errlen);
 
 /* Format a socket address as an address string of the given scheme
-** ("tcp://127.0.0.1:80", "tcp://[::1]:80", "unix:/tmp/s"). Returns the
+** ("tcp://127.0.0.1:80", "tcp://[::1]:80", "unix:/tmp/s"); IPv4-mapped IPv6
+** addresses are written as IPv4. Returns the
 ** length written (truncated to 'n'). */
 size_t sh_addr_format(const struct sockaddr *sa, socklen_t len, sh_scheme scheme,
                       char *buf, size_t n);
+
+/* Mark 'a' resolved to 'sa' (keeping its scheme and host). */
+void sh_addr_set(sh_addr *a, const struct sockaddr *sa, socklen_t len);
+
+/* The bare host of an IP socket address: "127.0.0.1", "::1". */
+size_t sh_addr_host(const struct sockaddr *sa, char *buf, size_t n);
 
 /* True for a stream scheme (tcp, unix). */
 int sh_addr_is_stream(sh_scheme scheme);

@@ -7,8 +7,12 @@
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "sh_util.h"
@@ -30,6 +34,9 @@ struct sh_listener {
   int family;
   sh_accept_fn cb;
   void *ctx;
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];   /* our socket file */
+  dev_t dev;                  /* ... and its identity, so that we never */
+  ino_t ino;                  /*     remove a file that is not ours */
 };
 
 static void on_accept (struct evconnlistener *lev, evutil_socket_t fd,
@@ -56,30 +63,112 @@ static void on_accept_error (struct evconnlistener *lev, void *arg) {
   evtimer_add(l->backoff, &tv);
 }
 
+/* Is somebody accepting on the Unix socket at 'sa'? */
+static int unix_socket_live (const struct sockaddr *sa, socklen_t len) {
+  int r, fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 1;                    /* cannot tell: assume so */
+  r = connect(fd, sa, len);
+  r = (r == 0 || errno == EAGAIN || errno == EINPROGRESS);
+  close(fd);
+  return r;
+}
+
+/* Bind, replacing a stale Unix socket file left by a dead process, but
+** never a file that is not a socket nor one that a live process serves. */
+static int bind_socket (int fd, const struct sockaddr *sa, socklen_t len, const char *path,
+                        char *err, size_t errlen) {
+  struct stat st;
+  if (bind(fd, sa, len) == 0) return 0;
+  if (errno != EADDRINUSE || path[0] == '\0') {
+    snprintf(err, errlen, "%s", sh_strerror(errno));
+    return -1;
+  }
+  if (lstat(path, &st) != 0) {
+    snprintf(err, errlen, "%s", sh_strerror(EADDRINUSE));
+    return -1;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    snprintf(err, errlen, "address in use: '%.200s' is not a socket", path);
+    return -1;
+  }
+  if (unix_socket_live(sa, len)) {
+    snprintf(err, errlen, "address in use: a live process serves '%.200s'", path);
+    return -1;
+  }
+  if (unlink(path) != 0 || bind(fd, sa, len) != 0) {
+    snprintf(err, errlen, "%s", sh_strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+int sh_socket_options (int fd, int family, const sh_sockopts *o, char *err, size_t errlen) {
+  int one = 1;
+  if (family == AF_INET || family == AF_INET6)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (o->reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    snprintf(err, errlen, "reuseport: %s", sh_strerror(errno));
+    return -1;
+  }
+  if (family == AF_INET6 && o->ipv6only >= 0) {
+    int v = o->ipv6only != 0;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof v) != 0) {
+      snprintf(err, errlen, "ipv6only: %s", sh_strerror(errno));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int sh_socket_bind (int fd, const struct sockaddr *sa, socklen_t len, const sh_sockopts *o,
+                    char *path, size_t pathlen, char *err, size_t errlen) {
+  const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+  if (sa->sa_family == AF_UNIX && un->sun_path[0] != '\0' && pathlen > 0)
+    snprintf(path, pathlen, "%.*s", (int)sizeof un->sun_path, un->sun_path);
+  else if (pathlen > 0)
+    path[0] = '\0';
+  if (bind_socket(fd, sa, len, pathlen > 0 ? path : "", err, errlen) != 0) return -1;
+  if (pathlen > 0 && path[0] != '\0' && o->mode >= 0 && chmod(path, (mode_t)o->mode) != 0) {
+    snprintf(err, errlen, "mode: %s", sh_strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
 sh_listener *sh_listener_new (sh_loop *loop, const struct sockaddr *sa, socklen_t len,
-                              int backlog, sh_accept_fn cb, void *ctx, int *err) {
+                              const sh_sockopts *o, sh_accept_fn cb, void *ctx,
+                              char *err, size_t errlen) {
   struct event_base *base = sh_loop_base(loop);
+  struct stat st;
   sh_listener *l = calloc(1, sizeof *l);
-  unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
-  if (l == NULL) { *err = ENOMEM; return NULL; }
-  if (sa->sa_family != AF_UNIX) flags |= LEV_OPT_REUSEABLE;
+  int fd = -1;
+  if (l == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
   l->loop = loop;
   l->family = sa->sa_family;
   l->cb = cb;
   l->ctx = ctx;
-  l->backoff = evtimer_new(base, on_backoff, l);
-  errno = 0;
-  if (l->backoff != NULL)
-    l->lev = evconnlistener_new_bind(base, on_accept, l, flags, backlog, sa, (int)len);
-  if (l->lev == NULL) {
-    *err = errno != 0 ? errno : ENOMEM;
-    if (l->backoff) event_free(l->backoff);
-    free(l);
-    return NULL;
+  fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) { snprintf(err, errlen, "%s", sh_strerror(errno)); goto fail; }
+  if (sh_socket_options(fd, sa->sa_family, o, err, errlen) != 0) goto fail;
+  if (sh_socket_bind(fd, sa, len, o, l->path, sizeof l->path, err, errlen) != 0) goto fail;
+  if (listen(fd, o->backlog > 0 ? o->backlog : 511) != 0) {
+    snprintf(err, errlen, "%s", sh_strerror(errno));
+    goto fail;
   }
+  if (l->path[0] != '\0' && lstat(l->path, &st) == 0) { l->dev = st.st_dev; l->ino = st.st_ino; }
+  l->backoff = evtimer_new(base, on_backoff, l);
+  if (l->backoff != NULL)
+    l->lev = evconnlistener_new(base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+  if (l->lev == NULL) { snprintf(err, errlen, "out of memory"); goto fail; }
   evconnlistener_set_error_cb(l->lev, on_accept_error);
   sh_loop_ref(loop);
   return l;
+fail:
+  if (fd >= 0) close(fd);
+  if (l->path[0] != '\0' && l->ino != 0) unlink(l->path);
+  if (l->backoff) event_free(l->backoff);
+  free(l);
+  return NULL;
 }
 
 int sh_listener_address (sh_listener *l, struct sockaddr_storage *ss, socklen_t *len) {
@@ -88,8 +177,12 @@ int sh_listener_address (sh_listener *l, struct sockaddr_storage *ss, socklen_t 
 }
 
 void sh_listener_free (sh_listener *l) {
+  struct stat st;
   evconnlistener_free(l->lev);
   event_free(l->backoff);
+  if (l->path[0] != '\0' && lstat(l->path, &st) == 0 && st.st_dev == l->dev &&
+      st.st_ino == l->ino)
+    unlink(l->path);                       /* still our socket file */
   sh_loop_unref(l->loop);
   free(l);
 }
@@ -97,57 +190,124 @@ void sh_listener_free (sh_listener *l) {
 /* ====================== Connector ====================== */
 
 struct sh_connect {
-  struct event *ev;    /* writable: the connect finished */
-  int fd;
-  int family;
+  sh_loop *loop;
+  struct event *ev;      /* writable: the attempt in flight finished */
+  struct event *done;    /* reports a failure from the loop */
+  sh_resolve *rq;        /* resolution in flight, or NULL */
+  int fd;                /* socket of the attempt in flight, or -1 */
+  int next;              /* next address to try */
+  int last_err;          /* errno of the last failed attempt */
+  sh_addrlist list;      /* addresses to try */
   sh_connect_fn cb;
   void *ctx;
+  char err[320];         /* the failure text */
 };
+
+static void connect_free (sh_connect *c) {
+  if (c->ev) event_free(c->ev);
+  if (c->done) event_free(c->done);
+  if (c->fd >= 0) close(c->fd);
+  if (c->rq) sh_resolve_cancel(c->rq);
+  free(c);
+}
+
+/* Deliver the outcome and free the request. */
+static void report (sh_connect *c, int fd) {
+  sh_connect_fn cb = c->cb;
+  void *ctx = c->ctx;
+  char err[sizeof c->err];
+  memcpy(err, c->err, sizeof err);
+  c->fd = -1;
+  connect_free(c);
+  cb(fd, fd >= 0 ? NULL : err, ctx);
+}
+
+static void on_done (evutil_socket_t fd, short what, void *arg) {
+  (void)fd; (void)what;
+  report(arg, -1);
+}
+
+static void try_next(sh_connect *c);
 
 static void on_connected (evutil_socket_t fd, short what, void *arg) {
   sh_connect *c = arg;
-  sh_connect_fn cb = c->cb;
-  void *ctx = c->ctx;
   int err = 0;
   socklen_t len = sizeof err;
   (void)what;
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
   event_free(c->ev);
-  free(c);
-  if (err != 0) { close(fd); cb(-1, err, ctx); return; }
-  cb(fd, 0, ctx);
+  c->ev = NULL;
+  if (err == 0) { report(c, (int)fd); return; }
+  close(c->fd);
+  c->fd = -1;
+  c->last_err = err;
+  try_next(c);
 }
 
-sh_connect *sh_connect_start (sh_loop *loop, const struct sockaddr *sa, socklen_t len,
-                              sh_connect_fn cb, void *ctx, int *err) {
-  sh_connect *c;
-  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int r;
-  if (fd < 0) { *err = errno; return NULL; }
-  set_nodelay(fd, sa->sa_family);
-  do r = connect(fd, sa, len); while (r < 0 && errno == EINTR);
-  if (r < 0 && errno != EINPROGRESS && errno != EAGAIN) {
-    *err = errno;
+/* Start the next attempt, or report the last failure. Never calls back
+** directly: failures go through the 'done' event. */
+static void try_next (sh_connect *c) {
+  while (c->next < c->list.n) {
+    const struct sockaddr *sa = (const struct sockaddr *)&c->list.sa[c->next];
+    socklen_t len = c->list.len[c->next++];
+    int r, fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { c->last_err = errno; continue; }
+    set_nodelay(fd, sa->sa_family);
+    do r = connect(fd, sa, len); while (r < 0 && errno == EINTR);
+    if (r < 0 && errno != EINPROGRESS && errno != EAGAIN) {
+      c->last_err = errno;
+      close(fd);
+      continue;
+    }
+    c->fd = fd;
+    c->ev = event_new(sh_loop_base(c->loop), fd, EV_WRITE, on_connected, c);
+    if (c->ev != NULL && event_add(c->ev, NULL) == 0) return;
+    c->last_err = ENOMEM;
     close(fd);
-    return NULL;
+    c->fd = -1;
+    break;
   }
-  c = calloc(1, sizeof *c);
-  if (c != NULL) c->ev = event_new(sh_loop_base(loop), fd, EV_WRITE, on_connected, c);
-  if (c == NULL || c->ev == NULL || event_add(c->ev, NULL) != 0) {
-    if (c && c->ev) event_free(c->ev);
-    free(c);
-    close(fd);
-    *err = ENOMEM;
-    return NULL;
+  snprintf(c->err, sizeof c->err, "%s", sh_strerror(c->last_err));
+  event_active(c->done, EV_TIMEOUT, 0);
+}
+
+static void on_resolved (const char *err, const sh_addrlist *list, void *ctx) {
+  sh_connect *c = ctx;
+  c->rq = NULL;
+  if (err != NULL) {
+    size_t n = strlen(c->err);            /* "cannot resolve 'host'" */
+    snprintf(c->err + n, sizeof c->err - n, ": %s", err);
+    report(c, -1);
+    return;
   }
-  c->fd = fd;
+  c->list = *list;
+  try_next(c);
+}
+
+sh_connect *sh_connect_start (sh_loop *loop, sh_resolver *r, const sh_addr *a,
+                              sh_connect_fn cb, void *ctx) {
+  sh_connect *c = calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  c->loop = loop;
+  c->fd = -1;
   c->cb = cb;
   c->ctx = ctx;
+  c->last_err = ECONNREFUSED;
+  c->done = event_new(sh_loop_base(loop), -1, 0, on_done, c);
+  if (c->done == NULL) { free(c); return NULL; }
+  if (a->resolved) {
+    c->list.n = 1;
+    memcpy(&c->list.sa[0], &a->sa, a->salen);
+    c->list.len[0] = a->salen;
+    try_next(c);
+    return c;
+  }
+  snprintf(c->err, sizeof c->err, "cannot resolve '%.200s'", a->host);
+  c->rq = sh_resolve_start(r, a->host, a->port, SOCK_STREAM, on_resolved, c);
+  if (c->rq == NULL) { connect_free(c); return NULL; }
   return c;
 }
 
 void sh_connect_cancel (sh_connect *c) {
-  event_free(c->ev);
-  close(c->fd);
-  free(c);
+  connect_free(c);
 }

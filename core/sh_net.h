@@ -8,7 +8,26 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "sh_addr.h"
 #include "sh_loop.h"
+#include "sh_resolve.h"
+
+/* ---------------- Socket set-up, shared with datagrams ---------------- */
+
+typedef struct sh_sockopts {
+  int backlog;       /* listen backlog; <= 0: 511 */
+  int reuseport;     /* SO_REUSEPORT */
+  int ipv6only;      /* IPV6_V6ONLY: 0, 1, or -1 for the system default */
+  int mode;          /* permissions of a Unix socket file; -1: leave them */
+} sh_sockopts;
+
+/* Options to set before bind. Returns 0, or -1 with a message in 'err'. */
+int sh_socket_options(int fd, int family, const sh_sockopts *o, char *err, size_t errlen);
+/* Bind, replacing a stale Unix socket file (never a non-socket, never a
+** live one), then apply 'mode'. The bound file's path goes to 'path' ("" for
+** other kinds). Returns 0, or -1 with a message in 'err'. */
+int sh_socket_bind(int fd, const struct sockaddr *sa, socklen_t len, const sh_sockopts *o,
+                   char *path, size_t pathlen, char *err, size_t errlen);
 
 /* ---------------- Listener ---------------- */
 
@@ -18,10 +37,12 @@ typedef struct sh_listener sh_listener;
 typedef void (*sh_accept_fn)(int fd, const struct sockaddr *peer, socklen_t len,
                              void *ctx);
 
-/* Bind and listen. Returns NULL on failure with *err set to an errno value.
-** The listener holds a loop reference until freed. */
+/* Bind and listen. Returns NULL on failure with a message in 'err'
+** ("address in use", ...). The listener holds a loop reference until freed;
+** freeing it removes the Unix socket file it made. */
 sh_listener *sh_listener_new(sh_loop *loop, const struct sockaddr *sa, socklen_t len,
-                             int backlog, sh_accept_fn cb, void *ctx, int *err);
+                             const sh_sockopts *o, sh_accept_fn cb, void *ctx,
+                             char *err, size_t errlen);
 /* The bound address (port 0 becomes the real port). */
 int sh_listener_address(sh_listener *l, struct sockaddr_storage *ss, socklen_t *len);
 /* Stop listening and close the socket. Safe from inside the callback. */
@@ -31,13 +52,16 @@ void sh_listener_free(sh_listener *l);
 
 typedef struct sh_connect sh_connect;
 
-/* The outcome: a connected non-blocking 'fd' (now the callee's) and err 0,
-** or fd -1 and an errno value. The request is freed before the call. */
-typedef void (*sh_connect_fn)(int fd, int err, void *ctx);
+/* The outcome: a connected non-blocking 'fd' (now the callee's) and err
+** NULL, or fd -1 and a short text: "connection refused", "cannot resolve
+** 'host': name not found", ... The request is freed before the call. */
+typedef void (*sh_connect_fn)(int fd, const char *err, void *ctx);
 
-/* Start connecting. Returns NULL with *err set when it fails at once. */
-sh_connect *sh_connect_start(sh_loop *loop, const struct sockaddr *sa, socklen_t len,
-                             sh_connect_fn cb, void *ctx, int *err);
+/* Connect to 'a'. A host name is resolved first with 'r', and each of its
+** addresses is tried in turn until one answers. Returns NULL only when out
+** of memory; every other outcome comes through 'cb'. */
+sh_connect *sh_connect_start(sh_loop *loop, sh_resolver *r, const sh_addr *a,
+                             sh_connect_fn cb, void *ctx);
 /* Give up: close the socket, free the request, never call back. */
 void sh_connect_cancel(sh_connect *c);
 
