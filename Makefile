@@ -26,10 +26,10 @@ LIBS_EVENT    = $(shell pkg-config --libs libevent)
 LIBS_LUA      = $(shell pkg-config --libs $(LUA_PC))
 
 CORE_OBJ = core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
-           core/sh_net.o core/sh_timer.o core/sh_log.o core/sh_resolve.o
+           core/sh_net.o core/sh_timer.o core/sh_log.o core/sh_resolve.o core/sh_dgram.o
 BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
-           bindings/l_resolve.o
+           bindings/l_resolve.o bindings/l_udp.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \

@@ -84,6 +84,7 @@ static const luaL_Reg funcs[] = {
   {"listen", shl_listen}, {"connect", shl_connect}, {"sleep", shl_sleep},
   {"after", shl_after}, {"every", shl_every}, {"now", l_now}, {"stop", l_stop},
   {"run", l_run}, {"log", l_log}, {"resolve", shl_resolve}, {"resolver", shl_setresolver},
+  {"udp", shl_udp},
   {"spawn", NULL}, {NULL, NULL}
 };
 
@@ -92,6 +93,7 @@ LUAMOD_API int luaopen_sockhost (lua_State *L) {
   shl_conn_open(L);
   shl_listener_open(L);
   shl_timer_open(L);
+  shl_udp_open(L);
   luaL_newlib(L, funcs);
   shl_task_open(L);                             /* pushes spawn */
   lua_setfield(L, -2, "spawn");

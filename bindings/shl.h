@@ -138,6 +138,8 @@ struct sh_sockopts;
 void shl_sockopts(lua_State *L, int arg, struct sh_sockopts *o);
 int shl_listen(lua_State *L);
 void shl_timer_open(lua_State *L);
+void shl_udp_open(lua_State *L);
+int shl_udp(lua_State *L);
 int shl_after(lua_State *L);
 int shl_every(lua_State *L);
 int shl_sleep(lua_State *L);

@@ -1,0 +1,609 @@
+/* l_udp.c -- the "sockhost.udp" object: datagram sockets, UDP (udp://) and
+** Unix datagrams (unixgram:), and sockhost.udp().
+**
+** Two ways to receive: call recvfrom()/recv() from a task (one reader at a
+** time, "busy" otherwise), or give sockhost.udp() a handler, which then runs
+** in a task of its own for each datagram. Datagrams are whole; one cut to fit
+** a smaller read size is reported as "truncated", never passed off as whole.
+**
+** A socket bound to a wildcard address remembers, for the last few peers,
+** the local address their datagrams arrived on, and answers them from it. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "../core/sh_dgram.h"
+#include "../core/sh_util.h"
+#include "shl.h"
+
+#define UDP_MT "sockhost.udp"
+#define REPLY_SLOTS 16       /* peers whose arrival address is remembered */
+#define HANDLER_BATCH 64     /* datagrams handled per wake-up */
+
+typedef struct lreply {
+  struct sockaddr_storage peer;
+  socklen_t len;
+  struct sockaddr_storage local;
+} lreply;
+
+typedef struct ludp {
+  sh_dgram *d;           /* NULL when closed or not made yet (unbound client) */
+  shl_sched *S;
+  shl_task *reader;      /* parked in recvfrom()/recv() */
+  shl_task *whead;       /* writers waiting for room in the kernel, FIFO */
+  shl_task *wtail;
+  int handler_ref;       /* handler mode: the function */
+  int self_ref;          /* anchors the object while a handler is installed */
+  double timeout;        /* seconds for each blocking call; < 0: none */
+  size_t rmax;           /* reader: largest datagram it takes whole */
+  int rfrom;             /* reader: recvfrom (1) or recv (0) */
+  int closed;
+  int connected;
+  sh_scheme scheme;      /* SH_UDP or SH_UNIXGRAM */
+  unsigned next_reply;   /* ring position in 'replies' */
+  lreply replies[REPLY_SLOTS];
+  char cache_text[128];  /* the last destination string sendto() parsed ... */
+  struct sockaddr_storage cache_sa;  /* ... and its address */
+  socklen_t cache_salen;
+} ludp;
+
+static ludp *checkudp (lua_State *L, int arg) {
+  return (ludp *)luaL_checkudata(L, arg, UDP_MT);
+}
+
+static void update_watch (ludp *u) {
+  int w = 0;
+  if (u->d == NULL) return;
+  if (u->reader != NULL || u->handler_ref != LUA_NOREF) w |= SH_DGRAM_READ;
+  if (u->whead != NULL) w |= SH_DGRAM_WRITE;
+  sh_dgram_watch(u->d, w);
+}
+
+/* ====================== Addresses ====================== */
+
+static void push_from (lua_State *L, ludp *u, const sh_dgram_msg *m) {
+  char buf[160];
+  sh_addr_format((const struct sockaddr *)&m->from, m->fromlen, u->scheme, buf, sizeof buf);
+  lua_pushstring(L, buf);
+}
+
+static void remember_local (ludp *u, const sh_dgram_msg *m) {
+  lreply *r;
+  unsigned i;
+  if (!m->has_local) return;
+  for (i = 0; i < REPLY_SLOTS; i++) {
+    r = &u->replies[i];
+    if (r->len == m->fromlen && memcmp(&r->peer, &m->from, m->fromlen) == 0) {
+      r->local = m->local;
+      return;
+    }
+  }
+  r = &u->replies[u->next_reply++ % REPLY_SLOTS];
+  memcpy(&r->peer, &m->from, m->fromlen);
+  r->len = m->fromlen;
+  r->local = m->local;
+}
+
+/* The local address to answer 'to' from, or NULL. */
+static const struct sockaddr_storage *reply_source (ludp *u, const struct sockaddr *to,
+                                                    socklen_t len) {
+  unsigned i;
+  for (i = 0; i < REPLY_SLOTS; i++) {
+    lreply *r = &u->replies[i];
+    if (r->len == len && memcmp(&r->peer, to, len) == 0) return &r->local;
+  }
+  return NULL;
+}
+
+/* Parse a destination (cached: a socket usually answers the same few). On a
+** host name, fill 'a' unresolved and return 1; raise on a bad address. */
+static int destination (lua_State *L, ludp *u, int arg, sh_addr *a) {
+  size_t len;
+  const char *text = luaL_checklstring(L, arg, &len);
+  char err[300];
+  if (len < sizeof u->cache_text && u->cache_salen > 0 && memcmp(text, u->cache_text, len + 1) == 0) {
+    memcpy(&a->sa, &u->cache_sa, u->cache_salen);
+    a->salen = u->cache_salen;
+    a->resolved = 1;
+    return 0;
+  }
+  if (sh_addr_parse(text, a, err, sizeof err) != 0) return luaL_argerror(L, arg, err);
+  if (sh_addr_is_stream(a->scheme))
+    return luaL_argerror(L, arg, "datagram address expected (udp://host:port or unixgram:/path)");
+  if (!a->resolved) return 1;
+  if (len < sizeof u->cache_text) {
+    memcpy(u->cache_text, text, len + 1);
+    memcpy(&u->cache_sa, &a->sa, a->salen);
+    u->cache_salen = a->salen;
+  }
+  return 0;
+}
+
+/* ====================== Receiving ====================== */
+
+/* Receive one datagram and push the reader's results; -1 (nothing pushed)
+** if none is waiting. */
+static int try_recv (lua_State *L, ludp *u) {
+  sh_dgram_msg m;
+  unsigned char *buf = u->S->dgram_buf;
+  ssize_t n = sh_dgram_recv(u->d, buf, SH_DGRAM_MAX, &m);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+    return shl_pushfail(L, sh_strerror(errno));
+  }
+  remember_local(u, &m);
+  if (m.truncated || (size_t)n > u->rmax) {      /* never a cut datagram as whole */
+    luaL_pushfail(L);
+    lua_pushliteral(L, "truncated");
+    lua_pushlstring(L, (const char *)buf, (size_t)n < u->rmax ? (size_t)n : u->rmax);
+    if (!u->rfrom) return 3;
+    push_from(L, u, &m);
+    return 4;
+  }
+  lua_pushlstring(L, (const char *)buf, (size_t)n);
+  if (!u->rfrom) return 1;
+  push_from(L, u, &m);
+  return 2;
+}
+
+static int recv_timeout (void *obj, shl_task *t, int cancel) {
+  ludp *u = obj;
+  u->reader = NULL;
+  if (cancel) return 0;
+  update_watch(u);
+  return shl_pushfail(t->co, "timeout");
+}
+
+static int do_recv (lua_State *L, int from) {
+  ludp *u = checkudp(L, 1);
+  lua_Integer max = luaL_optinteger(L, 2, SH_DGRAM_MAX);
+  shl_task *t;
+  int n;
+  luaL_argcheck(L, max > 0, 2, "max must be positive");
+  if (u->closed) return shl_pushfail(L, "closed");
+  if (u->handler_ref != LUA_NOREF) return luaL_error(L, "this socket has a handler");
+  if (u->d == NULL) return shl_pushfail(L, "not bound");
+  if (u->reader != NULL) return shl_pushfail(L, "busy");
+  u->rmax = (size_t)max;
+  u->rfrom = from;
+  lua_settop(L, 1);
+  if ((n = try_recv(L, u)) >= 0) return n;
+  t = shl_checktask(L, from ? "udp:recvfrom()" : "udp:recv()");
+  u->reader = t;
+  update_watch(u);
+  return shl_park(L, t, u->timeout, recv_timeout, u, 0, NULL);
+}
+
+/* udp:recvfrom([max]) -> data, from; nil, "truncated", partial, from when
+** the datagram was longer than max; nil, err. */
+static int udp_recvfrom (lua_State *L) { return do_recv(L, 1); }
+/* udp:recv([max]) -> data (for connected sockets; the sender is dropped). */
+static int udp_recv (lua_State *L) { return do_recv(L, 0); }
+
+/* Handler mode: a task per datagram, handler(sock, data, from). */
+static void run_handlers (ludp *u) {
+  shl_sched *S = u->S;
+  lua_State *L = S->L;
+  sh_dgram *d = u->d;
+  int i;
+  for (i = 0; i < HANDLER_BATCH; i++) {
+    sh_dgram_msg m;
+    ssize_t n = sh_dgram_recv(d, S->dgram_buf, SH_DGRAM_MAX, &m);
+    if (n < 0) return;
+    remember_local(u, &m);
+    if (!lua_checkstack(L, 6)) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->handler_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->self_ref);
+    lua_pushlstring(L, (const char *)S->dgram_buf, (size_t)n);
+    push_from(L, u, &m);
+    shl_resume(shl_task_new(S, L, 3, lua_gettop(L) - 2, 0), 3);
+    if (sh_dgram_ctx(d) != u || u->handler_ref == LUA_NOREF) return;   /* closed */
+  }
+}
+
+static void on_dgram (sh_dgram *d, int what, void *ctx) {
+  ludp *u = ctx;
+  if (what & SH_DGRAM_READ) {
+    if (u->handler_ref != LUA_NOREF) {
+      run_handlers(u);
+    } else if (u->reader != NULL) {
+      shl_task *t = u->reader;
+      int n;
+      lua_checkstack(t->co, 4);
+      if ((n = try_recv(t->co, u)) >= 0) {
+        u->reader = NULL;
+        update_watch(u);
+        shl_unpark(t);
+        shl_resume(t, n);
+      }
+    }
+    if ((u = sh_dgram_ctx(d)) == NULL) return;   /* closed meanwhile */
+  }
+  if ((what & SH_DGRAM_WRITE) && u->whead != NULL && u->whead->state == TASK_PARKED) {
+    shl_task *t = u->whead;
+    shl_unpark(t);
+    shl_resume(t, 0);                   /* it retries its send */
+  }
+}
+
+/* ====================== Sending ====================== */
+
+static void writer_done (ludp *u, lua_State *L) {
+  shl_task *t = u->whead;
+  if (t == NULL || t->co != L) return;
+  u->whead = t->next;
+  t->next = NULL;
+  if (u->whead == NULL) u->wtail = NULL;
+  else { shl_unpark(u->whead); shl_wake(u->whead, 0); }
+  update_watch(u);
+}
+
+static int send_timeout (void *obj, shl_task *t, int cancel) {
+  ludp *u = obj;
+  shl_task **p = &u->whead, *prev = NULL;
+  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->next; }
+  if (*p != NULL) {
+    int was_head = p == &u->whead;
+    *p = t->next;
+    if (u->wtail == t) u->wtail = prev;
+    t->next = NULL;
+    if (was_head && u->whead != NULL && !cancel) { shl_unpark(u->whead); shl_wake(u->whead, 0); }
+  }
+  if (cancel) return 0;
+  update_watch(u);
+  return shl_pushfail(t->co, "timeout");
+}
+
+/* Make the socket of an unbound client, for a destination of 'family'. */
+static int ensure_socket (lua_State *L, ludp *u, int family) {
+  sh_sockopts o;
+  char err[300];
+  if (u->d != NULL) return 0;
+  memset(&o, 0, sizeof o);
+  o.ipv6only = -1;
+  o.mode = -1;
+  u->d = sh_dgram_open(u->S->loop, family == AF_INET ? AF_INET6 : family, NULL, 0, &o,
+                       on_dgram, u, err, sizeof err);
+  if (u->d == NULL && family == AF_INET)        /* no IPv6 here */
+    u->d = sh_dgram_open(u->S->loop, AF_INET, NULL, 0, &o, on_dgram, u, err, sizeof err);
+  if (u->d == NULL) return luaL_error(L, "udp: %s", err);
+  u->scheme = family == AF_UNIX ? SH_UNIXGRAM : SH_UDP;
+  return 0;
+}
+
+static int sendto_k (lua_State *L, int status, lua_KContext ctx);
+
+/* Send the datagram at index 2 to 'a' (NULL: connected); park on EAGAIN. */
+static int send_now (lua_State *L, ludp *u, const sh_addr *a) {
+  size_t len;
+  const char *data = lua_tolstring(L, 2, &len);
+  const struct sockaddr *to = a != NULL ? (const struct sockaddr *)&a->sa : NULL;
+  socklen_t tolen = a != NULL ? a->salen : 0;
+  shl_task *t;
+  ssize_t n;
+  if (u->closed) return shl_pushfail(L, "closed");
+  if (to != NULL) ensure_socket(L, u, to->sa_family);
+  if (u->d == NULL) return shl_pushfail(L, "not connected");
+  n = sh_dgram_send(u->d, data, len, to, tolen, to != NULL ? reply_source(u, to, tolen) : NULL);
+  if (n >= 0) {
+    writer_done(u, L);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+    int e = errno;
+    writer_done(u, L);
+    return shl_pushfail(L, e == EMSGSIZE ? "message too long" : sh_strerror(e));
+  }
+  t = shl_checktask(L, "udp:sendto()");
+  if (u->whead == NULL) u->whead = u->wtail = t;
+  update_watch(u);
+  if (a != NULL) {                        /* keep the address for the retry */
+    lua_settop(L, 3);
+    lua_pushlstring(L, (const char *)a, sizeof *a);
+  }
+  return shl_park(L, t, u->timeout, send_timeout, u, a != NULL ? 1 : 2, sendto_k);
+}
+
+/* Resumed after EAGAIN (nothing pushed) or a failure (nil, err pushed), or
+** after resolving the destination (ctx 3). */
+static int sendto_k (lua_State *L, int status, lua_KContext ctx) {
+  ludp *u = checkudp(L, 1);
+  shl_task *t = shl_current(L);
+  sh_addr a;
+  (void)status;
+  if (ctx == 3) {                         /* the host name was resolved */
+    const sh_addrlist *list = shl_resolved(L);
+    if (list == NULL) {
+      lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 3), lua_tostring(L, -1));
+      return 2;
+    }
+    memset(&a, 0, sizeof a);
+    sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+    lua_settop(L, 3);
+    return send_now(L, u, &a);
+  }
+  if (t != NULL && lua_gettop(L) > t->top) return lua_gettop(L) - t->top;
+  if (ctx == 2) return send_now(L, u, NULL);
+  memcpy(&a, lua_tostring(L, 4), sizeof a);
+  lua_settop(L, 3);
+  return send_now(L, u, &a);
+}
+
+/* udp:sendto(data, addr) -> true, or nil, err. */
+static int udp_sendto (lua_State *L) {
+  ludp *u = checkudp(L, 1);
+  sh_addr a;
+  luaL_checklstring(L, 2, NULL);
+  lua_settop(L, 3);
+  if (destination(L, u, 3, &a)) {
+    shl_task *t = shl_checktask(L, "udp:sendto() to a host name");
+    return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, 3, sendto_k);
+  }
+  return send_now(L, u, &a);
+}
+
+/* udp:send(data) -> true, or nil, err (a connected socket). */
+static int udp_send (lua_State *L) {
+  ludp *u = checkudp(L, 1);
+  luaL_checklstring(L, 2, NULL);
+  lua_settop(L, 2);
+  if (!u->connected && !u->closed) return shl_pushfail(L, "not connected");
+  return send_now(L, u, NULL);
+}
+
+/* ====================== Connecting ====================== */
+
+static int connect_to (lua_State *L, ludp *u, const sh_addr *a) {
+  if (u->closed) return shl_pushfail(L, "closed");
+  ensure_socket(L, u, a->sa.ss_family);
+  if (sh_dgram_connect(u->d, (const struct sockaddr *)&a->sa, a->salen) != 0)
+    return shl_pushfail(L, sh_strerror(errno));
+  u->connected = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int connect_k (lua_State *L, int status, lua_KContext ctx) {
+  const sh_addrlist *list = shl_resolved(L);
+  sh_addr a;
+  (void)status; (void)ctx;
+  if (list == NULL) {
+    lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 2), lua_tostring(L, -1));
+    return 2;
+  }
+  memset(&a, 0, sizeof a);
+  sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+  return connect_to(L, checkudp(L, 1), &a);
+}
+
+/* udp:connect(addr) -> true, or nil, err: send() and recv() then talk to
+** addr only. */
+static int udp_connect (lua_State *L) {
+  ludp *u = checkudp(L, 1);
+  sh_addr a;
+  lua_settop(L, 2);
+  if (destination(L, u, 2, &a)) {
+    shl_task *t = shl_checktask(L, "udp:connect() to a host name");
+    return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, 0, connect_k);
+  }
+  return connect_to(L, u, &a);
+}
+
+/* ====================== Options ====================== */
+
+static const char *const udp_opts[] = {
+  "reuseport", "ipv6only", "mode", "broadcast", "rcvbuf", "sndbuf", "ttl", "loop", NULL
+};
+
+/* udp:setoption(name, value) -> true, or nil, err. Names: "broadcast",
+** "loop" (booleans), "ttl", "rcvbuf", "sndbuf" (integers). */
+static int udp_setoption (lua_State *L) {
+  static const char *const names[] = {"broadcast", "loop", "ttl", "rcvbuf", "sndbuf", NULL};
+  ludp *u = checkudp(L, 1);
+  int which = luaL_checkoption(L, 2, NULL, names), v;
+  v = which < 2 ? lua_toboolean(L, 3) : (int)luaL_checkinteger(L, 3);
+  if (u->closed) return shl_pushfail(L, "closed");
+  if (u->d == NULL) return shl_pushfail(L, "not bound");
+  if (sh_dgram_setopt(u->d, names[which], v) != 0) return shl_pushfail(L, sh_strerror(errno));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void apply_options (lua_State *L, ludp *u, int arg) {
+  static const char *const names[] = {"broadcast", "loop", "ttl", "rcvbuf", "sndbuf", NULL};
+  int i;
+  if (lua_isnoneornil(L, arg)) return;
+  for (i = 0; names[i] != NULL; i++) {
+    int v;
+    if (lua_getfield(L, arg, names[i]) == LUA_TNIL) { lua_pop(L, 1); continue; }
+    v = i < 2 ? lua_toboolean(L, -1) : (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    if (sh_dgram_setopt(u->d, names[i], v) != 0)
+      luaL_error(L, "udp option '%s': %s", names[i], sh_strerror(errno));
+  }
+}
+
+/* An IP address for join/leave: "239.1.2.3", "ff02::1". */
+static void check_ip (lua_State *L, int arg, sh_addr *a) {
+  char text[300], err[300];
+  const char *ip = luaL_checkstring(L, arg);
+  snprintf(text, sizeof text, strchr(ip, ':') ? "udp://[%s]:0" : "udp://%s:0", ip);
+  if (sh_addr_parse(text, a, err, sizeof err) != 0 || !a->resolved)
+    luaL_argerror(L, arg, "IP address expected");
+}
+
+static int membership (lua_State *L, int join) {
+  ludp *u = checkudp(L, 1);
+  sh_addr g, i;
+  check_ip(L, 2, &g);
+  if (!lua_isnoneornil(L, 3)) check_ip(L, 3, &i);
+  if (u->closed) return shl_pushfail(L, "closed");
+  if (u->d == NULL) return shl_pushfail(L, "not bound");
+  if (sh_dgram_membership(u->d, join, (const struct sockaddr *)&g.sa,
+                          lua_isnoneornil(L, 3) ? NULL : (const struct sockaddr *)&i.sa) != 0)
+    return shl_pushfail(L, sh_strerror(errno));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* udp:join(group [, iface]) / udp:leave(group [, iface]) -- multicast. */
+static int udp_join (lua_State *L) { return membership(L, 1); }
+static int udp_leave (lua_State *L) { return membership(L, 0); }
+
+/* ====================== Lifetime ====================== */
+
+static void close_internal (lua_State *L, ludp *u, int gc) {
+  shl_task *t;
+  if (u->closed) return;
+  u->closed = 1;
+  if (u->d != NULL) sh_dgram_free(u->d);
+  u->d = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, u->handler_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, u->self_ref);
+  u->handler_ref = u->self_ref = LUA_NOREF;
+  if (gc) { u->reader = u->whead = u->wtail = NULL; return; }
+  if ((t = u->reader) != NULL) { u->reader = NULL; shl_wake_fail(t, "closed"); }
+  while ((t = u->whead) != NULL) {
+    u->whead = t->next;
+    t->next = NULL;
+    if (t->state == TASK_PARKED) shl_wake_fail(t, "closed");
+  }
+  u->wtail = NULL;
+}
+
+static int udp_close (lua_State *L) {
+  close_internal(L, checkudp(L, 1), 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int udp_gc (lua_State *L) {
+  close_internal(L, checkudp(L, 1), 1);
+  return 0;
+}
+
+static int udp_settimeout (lua_State *L) {
+  checkudp(L, 1)->timeout = shl_opttimeout(L, 2, -1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int push_name (lua_State *L, ludp *u, int peer) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char buf[160];
+  int r;
+  if (u->closed) return shl_pushfail(L, "closed");
+  if (u->d == NULL) return shl_pushfail(L, "not bound");
+  memset(&ss, 0, sizeof ss);
+  r = peer ? getpeername(sh_dgram_fd(u->d), (struct sockaddr *)&ss, &len)
+           : getsockname(sh_dgram_fd(u->d), (struct sockaddr *)&ss, &len);
+  if (r != 0) return shl_pushfail(L, peer ? "not connected" : sh_strerror(errno));
+  sh_addr_format((struct sockaddr *)&ss, len, u->scheme, buf, sizeof buf);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+/* udp:address() -> "udp://0.0.0.0:9999"; udp:peer() once connected. */
+static int udp_address (lua_State *L) { return push_name(L, checkudp(L, 1), 0); }
+static int udp_peer (lua_State *L) { return push_name(L, checkudp(L, 1), 1); }
+
+static int udp_tostring (lua_State *L) {
+  ludp *u = checkudp(L, 1);
+  if (push_name(L, u, 0) != 1) lua_pushliteral(L, "sockhost.udp (closed)");
+  else lua_pushfstring(L, "sockhost.udp %s", lua_tostring(L, -1));
+  return 1;
+}
+
+/* Make the object; the socket comes later for unbound clients. */
+static ludp *new_udp (lua_State *L, shl_sched *S) {
+  ludp *u = (ludp *)lua_newuserdatauv(L, sizeof *u, 0);
+  memset(u, 0, sizeof *u);
+  u->S = S;
+  u->timeout = -1;
+  u->handler_ref = u->self_ref = LUA_NOREF;
+  u->scheme = SH_UDP;
+  luaL_setmetatable(L, UDP_MT);
+  if (S->dgram_buf == NULL && (S->dgram_buf = malloc(SH_DGRAM_MAX)) == NULL)
+    luaL_error(L, "out of memory");
+  return u;
+}
+
+/* Bind the new object at the top of the stack to 'a'. Arguments: 1 addr,
+** 2 handler or nil, 3 opts or nil. Pushes the object, or nil, err. */
+static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
+  sh_sockopts o;
+  char err[300];
+  shl_sockopts(L, 3, &o);
+  u->scheme = a->scheme;
+  u->d = sh_dgram_open(u->S->loop, a->sa.ss_family, (const struct sockaddr *)&a->sa, a->salen,
+                       &o, on_dgram, u, err, sizeof err);
+  if (u->d == NULL) { u->closed = 1; return shl_pushfail(L, err); }
+  apply_options(L, u, 3);
+  if (!lua_isnil(L, 2)) {
+    lua_pushvalue(L, 2);
+    u->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    u->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    update_watch(u);
+  }
+  return 1;
+}
+
+static int udp_k (lua_State *L, int status, lua_KContext ctx) {
+  const sh_addrlist *list = shl_resolved(L);
+  sh_addr a;
+  char err[300];
+  (void)status; (void)ctx;
+  if (list == NULL) {
+    lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 1), lua_tostring(L, -1));
+    return 2;
+  }
+  sh_addr_parse(lua_tostring(L, 1), &a, err, sizeof err);
+  sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+  lua_settop(L, 3);
+  return bind_to(L, new_udp(L, shl_getsched(L)), &a);
+}
+
+/* sockhost.udp([addr] [, handler] [, opts]) -> udp socket, or nil, err. */
+int shl_udp (lua_State *L) {
+  shl_sched *S = shl_getsched(L);
+  sh_addr a;
+  char err[300];
+  if (lua_istable(L, 2)) { lua_pushnil(L); lua_insert(L, 2); }   /* udp(addr, opts) */
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  shl_checkoptions(L, 3, udp_opts);
+  if (lua_isnil(L, 1)) {                  /* an unbound client */
+    luaL_argcheck(L, lua_isnil(L, 2), 2, "a handler needs an address to listen on");
+    new_udp(L, S);
+    return 1;
+  }
+  if (sh_addr_parse(luaL_checkstring(L, 1), &a, err, sizeof err) != 0)
+    return luaL_argerror(L, 1, err);
+  if (sh_addr_is_stream(a.scheme))
+    return luaL_argerror(L, 1, "datagram address expected (udp://host:port or unixgram:/path)");
+  if (!a.resolved) {
+    shl_task *t = shl_checktask(L, "sockhost.udp() on a host name");
+    return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, 0, udp_k);
+  }
+  return bind_to(L, new_udp(L, S), &a);
+}
+
+static const luaL_Reg udp_methods[] = {
+  {"recvfrom", udp_recvfrom}, {"recv", udp_recv}, {"sendto", udp_sendto}, {"send", udp_send},
+  {"connect", udp_connect}, {"setoption", udp_setoption}, {"join", udp_join},
+  {"leave", udp_leave}, {"settimeout", udp_settimeout}, {"address", udp_address},
+  {"peer", udp_peer}, {"close", udp_close}, {NULL, NULL}
+};
+
+static const luaL_Reg udp_meta[] = {
+  {"__index", NULL}, {"__gc", udp_gc}, {"__close", udp_close},
+  {"__tostring", udp_tostring}, {NULL, NULL}
+};
+
+void shl_udp_open (lua_State *L) {
+  shl_newclass(L, UDP_MT, udp_meta, udp_methods);
+}
