@@ -73,6 +73,7 @@ void shl_sockopts (lua_State *L, int arg, sh_sockopts *o) {
   o->mode = (int)shl_optfield(L, arg, "mode", -1);
   luaL_argcheck(L, o->mode >= -1 && o->mode <= 07777, arg, "mode out of range");
   o->ipv6only = -1;
+  o->reuseport = shl_getsched(L)->reuseport;
   if (!lua_isnoneornil(L, arg)) {
     if (lua_getfield(L, arg, "reuseport") != LUA_TNIL) o->reuseport = lua_toboolean(L, -1);
     if (lua_getfield(L, arg, "ipv6only") != LUA_TNIL) o->ipv6only = lua_toboolean(L, -1);

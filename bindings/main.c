@@ -3,10 +3,13 @@
 ** Behaves like the lua interpreter where it can (arg table, -e, -l, -, --,
 ** -v), runs the main script as a task, then runs the loop until nothing is
 ** left to wait for, sockhost.stop(), or a signal. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lualib.h>
@@ -26,6 +29,8 @@ static void usage (FILE *f) {
     "  --               stop handling options\n"
     "  --check file     compile 'file' only; report syntax errors\n"
     "  --log-level lvl  debug, info (default), warn, error or off\n"
+    "  -w, --workers n  run n worker processes sharing the listeners\n"
+    "                   (SO_REUSEPORT); 'auto': one per core\n"
     "  -v, --version    print the version\n"
     "  -h, --help       print this help\n"
     "The script runs as a task: sockhost.connect, conn:read and the other\n"
@@ -43,6 +48,7 @@ static int fail (const char *msg) {
 /* ====================== Options ====================== */
 
 typedef struct opts {
+  int workers;      /* -w: worker processes; 0 or 1: just this one */
   int script;       /* index in argv of the script, or 0 */
   int first_arg;    /* index of the first script argument */
   int want_stdin;   /* script is "-" */
@@ -64,11 +70,21 @@ static int parse_args (int argc, char **argv, opts *o) {
       return 1;
     }
     if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0 || strcmp(a, "--check") == 0 ||
-        strcmp(a, "--log-level") == 0) {
+        strcmp(a, "--log-level") == 0 || strcmp(a, "-w") == 0 || strcmp(a, "--workers") == 0) {
       if (++i >= argc) {
         fprintf(stderr, "%s: '%s' needs an argument\n", progname, a);
         usage(stderr);
         return -1;
+      }
+      if (a[1] == 'w' || strcmp(a, "--workers") == 0) {
+        char *end;
+        long n = strcmp(argv[i], "auto") == 0 ? sysconf(_SC_NPROCESSORS_ONLN)
+                                              : strtol(argv[i], &end, 10);
+        if (strcmp(argv[i], "auto") != 0 && (*end != '\0' || n < 1 || n > 256)) {
+          fprintf(stderr, "%s: '%s' needs a number from 1 to 256, or 'auto'\n", progname, a);
+          return -1;
+        }
+        o->workers = n > 0 ? (int)n : 1;
       }
       continue;
     }
@@ -149,7 +165,8 @@ static int load_chunks (lua_State *L, int argc, char **argv, const opts *o) {
       if (lvl < 0) return fail("--log-level: expected debug, info, warn, error or off");
       sh_log_set_level((sh_log_level)lvl);
       continue;
-    } else if (strcmp(argv[i], "--check") == 0) {
+    } else if (strcmp(argv[i], "--check") == 0 || strcmp(argv[i], "-w") == 0 ||
+               strcmp(argv[i], "--workers") == 0) {
       i++;
       continue;
     } else if (strcmp(argv[i], "-") == 0) {
@@ -193,6 +210,91 @@ static void on_signal (int sig, void *ctx) {
   sh_loop_stop(S->loop);
 }
 
+/* ====================== Workers ====================== */
+
+static int worker_id = 0;   /* 1..n in a worker process, 0 otherwise */
+
+#define RESTART_PAUSE 1     /* seconds between restarts of a worker that died young */
+#define DRAIN_LIMIT 30      /* seconds the workers get to finish after SIGTERM */
+
+static pid_t start_worker (int id, const sigset_t *old, int argc, char **argv, const opts *o);
+
+/* The master of -w n: start the workers, restart one that dies, pass
+** SIGTERM/SIGINT on and wait for them all. Returns the exit status. */
+static int run_master (int argc, char **argv, const opts *o) {
+  sigset_t set, old;
+  pid_t *pids = calloc((size_t)o->workers, sizeof *pids);
+  time_t *born = calloc((size_t)o->workers, sizeof *born);
+  int i, live = 0, stopping = 0, status = 0;
+  if (pids == NULL || born == NULL) return fail("out of memory");
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGALRM);
+  sigprocmask(SIG_BLOCK, &set, &old);
+  for (i = 0; i < o->workers; i++) {
+    pids[i] = start_worker(i + 1, &old, argc, argv, o);
+    born[i] = time(NULL);
+    if (pids[i] > 0) live++;
+  }
+  sh_log(SH_LOG_INFO, "master %d: %d workers", (int)getpid(), live);
+  while (live > 0) {
+    int sig = 0, ws;
+    pid_t pid;
+    sigwait(&set, &sig);
+    if (sig == SIGTERM || sig == SIGINT) {
+      if (stopping) {                        /* a second signal: now */
+        for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGKILL);
+        status = 1;
+      } else {
+        stopping = 1;
+        sh_log(SH_LOG_INFO, "master: signal %d, stopping the workers", sig);
+        for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGTERM);
+        alarm(DRAIN_LIMIT);
+      }
+      continue;
+    }
+    if (sig == SIGALRM && stopping) {
+      for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGKILL);
+      continue;
+    }
+    while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
+      for (i = 0; i < o->workers && pids[i] != pid; i++) {}
+      if (i == o->workers) continue;
+      pids[i] = 0;
+      live--;
+      if (stopping || (WIFEXITED(ws) && WEXITSTATUS(ws) == 0)) continue;   /* done */
+      sh_log(SH_LOG_WARN, "worker %d (pid %d) %s %d: restarting", i + 1, (int)pid,
+             WIFSIGNALED(ws) ? "killed by signal" : "exited with status",
+             WIFSIGNALED(ws) ? WTERMSIG(ws) : WEXITSTATUS(ws));
+      if (time(NULL) - born[i] < RESTART_PAUSE) sleep(RESTART_PAUSE);   /* no fork storm */
+      pids[i] = start_worker(i + 1, &old, argc, argv, o);
+      born[i] = time(NULL);
+      if (pids[i] > 0) live++;
+    }
+  }
+  free(pids);
+  free(born);
+  return status;
+}
+
+static int run_one(int argc, char **argv, const opts *o);
+
+static pid_t start_worker (int id, const sigset_t *old, int argc, char **argv, const opts *o) {
+  pid_t pid;
+  fflush(NULL);
+  pid = fork();
+  if (pid < 0) {
+    sh_log(SH_LOG_ERROR, "master: cannot start worker %d: %s", id, strerror(errno));
+    return 0;
+  }
+  if (pid > 0) return pid;
+  sigprocmask(SIG_SETMASK, old, NULL);
+  worker_id = id;
+  _exit(run_one(argc, argv, o));
+}
+
 static int run (lua_State *L, int argc, char **argv, const opts *o) {
   shl_sched *S;
   shl_task *t;
@@ -201,6 +303,13 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   luaL_requiref(L, "sockhost", luaopen_sockhost, 1);   /* also global */
   lua_pop(L, 1);
   S = shl_getsched(L);
+  if (worker_id > 0) {                         /* share listeners with the others */
+    S->reuseport = 1;
+    lua_getglobal(L, "sockhost");
+    lua_pushinteger(L, worker_id);
+    lua_setfield(L, -2, "worker");
+    lua_pop(L, 1);
+  }
   sh_loop_signal(S->loop, SIGINT, on_signal, S);
   sh_loop_signal(S->loop, SIGTERM, on_signal, S);
   create_arg_table(L, argc, argv, o->script);
@@ -222,16 +331,21 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
 int main (int argc, char **argv) {
   opts o;
   int status, i;
-  lua_State *L;
   if (argv[0] != NULL && argv[0][0] != '\0') progname = argv[0];
   setvbuf(stdout, NULL, _IOLBF, 0);            /* a server's output is a log */
   signal(SIGPIPE, SIG_IGN);
   if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
   for (i = 1; i < (o.script > 0 ? o.script : argc); i++)
     if (strcmp(argv[i], "--check") == 0) return check_only(argc, argv);
-  L = luaL_newstate();
+  if (o.workers > 1) return run_master(argc, argv, &o);
+  return run_one(argc, argv, &o);
+}
+
+static int run_one (int argc, char **argv, const opts *o) {
+  int status;
+  lua_State *L = luaL_newstate();
   if (L == NULL) return fail("cannot create Lua state: not enough memory");
-  status = run(L, argc, argv, &o);
+  status = run(L, argc, argv, o);
   lua_close(L);                                /* flushes closing connections */
   return status;
 }

@@ -49,6 +49,7 @@ typedef struct shl_sched {
   double linger;             /* seconds a closing stream may take to flush */
   sh_resolver *resolver;     /* made on first use; see sockhost.resolver() */
   unsigned char *dgram_buf;  /* one datagram's worth, shared by all sockets */
+  int reuseport;             /* default for listeners (set in -w workers) */
 } shl_sched;
 
 struct shl_task {
