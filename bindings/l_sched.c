@@ -145,16 +145,51 @@ void shl_unpark (shl_task *t) {
 
 /* ====================== Resuming ====================== */
 
+/* ====================== Time budget ====================== */
+
+static shl_sched *budget_sched;    /* the state whose tasks are timed */
+
+/* A count hook: a task past its budget is made to yield (so that no pcall
+** can catch it) and then ended by shl_resume; where it cannot yield, it
+** gets an error instead. */
+static void budget_hook (lua_State *L, lua_Debug *ar) {
+  shl_sched *S = budget_sched;
+  (void)ar;
+  if (S == NULL || S->current == NULL || sh_now() - S->resumed_at < S->budget) return;
+  if (L == S->current->co && lua_isyieldable(L)) {
+    S->current->overrun = 1;
+    lua_yield(L, 0);                    /* in a hook: returns, then yields */
+    return;
+  }
+  luaL_error(L, "ran for more than %f s without yielding", S->budget);
+}
+
+void shl_set_budget (shl_sched *S, double seconds) {
+  S->budget = seconds > 0 ? seconds : 0;
+  budget_sched = S->budget > 0 ? S : NULL;
+}
+
+/* Give a new task's thread the budget hook (its coroutines inherit it). */
+void shl_budget_hook (shl_sched *S, lua_State *co) {
+  if (S->budget > 0) lua_sethook(co, budget_hook, LUA_MASKCOUNT, 10000);
+}
+
 void shl_resume (shl_task *t, int nargs) {
   shl_sched *S = t->S;
   shl_task *prev = S->current;
   int nres = 0, status;
   t->state = TASK_RUNNING;
   S->current = t;
+  if (S->budget > 0) S->resumed_at = sh_now();
   status = lua_resume(t->co, NULL, nargs, &nres);
   S->current = prev;
   if (status == LUA_YIELD) {
     lua_pop(t->co, nres);
+    if (t->overrun) {                    /* stopped by the budget hook */
+      lua_pushfstring(t->co, "stopped: ran for more than %f s without yielding", S->budget);
+      shl_task_finish(t, LUA_ERRRUN, 0);
+      return;
+    }
     if (t->state == TASK_RUNNING)    /* a bare coroutine.yield(): let others run */
       shl_wake(t, 0);
     return;

@@ -29,6 +29,7 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
   shl_task *t;
   luaL_checkstack(L, 6, NULL);
   co = lua_newthread(L);
+  shl_budget_hook(S, co);
   t = (shl_task *)lua_newuserdatauv(L, sizeof *t, 3);
   memset(t, 0, sizeof *t);
   t->S = S;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,9 @@ static void usage (FILE *f) {
     "  --               stop handling options\n"
     "  --check file     compile 'file' only; report syntax errors\n"
     "  --log-level lvl  debug, info (default), warn, error or off\n"
+    "  --budget s       stop a task that runs s seconds without yielding\n"
+    "                   (default 1; 0: no limit)\n"
+    "  --max-memory m   cap the Lua state's memory at m MiB (default 1024)\n"
     "  -w, --workers n  run n worker processes sharing the listeners\n"
     "                   (SO_REUSEPORT); 'auto': one per core\n"
     "  -v, --version    print the version\n"
@@ -47,7 +51,12 @@ static int fail (const char *msg) {
 
 /* ====================== Options ====================== */
 
+#define DEFAULT_BUDGET 1.0        /* seconds a task may run without yielding */
+#define DEFAULT_MAX_MEMORY 1024   /* MiB for the Lua state */
+
 typedef struct opts {
+  double budget;    /* --budget */
+  double max_memory;  /* --max-memory, MiB */
   int workers;      /* -w: worker processes; 0 or 1: just this one */
   int script;       /* index in argv of the script, or 0 */
   int first_arg;    /* index of the first script argument */
@@ -59,6 +68,8 @@ typedef struct opts {
 static int parse_args (int argc, char **argv, opts *o) {
   int i;
   memset(o, 0, sizeof *o);
+  o->budget = DEFAULT_BUDGET;
+  o->max_memory = DEFAULT_MAX_MEMORY;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) { i++; break; }
@@ -70,11 +81,21 @@ static int parse_args (int argc, char **argv, opts *o) {
       return 1;
     }
     if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0 || strcmp(a, "--check") == 0 ||
-        strcmp(a, "--log-level") == 0 || strcmp(a, "-w") == 0 || strcmp(a, "--workers") == 0) {
+        strcmp(a, "--log-level") == 0 || strcmp(a, "-w") == 0 || strcmp(a, "--workers") == 0 ||
+        strcmp(a, "--budget") == 0 || strcmp(a, "--max-memory") == 0) {
       if (++i >= argc) {
         fprintf(stderr, "%s: '%s' needs an argument\n", progname, a);
         usage(stderr);
         return -1;
+      }
+      if (strcmp(a, "--budget") == 0 || strcmp(a, "--max-memory") == 0) {
+        char *end;
+        double v = strtod(argv[i], &end);
+        if (*end != '\0' || !(v >= 0)) {
+          fprintf(stderr, "%s: '%s' needs a non-negative number\n", progname, a);
+          return -1;
+        }
+        if (a[2] == 'b') o->budget = v; else o->max_memory = v;
       }
       if (a[1] == 'w' || strcmp(a, "--workers") == 0) {
         char *end;
@@ -166,7 +187,8 @@ static int load_chunks (lua_State *L, int argc, char **argv, const opts *o) {
       sh_log_set_level((sh_log_level)lvl);
       continue;
     } else if (strcmp(argv[i], "--check") == 0 || strcmp(argv[i], "-w") == 0 ||
-               strcmp(argv[i], "--workers") == 0) {
+               strcmp(argv[i], "--workers") == 0 || strcmp(argv[i], "--budget") == 0 ||
+               strcmp(argv[i], "--max-memory") == 0) {
       i++;
       continue;
     } else if (strcmp(argv[i], "-") == 0) {
@@ -208,6 +230,57 @@ static void on_signal (int sig, void *ctx) {
   }
   sh_log(SH_LOG_INFO, "signal %d: stopping", sig);
   sh_loop_stop(S->loop);
+}
+
+/* ====================== Memory ====================== */
+
+/* The Lua state's allocator, with a cap. Only script code running in a
+** task is refused memory past the cap (it gets "not enough memory" as an
+** error in that task); the host's own bookkeeping outside tasks is not, so
+** the refusal never lands where nothing can catch it. */
+static struct memctl {
+  size_t used;      /* bytes in use */
+  size_t limit;     /* cap; 0: none */
+} memctl;
+static shl_sched *memctl_sched;   /* to tell whether a task runs */
+
+static void *l_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
+  struct memctl *m = ud;
+  size_t old = ptr != NULL ? osize : 0;
+  void *p;
+  if (nsize == 0) {
+    free(ptr);
+    m->used -= old;
+    return NULL;
+  }
+  if (m->limit > 0 && nsize > old && m->used + (nsize - old) > m->limit &&
+      memctl_sched != NULL && memctl_sched->current != NULL)
+    return NULL;
+  p = realloc(ptr, nsize);
+  if (p != NULL) m->used = m->used - old + nsize;
+  return p;
+}
+
+static int l_panic (lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  sh_log(SH_LOG_ERROR, "PANIC: unprotected error in call to Lua API (%s)",
+         msg != NULL ? msg : "error object is not a string");
+  return 0;   /* then abort() */
+}
+
+/* Lua warnings (from finalizers, say) go to the log. */
+static void l_warn (void *ud, const char *msg, int tocont) {
+  (void)ud; (void)tocont;
+  if (msg[0] != '@') sh_log(SH_LOG_WARN, "lua: %s", msg);
+}
+
+/* Use every descriptor the hard limit allows. */
+static void raise_fd_limit (void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
 }
 
 /* ====================== Workers ====================== */
@@ -303,6 +376,8 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   luaL_requiref(L, "sockhost", luaopen_sockhost, 1);   /* also global */
   lua_pop(L, 1);
   S = shl_getsched(L);
+  shl_set_budget(S, o->budget);
+  memctl_sched = S;
   if (worker_id > 0) {                         /* share listeners with the others */
     S->reuseport = 1;
     lua_getglobal(L, "sockhost");
@@ -334,6 +409,7 @@ int main (int argc, char **argv) {
   if (argv[0] != NULL && argv[0][0] != '\0') progname = argv[0];
   setvbuf(stdout, NULL, _IOLBF, 0);            /* a server's output is a log */
   signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
   if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
   for (i = 1; i < (o.script > 0 ? o.script : argc); i++)
     if (strcmp(argv[i], "--check") == 0) return check_only(argc, argv);
@@ -343,8 +419,12 @@ int main (int argc, char **argv) {
 
 static int run_one (int argc, char **argv, const opts *o) {
   int status;
-  lua_State *L = luaL_newstate();
+  lua_State *L;
+  memctl.limit = (size_t)(o->max_memory * 1024 * 1024);
+  L = lua_newstate(l_alloc, &memctl);
   if (L == NULL) return fail("cannot create Lua state: not enough memory");
+  lua_atpanic(L, l_panic);
+  lua_setwarnf(L, l_warn, L);
   status = run(L, argc, argv, o);
   lua_close(L);                                /* flushes closing connections */
   return status;

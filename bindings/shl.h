@@ -50,6 +50,8 @@ typedef struct shl_sched {
   sh_resolver *resolver;     /* made on first use; see sockhost.resolver() */
   unsigned char *dgram_buf;  /* one datagram's worth, shared by all sockets */
   int reuseport;             /* default for listeners (set in -w workers) */
+  double budget;             /* seconds a task may run without yielding; 0: any */
+  double resumed_at;         /* when the current task was resumed */
 } shl_sched;
 
 struct shl_task {
@@ -67,6 +69,7 @@ struct shl_task {
   shl_timeout_fn on_timeout; /* how to end the current wait on its deadline */
   void *wait_obj;            /* what the task waits for */
   shl_exit_fn on_exit;       /* NULL, or what to do when the task ends */
+  int overrun;               /* stopped for running past the budget */
   void *exit_ctx;
 };
 
@@ -91,6 +94,9 @@ void shl_resume(shl_task *t, int nargs);
 void shl_wake(shl_task *t, int nargs);
 /* Push nil, err onto t's stack and wake it later. */
 void shl_wake_fail(shl_task *t, const char *err);
+/* Stop any task that runs 'seconds' without yielding (0: no limit). */
+void shl_set_budget(shl_sched *S, double seconds);
+void shl_budget_hook(shl_sched *S, lua_State *co);
 /* Run the loop (see sh_loop_run). */
 int shl_run(shl_sched *S, double timeout);
 
