@@ -298,13 +298,14 @@ static int run_master (int argc, char **argv, const opts *o) {
   sigset_t set, old;
   pid_t *pids = calloc((size_t)o->workers, sizeof *pids);
   time_t *born = calloc((size_t)o->workers, sizeof *born);
-  int i, live = 0, stopping = 0, status = 0;
-  if (pids == NULL || born == NULL) return fail("out of memory");
+  time_t *due = calloc((size_t)o->workers, sizeof *due);   /* restart time, or 0 */
+  time_t stop_by = 0;
+  int i, live = 0, waiting = 0, stopping = 0, status = 0;
+  if (pids == NULL || born == NULL || due == NULL) return fail("out of memory");
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGCHLD);
-  sigaddset(&set, SIGALRM);
   sigprocmask(SIG_BLOCK, &set, &old);
   for (i = 0; i < o->workers; i++) {
     pids[i] = start_worker(i + 1, &old, argc, argv, o);
@@ -312,26 +313,26 @@ static int run_master (int argc, char **argv, const opts *o) {
     if (pids[i] > 0) live++;
   }
   sh_log(SH_LOG_INFO, "master %d: %d workers", (int)getpid(), live);
-  while (live > 0) {
-    int sig = 0, ws;
+  while (live > 0 || (waiting > 0 && !stopping)) {
+    struct timespec tick = {1, 0};            /* wake up to restart workers on time */
+    int sig, ws;
     pid_t pid;
-    sigwait(&set, &sig);
+    time_t now;
+    sig = sigtimedwait(&set, NULL, &tick);
+    now = time(NULL);
     if (sig == SIGTERM || sig == SIGINT) {
       if (stopping) {                        /* a second signal: now */
         for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGKILL);
         status = 1;
       } else {
         stopping = 1;
+        stop_by = now + DRAIN_LIMIT;
         sh_log(SH_LOG_INFO, "master: signal %d, stopping the workers", sig);
         for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGTERM);
-        alarm(DRAIN_LIMIT);
       }
-      continue;
     }
-    if (sig == SIGALRM && stopping) {
+    if (stopping && now >= stop_by)          /* they had their time */
       for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGKILL);
-      continue;
-    }
     while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
       for (i = 0; i < o->workers && pids[i] != pid; i++) {}
       if (i == o->workers) continue;
@@ -341,14 +342,21 @@ static int run_master (int argc, char **argv, const opts *o) {
       sh_log(SH_LOG_WARN, "worker %d (pid %d) %s %d: restarting", i + 1, (int)pid,
              WIFSIGNALED(ws) ? "killed by signal" : "exited with status",
              WIFSIGNALED(ws) ? WTERMSIG(ws) : WEXITSTATUS(ws));
-      if (time(NULL) - born[i] < RESTART_PAUSE) sleep(RESTART_PAUSE);   /* no fork storm */
+      due[i] = now - born[i] < RESTART_PAUSE ? now + RESTART_PAUSE : now;   /* no fork storm */
+      waiting++;
+    }
+    for (i = 0; i < o->workers && !stopping; i++) {
+      if (due[i] == 0 || due[i] > now) continue;
+      due[i] = 0;
+      waiting--;
       pids[i] = start_worker(i + 1, &old, argc, argv, o);
-      born[i] = time(NULL);
+      born[i] = now;
       if (pids[i] > 0) live++;
     }
   }
   free(pids);
   free(born);
+  free(due);
   return status;
 }
 

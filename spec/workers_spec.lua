@@ -30,6 +30,7 @@ describe("sockhost -w N", function()
   it("runs N workers that share one port, restarts one that dies, and stops on SIGTERM", function()
     local port = H.free_port()
     local proc = H.start("-w 2 spec/fixtures/whoami.lua tcp://127.0.0.1:" .. port)
+    finally(function() proc:stop() end)
     local deadline = H.socket.gettime() + 5
     repeat H.socket.sleep(0.05) until select(2, proc:stdout():gsub("ready", "")) >= 2
       or H.socket.gettime() > deadline
