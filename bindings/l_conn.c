@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../core/sh_log.h"
 #include "../core/sh_net.h"
 #include "../core/sh_stream.h"
 #include "../core/sh_util.h"
@@ -48,6 +49,7 @@ struct lconn {
   const char *delim;     /* reader: read_until's delimiter (on its stack) */
   size_t dlen;
   size_t woff;           /* active writer: offset into its current argument */
+  shl_counter *counter;  /* the listener's count this conn is in, or NULL */
   unsigned id;           /* for logs: "conn #7" */
   unsigned char rmode;   /* reader: RD_* */
 };
@@ -129,7 +131,10 @@ static int try_read (lua_State *L, lconn *lc) {
       if ((n = read_line(L, lc, in, len, eof)) >= 0) return n;
       break;
   }
-  if (!eof) return -1;
+  if (!eof) {
+    if (len > 0 && lc->rmode != RD_SOME) sh_stream_partial(lc->s, 1);   /* a message begun */
+    return -1;
+  }
   luaL_pushfail(L);                      /* the stream ended first */
   lua_pushliteral(L, "closed");
   if (lc->rmode == RD_SOME || lc->rmode == RD_LINE || lc->rmode == RD_LINE_KEEP) return 2;
@@ -140,7 +145,10 @@ static int try_read (lua_State *L, lconn *lc) {
 static void reader_done (lconn *lc) {
   lc->reader = NULL;
   lc->delim = NULL;
-  if (lc->s != NULL) sh_stream_set_cap(lc->s, INPUT_CAP);
+  if (lc->s != NULL) {
+    sh_stream_set_cap(lc->s, INPUT_CAP);
+    sh_stream_partial(lc->s, 0);
+  }
 }
 
 static int read_timeout (void *obj, shl_task *t, int cancel) {
@@ -168,7 +176,10 @@ static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
   int n;
   lc->scanned = 0;
   n = try_read(L, lc);
-  if (n >= 0) return k != NULL ? k(L, LUA_OK, 0) : n;
+  if (n >= 0) {
+    sh_stream_partial(lc->s, 0);
+    return k != NULL ? k(L, LUA_OK, 0) : n;
+  }
   t = shl_checktask(L, "conn:read()");
   lc->reader = t;
   sh_stream_set_cap(lc->s, cap);
@@ -399,8 +410,24 @@ static void fail_writers (lconn *lc) {
   lc->wtail = NULL;
 }
 
+static void close_internal(lconn *lc, int how);
+
+/* A time limit passed: say so in the log and close. */
+static void on_limit (sh_stream *s, lconn *lc) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char peer[160] = "?";
+  if (getpeername(sh_stream_fd(s), (struct sockaddr *)&ss, &len) == 0)
+    sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX : SH_TCP,
+                   peer, sizeof peer);
+  sh_log(SH_LOG_INFO, "conn #%u %s: %s, closing", lc->id, peer,
+         sh_stream_idle_reason(s) ? "line not finished in time" : "idle too long");
+  close_internal(lc, CLOSE_ABORT);
+}
+
 static void on_stream (sh_stream *s, int what, void *ctx) {
   lconn *lc = ctx;
+  if (what & SH_STREAM_IDLE) { on_limit(s, lc); return; }
   if ((what & SH_STREAM_READ) && lc->reader != NULL) {
     shl_task *t = lc->reader;
     int n;
@@ -444,6 +471,16 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
 }
 
 void shl_conn_settimeout (lconn *lc, double timeout) { lc->timeout = timeout; }
+
+void shl_conn_setlimits (lconn *lc, double idle, double line) {
+  if (lc->s != NULL) sh_stream_set_limits(lc->s, idle, line);
+}
+
+void shl_conn_count (lconn *lc, shl_counter *c) {
+  lc->counter = c;
+  c->live++;
+  c->refs++;
+}
 void shl_conn_setmaxline (lconn *lc, size_t max_line) { lc->max_line = max_line; }
 
 /* Close: flush first (CLOSE_FLUSH), drop output (CLOSE_ABORT), or, from a
@@ -454,6 +491,11 @@ static void close_internal (lconn *lc, int how) {
   lc->s = NULL;
   if (how == CLOSE_ABORT) sh_stream_abort(s);
   else sh_stream_close(s, lc->S->linger);
+  if (lc->counter != NULL) {
+    lc->counter->live--;
+    shl_counter_release(lc->counter);
+    lc->counter = NULL;
+  }
   if (how == CLOSE_GC) {
     lc->reader = lc->whead = lc->wtail = NULL;
     return;

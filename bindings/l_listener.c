@@ -3,7 +3,9 @@
 **
 ** An open listener is anchored in the registry, so a script need not keep
 ** it: `sockhost.listen(addr, handler)` serves until closed or stopped. */
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -21,11 +23,41 @@ typedef struct llistener {
   int handler_ref;        /* the handler function */
   sh_scheme scheme;
   double timeout;         /* given to each connection; < 0: none */
-  double max_line;        /* given to each connection; < 0: default */
+  double max_line;        /* given to each connection */
+  double idle;            /* given to each connection: idle limit, 0: none */
+  double line;            /* ... deadline to finish a line, 0: none */
+  int max_conns;          /* open connections allowed at once */
+  shl_counter *counter;   /* open connections, shared with them */
+  int busy_ref;           /* message for those refused at the limit, or LUA_NOREF */
+  double refused_at;      /* last time a refusal was logged */
+  int refused;            /* refusals since */
 } llistener;
 
 static llistener *checklistener (lua_State *L, int arg) {
   return (llistener *)luaL_checkudata(L, arg, LISTENER_MT);
+}
+
+/* At the limit: say so (best effort, never blocking) and close. The log
+** gets one line a second at most, with the count. */
+static void refuse (llistener *ll, int fd) {
+  lua_State *L = ll->S->L;
+  double now = sh_now();
+  if (ll->busy_ref != LUA_NOREF) {
+    size_t len;
+    const char *msg;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ll->busy_ref);
+    msg = lua_tolstring(L, -1, &len);
+    if (send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* nothing to do */ }
+    lua_pop(L, 1);
+  }
+  close(fd);
+  ll->refused++;
+  if (now - ll->refused_at >= 1.0) {
+    sh_log(SH_LOG_WARN, "listener: at its limit of %d connections, refused %d",
+           ll->max_conns, ll->refused);
+    ll->refused_at = now;
+    ll->refused = 0;
+  }
 }
 
 /* A connection arrived: make its conn and its task, and start the handler. */
@@ -36,6 +68,7 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
   lconn *lc;
   shl_task *t;
   (void)peer; (void)len;
+  if (ll->counter->live >= ll->max_conns) { refuse(ll, fd); return; }
   if (!lua_checkstack(L, 8)) { close(fd); return; }
   lua_rawgeti(L, LUA_REGISTRYINDEX, ll->handler_ref);
   lc = shl_conn_new(L, S, fd);
@@ -45,7 +78,9 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
     return;
   }
   shl_conn_settimeout(lc, ll->timeout);
-  if (ll->max_line >= 0) shl_conn_setmaxline(lc, (size_t)ll->max_line);
+  shl_conn_setmaxline(lc, (size_t)ll->max_line);
+  shl_conn_setlimits(lc, ll->idle, ll->line);
+  shl_conn_count(lc, ll->counter);
   t = shl_task_new(S, L, 1, lua_gettop(L), 0);   /* handler(conn); owner: conn */
   t->on_exit = shl_conn_handler_exit;
   t->exit_ctx = lc;
@@ -53,16 +88,19 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
 }
 
 static void close_internal (lua_State *L, llistener *ll) {
-  if (ll->l == NULL) return;
-  sh_listener_free(ll->l);                 /* also removes our socket file */
+  if (ll->l != NULL) sh_listener_free(ll->l);   /* also removes our socket file */
   ll->l = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, ll->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ll->self_ref);
-  ll->handler_ref = ll->self_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, ll->busy_ref);
+  ll->handler_ref = ll->self_ref = ll->busy_ref = LUA_NOREF;
+  shl_counter_release(ll->counter);
+  ll->counter = NULL;
 }
 
 static const char *const listen_opts[] = {
-  "backlog", "timeout", "max_line", "reuseport", "ipv6only", "mode", NULL
+  "backlog", "timeout", "max_line", "reuseport", "ipv6only", "mode",
+  "idle_timeout", "line_timeout", "max_conns", "busy_message", NULL
 };
 
 /* Socket options from the options table at 'arg' (raises on bad values). */
@@ -89,18 +127,33 @@ static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, in
   char err[300];
   shl_sockopts(L, opts, &o);
   timeout = shl_optfield(L, opts, "timeout", -1);
-  max_line = shl_optfield(L, opts, "max_line", -1);
+  max_line = shl_optfield(L, opts, "max_line", S->max_line);
   ll = (llistener *)lua_newuserdatauv(L, sizeof *ll, 0);
   memset(ll, 0, sizeof *ll);
   ll->S = S;
   ll->scheme = a->scheme;
   ll->timeout = timeout < 0 ? -1 : timeout;
   ll->max_line = max_line;
-  ll->self_ref = ll->handler_ref = LUA_NOREF;
+  ll->idle = shl_optfield(L, opts, "idle_timeout", S->idle_timeout);
+  ll->line = shl_optfield(L, opts, "line_timeout", S->line_timeout);
+  ll->max_conns = (int)shl_optfield(L, opts, "max_conns", S->max_conns);
+  ll->self_ref = ll->handler_ref = ll->busy_ref = LUA_NOREF;
   luaL_setmetatable(L, LISTENER_MT);
+  ll->counter = calloc(1, sizeof *ll->counter);
+  if (ll->counter == NULL) return luaL_error(L, "out of memory");
+  ll->counter->refs = 1;
+  if (!lua_isnoneornil(L, opts) && lua_getfield(L, opts, "busy_message") != LUA_TNIL) {
+    luaL_checktype(L, -1, LUA_TSTRING);
+    ll->busy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else if (!lua_isnoneornil(L, opts)) {
+    lua_pop(L, 1);
+  }
   ll->l = sh_listener_new(S->loop, (const struct sockaddr *)&a->sa, a->salen, &o,
                           on_accept, ll, err, sizeof err);
-  if (ll->l == NULL) return shl_pushfail(L, err);
+  if (ll->l == NULL) {
+    close_internal(L, ll);
+    return shl_pushfail(L, err);
+  }
   lua_pushvalue(L, handler);
   ll->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
@@ -133,8 +186,11 @@ int shl_listen (lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   shl_checkoptions(L, 3, listen_opts);
   shl_sockopts(L, 3, &o);                  /* check them before anything happens */
-  shl_optfield(L, 3, "timeout", -1);
-  shl_optfield(L, 3, "max_line", -1);
+  luaL_argcheck(L, shl_optfield(L, 3, "timeout", -1) >= -1, 3, "bad timeout");
+  luaL_argcheck(L, shl_optfield(L, 3, "max_line", 1) >= 1, 3, "max_line must be positive");
+  luaL_argcheck(L, shl_optfield(L, 3, "max_conns", 1) >= 1, 3, "max_conns must be positive");
+  luaL_argcheck(L, shl_optfield(L, 3, "idle_timeout", 0) >= 0, 3, "idle_timeout must be >= 0");
+  luaL_argcheck(L, shl_optfield(L, 3, "line_timeout", 0) >= 0, 3, "line_timeout must be >= 0");
   if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");

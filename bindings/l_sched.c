@@ -16,6 +16,11 @@ static const char TASKS_KEY = 'T';   /* registry: thread -> task, weak keys */
 
 #define DEFAULT_LINGER 30.0          /* seconds a closed stream may flush */
 #define SHUTDOWN_GRACE 5.0           /* seconds to flush at lua_close */
+#define DEFAULT_IDLE 300.0           /* accepted connections: seconds without traffic */
+#define DEFAULT_LINE 60.0            /* ... seconds to finish a line once begun */
+#define DEFAULT_MAX_LINE 65536       /* ... longest line */
+#define DEFAULT_MAX_CONNS 10000      /* ... per listener */
+#define DEFAULT_MAX_TIMERS 100000    /* armed after/every timers */
 
 /* ====================== Helpers ====================== */
 
@@ -23,6 +28,10 @@ int shl_pushfail (lua_State *L, const char *err) {
   luaL_pushfail(L);
   lua_pushstring(L, err);
   return 2;
+}
+
+void shl_counter_release (shl_counter *c) {
+  if (c != NULL && --c->refs == 0) free(c);
 }
 
 void shl_newclass (lua_State *L, const char *name, const luaL_Reg *meta,
@@ -279,6 +288,11 @@ void shl_sched_open (lua_State *L) {
   S->L = lua_tothread(L, -1);
   lua_pop(L, 1);
   S->linger = DEFAULT_LINGER;
+  S->idle_timeout = DEFAULT_IDLE;
+  S->line_timeout = DEFAULT_LINE;
+  S->max_line = DEFAULT_MAX_LINE;
+  S->max_conns = DEFAULT_MAX_CONNS;
+  S->max_timers = DEFAULT_MAX_TIMERS;
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
   lua_newtable(L);                             /* thread -> task */
   lua_newtable(L);

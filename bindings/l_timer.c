@@ -19,6 +19,7 @@ static ltimer *checktimer (lua_State *L, int arg) {
 }
 
 static void release (lua_State *L, ltimer *lt) {
+  if (lt->self_ref != LUA_NOREF) lt->S->timers--;
   luaL_unref(L, LUA_REGISTRYINDEX, lt->fn_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, lt->self_ref);
   lt->fn_ref = lt->self_ref = LUA_NOREF;
@@ -41,6 +42,8 @@ static int make_timer (lua_State *L, double every) {
   ltimer *lt;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_argcheck(L, delay >= 0, 1, "delay must be non-negative");
+  if (S->timers >= S->max_timers)
+    return luaL_error(L, "too many timers (%d armed)", S->timers);
   lt = (ltimer *)lua_newuserdatauv(L, sizeof *lt, 0);
   memset(lt, 0, sizeof *lt);
   lt->S = S;
@@ -54,6 +57,7 @@ static int make_timer (lua_State *L, double every) {
   lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   lt->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  S->timers++;
   return 1;
 }
 

@@ -33,6 +33,12 @@ static void usage (FILE *f) {
     "  --budget s       stop a task that runs s seconds without yielding\n"
     "                   (default 1; 0: no limit)\n"
     "  --max-memory m   cap the Lua state's memory at m MiB (default 1024)\n"
+    "  --max-conns n    connections per listener (default 10000)\n"
+    "  --idle-timeout s close accepted connections idle for s seconds\n"
+    "                   (default 300; 0: never)\n"
+    "  --line-timeout s ... and those that take s seconds to finish a line\n"
+    "                   (default 60; 0: never)\n"
+    "  --max-line n     longest line or read_until result (default 65536)\n"
     "  -w, --workers n  run n worker processes sharing the listeners\n"
     "                   (SO_REUSEPORT); 'auto': one per core\n"
     "  -v, --version    print the version\n"
@@ -58,10 +64,21 @@ typedef struct opts {
   double budget;    /* --budget */
   double max_memory;  /* --max-memory, MiB */
   int workers;      /* -w: worker processes; 0 or 1: just this one */
+  double limits[4]; /* --max-conns, --idle-timeout, --line-timeout, --max-line; < 0: default */
   int script;       /* index in argv of the script, or 0 */
   int first_arg;    /* index of the first script argument */
   int want_stdin;   /* script is "-" */
 } opts;
+
+static const char *const limit_names[] = {
+  "--max-conns", "--idle-timeout", "--line-timeout", "--max-line", NULL
+};
+
+static int limit_option (const char *a) {
+  int i;
+  for (i = 0; limit_names[i] != NULL; i++) if (strcmp(a, limit_names[i]) == 0) return i;
+  return -1;
+}
 
 /* Check the options; run -l and -e later, in order. Returns -1 on a bad
 ** option (message printed), 1 if the program should exit 0 now. */
@@ -70,6 +87,7 @@ static int parse_args (int argc, char **argv, opts *o) {
   memset(o, 0, sizeof *o);
   o->budget = DEFAULT_BUDGET;
   o->max_memory = DEFAULT_MAX_MEMORY;
+  for (i = 0; i < 4; i++) o->limits[i] = -1;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) { i++; break; }
@@ -82,20 +100,22 @@ static int parse_args (int argc, char **argv, opts *o) {
     }
     if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0 || strcmp(a, "--check") == 0 ||
         strcmp(a, "--log-level") == 0 || strcmp(a, "-w") == 0 || strcmp(a, "--workers") == 0 ||
-        strcmp(a, "--budget") == 0 || strcmp(a, "--max-memory") == 0) {
+        strcmp(a, "--budget") == 0 || strcmp(a, "--max-memory") == 0 || limit_option(a) >= 0) {
       if (++i >= argc) {
         fprintf(stderr, "%s: '%s' needs an argument\n", progname, a);
         usage(stderr);
         return -1;
       }
-      if (strcmp(a, "--budget") == 0 || strcmp(a, "--max-memory") == 0) {
+      if (strcmp(a, "--budget") == 0 || strcmp(a, "--max-memory") == 0 || limit_option(a) >= 0) {
         char *end;
         double v = strtod(argv[i], &end);
         if (*end != '\0' || !(v >= 0)) {
           fprintf(stderr, "%s: '%s' needs a non-negative number\n", progname, a);
           return -1;
         }
-        if (a[2] == 'b') o->budget = v; else o->max_memory = v;
+        if (limit_option(a) >= 0) o->limits[limit_option(a)] = v;
+        else if (a[2] == 'b') o->budget = v;
+        else o->max_memory = v;
       }
       if (a[1] == 'w' || strcmp(a, "--workers") == 0) {
         char *end;
@@ -188,7 +208,7 @@ static int load_chunks (lua_State *L, int argc, char **argv, const opts *o) {
       continue;
     } else if (strcmp(argv[i], "--check") == 0 || strcmp(argv[i], "-w") == 0 ||
                strcmp(argv[i], "--workers") == 0 || strcmp(argv[i], "--budget") == 0 ||
-               strcmp(argv[i], "--max-memory") == 0) {
+               strcmp(argv[i], "--max-memory") == 0 || limit_option(argv[i]) >= 0) {
       i++;
       continue;
     } else if (strcmp(argv[i], "-") == 0) {
@@ -385,6 +405,10 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   lua_pop(L, 1);
   S = shl_getsched(L);
   shl_set_budget(S, o->budget);
+  if (o->limits[0] >= 1) S->max_conns = o->limits[0];
+  if (o->limits[1] >= 0) S->idle_timeout = o->limits[1];
+  if (o->limits[2] >= 0) S->line_timeout = o->limits[2];
+  if (o->limits[3] >= 1) S->max_line = o->limits[3];
   memctl_sched = S;
   if (worker_id > 0) {                         /* share listeners with the others */
     S->reuseport = 1;

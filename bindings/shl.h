@@ -51,6 +51,12 @@ typedef struct shl_sched {
   unsigned char *dgram_buf;  /* one datagram's worth, shared by all sockets */
   int reuseport;             /* default for listeners (set in -w workers) */
   double budget;             /* seconds a task may run without yielding; 0: any */
+  double idle_timeout;       /* default for accepted connections; 0: none */
+  double line_timeout;       /* default deadline to finish a line; 0: none */
+  double max_line;           /* default longest line */
+  double max_conns;          /* default connections per listener */
+  int timers;                /* armed after/every timers */
+  int max_timers;            /* cap on those */
   double resumed_at;         /* when the current task was resumed */
 } shl_sched;
 
@@ -130,6 +136,18 @@ void shl_resolver_close(shl_sched *S);
 
 /* ---------------- l_conn.c, l_listener.c, l_timer.c ---------------- */
 typedef struct lconn lconn;
+
+/* Connections counted against a listener's limit; shared by the listener
+** and its connections, freed when the last one lets go. */
+typedef struct shl_counter {
+  int live;                  /* open connections */
+  int refs;                  /* the listener + each counted connection */
+} shl_counter;
+void shl_counter_release(shl_counter *c);
+/* Count this connection in 'c' until it closes. */
+void shl_conn_count(lconn *lc, shl_counter *c);
+/* Idle and line-finishing time limits for the connection. */
+void shl_conn_setlimits(lconn *lc, double idle, double line);
 /* Push a new connection object over connected socket 'fd'. On failure 'fd'
 ** is closed, nothing is pushed, NULL returned. */
 lconn *shl_conn_new(lua_State *L, shl_sched *S, int fd);

@@ -27,6 +27,12 @@ struct sh_stream {
   struct event rev;           /* readable; added while 'reading' */
   struct event wev;           /* writable; added while output is queued */
   struct event *linger;       /* close deadline; created on close */
+  struct event *limits;       /* idle / partial-message deadline, or NULL */
+  double idle;                /* seconds without progress allowed; 0: any */
+  double partial;             /* seconds a partial message may take; 0: any */
+  double last_active;         /* when a byte last moved */
+  double partial_since;       /* when the pending partial message began; 0: none */
+  int idle_reason;            /* 1: partial message, 0: idle */
   struct evbuffer *in;        /* bytes read, not yet taken by the owner */
   struct evbuffer *out;       /* bytes the kernel refused so far */
   size_t cap;                 /* pause reading when 'in' holds this much */
@@ -80,6 +86,7 @@ static void destroy (sh_stream *s) {
   event_del(&s->rev);
   event_del(&s->wev);
   if (s->linger) event_free(s->linger);
+  if (s->limits) event_free(s->limits);
   if (s->holds_ref) sh_loop_unref(s->loop);
   close(s->fd);
   evbuffer_free(s->in);
@@ -151,6 +158,7 @@ static void on_read (evutil_socket_t fd, short what, void *arg) {
   (void)fd; (void)what;
   if (!s->eof) {
     ssize_t n = read_chunk(s);
+    if (n > 0 && s->limits != NULL) s->last_active = sh_now();
     if (n == 0) set_eof(s, 0);
     else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) set_eof(s, errno);
     else if (n < 0) return;                  /* spurious wake-up */
@@ -213,6 +221,7 @@ static int flush_out (sh_stream *s) {
     return -1;
   }
   evbuffer_drain(s->out, (size_t)w);
+  if (w > 0 && s->limits != NULL) s->last_active = sh_now();
   return 0;
 }
 
@@ -255,6 +264,7 @@ ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t li
       return -1;
     }
     sent = w > 0 ? (size_t)w : 0;
+    if (sent > 0 && s->limits != NULL) s->last_active = sh_now();
   }
   taken = sent;
   for (i = 0; i < n; i++) {                 /* queue the rest, up to 'limit' */
@@ -281,6 +291,69 @@ void sh_stream_shutdown (sh_stream *s) {
   if (evbuffer_get_length(s->out) == 0) do_shutdown(s);
   else s->shut_pending = 1;
 }
+
+/* ====================== Time limits ====================== */
+
+/* The next deadline, or 0 if none applies. */
+static double next_deadline (const sh_stream *s) {
+  double d = 0;
+  if (s->idle > 0) d = s->last_active + s->idle;
+  if (s->partial > 0 && s->partial_since > 0) {
+    double p = s->partial_since + s->partial;
+    if (d == 0 || p < d) d = p;
+  }
+  return d;
+}
+
+static void arm_limits (sh_stream *s) {
+  double d = next_deadline(s);
+  struct timeval tv;
+  if (s->limits == NULL || d == 0) return;
+  tv = sh_timeval(d - sh_now() + 0.001);
+  evtimer_add(s->limits, &tv);
+}
+
+/* A deadline may have passed: activity since it was armed moves it on,
+** which is cheaper than re-arming the timer on every byte. */
+static void on_limits (evutil_socket_t fd, short what, void *arg) {
+  sh_stream *s = arg;
+  double now = sh_now();
+  (void)fd; (void)what;
+  if (s->closing) return;
+  if (s->partial > 0 && s->partial_since > 0 && now >= s->partial_since + s->partial) {
+    s->idle_reason = 1;
+    notify(s, SH_STREAM_IDLE);
+    return;
+  }
+  if (s->idle > 0 && now >= s->last_active + s->idle) {
+    s->idle_reason = 0;
+    notify(s, SH_STREAM_IDLE);
+    return;
+  }
+  arm_limits(s);
+}
+
+void sh_stream_set_limits (sh_stream *s, double idle, double partial) {
+  s->idle = idle > 0 ? idle : 0;
+  s->partial = partial > 0 ? partial : 0;
+  if (s->idle == 0 && s->partial == 0) {
+    if (s->limits) evtimer_del(s->limits);
+    return;
+  }
+  if (s->limits == NULL) s->limits = evtimer_new(sh_loop_base(s->loop), on_limits, s);
+  s->last_active = sh_now();
+  arm_limits(s);
+}
+
+void sh_stream_partial (sh_stream *s, int pending) {
+  if (!pending) { s->partial_since = 0; return; }
+  if (s->partial_since > 0 || s->partial == 0) return;
+  s->partial_since = sh_now();
+  if (s->limits != NULL && (s->idle == 0 || s->partial_since + s->partial < s->last_active + s->idle))
+    arm_limits(s);                /* this deadline comes first */
+}
+
+int sh_stream_idle_reason (const sh_stream *s) { return s->idle_reason; }
 
 /* ====================== Closing ====================== */
 
@@ -325,6 +398,7 @@ static void destroy_orphan (sh_loop_item *item) {
 void sh_stream_close (sh_stream *s, double linger) {
   if (s->closing) return;
   s->closing = 1;
+  if (s->limits) evtimer_del(s->limits);
   s->item.destroy = destroy_orphan;
   sh_loop_track(s->loop, &s->item);
   s->cb = NULL;

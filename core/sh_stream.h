@@ -27,7 +27,8 @@ typedef struct sh_stream sh_stream;
 
 enum {
   SH_STREAM_READ = 1,    /* new input, or the end of it (eof/error set) */
-  SH_STREAM_DRAIN = 2    /* output fell to the low-water mark or below */
+  SH_STREAM_DRAIN = 2,   /* output fell to the low-water mark or below */
+  SH_STREAM_IDLE = 4     /* a time limit passed (see sh_stream_set_limits) */
 };
 
 typedef void (*sh_stream_fn)(sh_stream *s, int what, void *ctx);
@@ -52,6 +53,16 @@ int sh_stream_error(const sh_stream *s);
 void sh_stream_set_cap(sh_stream *s, size_t cap);
 /* DRAIN is reported when output falls to 'lowat' bytes or below. */
 void sh_stream_set_lowat(sh_stream *s, size_t lowat);
+
+/* Time limits: report SH_STREAM_IDLE when no byte has moved either way for
+** 'idle' seconds, or when a partial message (see sh_stream_partial) has
+** been pending for 'partial' seconds. 0 disables a limit. */
+void sh_stream_set_limits(sh_stream *s, double idle, double partial);
+/* The owner says whether it holds a partial message (a line begun, not
+** ended). The clock starts at the first call with 'pending' set. */
+void sh_stream_partial(sh_stream *s, int pending);
+/* After SH_STREAM_IDLE: 1 if the partial-message limit passed, 0 if idle. */
+int sh_stream_idle_reason(const sh_stream *s);
 
 /* Send the 'n' buffers, at once if nothing is queued; queue what the kernel
 ** refuses, but let the queue grow only up to 'limit' bytes. Returns the bytes

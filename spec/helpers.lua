@@ -48,10 +48,17 @@ function H.writefile(path, data)
   return path
 end
 
+-- busted reloads this module for each spec file, so a counter alone would
+-- repeat names across files: add a random part, and never reuse a name.
 local seq = 0
+local run_id = math.random(1, 1e9)
 function H.tmpname(suffix)
-  seq = seq + 1
-  return string.format("%s/%d_%d%s", H.TMP, H.getpid(), seq, suffix or "")
+  local name
+  repeat
+    seq = seq + 1
+    name = string.format("%s/%d_%d_%d%s", H.TMP, H.getpid(), run_id, seq, suffix or "")
+  until not io.open(name)
+  return name
 end
 
 function H.getpid()
