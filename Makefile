@@ -29,7 +29,7 @@ CORE_OBJ = core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_net.o core/sh_timer.o core/sh_log.o core/sh_resolve.o core/sh_dgram.o
 BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
-           bindings/l_resolve.o bindings/l_udp.o
+           bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
@@ -67,6 +67,14 @@ run: deps
 test: deps
 	$(MAKE) all check-layers
 	$(LUA) $(BUSTED) --lpath='./spec/?.lua' spec/
+
+# The side-by-side benchmark (not part of test): C baseline, sockhost and the
+# installed peers; table in bench/results.txt, plot in bench/results.png.
+# BENCH_QUICK=1 for a short run; other knobs at the top of bench/run.
+.PHONY: bench
+bench: deps
+	$(MAKE) all
+	bench/run
 
 sanitize: deps
 	$(MAKE) clean

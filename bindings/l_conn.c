@@ -27,7 +27,7 @@
 #include "shl.h"
 
 #define INPUT_CAP 65536         /* read ahead this much when nobody asks more */
-#define DEFAULT_MAX_LINE 65536  /* longest line or read_until result */
+#define MAX_ALL (64u << 20)     /* most bytes read("a") gathers before "too large" */
 #define OUT_HIGH 65536          /* a writer parks above this much queued output */
 #define OUT_LOW 16384           /* ... and continues at or below this */
 #define MAX_IOV 32              /* arguments sent per sendmsg() */
@@ -44,12 +44,16 @@ struct lconn {
   shl_task *wtail;       /* the last writer waiting for its turn */
   double timeout;        /* seconds for each blocking call; < 0: none */
   size_t max_line;       /* longest line / read_until result */
+  size_t max_all;        /* most bytes read("a") gathers */
+  double idle;           /* idle limit in seconds; 0: none */
+  double line;           /* seconds to finish a line once begun; 0: none */
   size_t want;           /* reader: n for RD_N, most bytes for RD_SOME/RD_UNTIL */
   size_t scanned;        /* reader: bytes already searched for the delimiter */
   const char *delim;     /* reader: read_until's delimiter (on its stack) */
   size_t dlen;
   size_t woff;           /* active writer: offset into its current argument */
   shl_counter *counter;  /* the listener's count this conn is in, or NULL */
+  lconn *prev, *next;    /* in S->accepted, while counted */
   unsigned id;           /* for logs: "conn #7" */
   unsigned char rmode;   /* reader: RD_* */
 };
@@ -57,6 +61,8 @@ struct lconn {
 static lconn *checkconn (lua_State *L, int arg) {
   return (lconn *)luaL_checkudata(L, arg, CONN_MT);
 }
+
+static void close_internal(lconn *lc, int how);
 
 /* ====================== Reading ====================== */
 
@@ -120,6 +126,7 @@ static int try_read (lua_State *L, lconn *lc) {
       break;
     case RD_ALL:
       if (eof) { take(L, in, len, 0); return 1; }
+      if (len >= lc->max_all) return shl_pushfail(L, "too large");
       return -1;
     case RD_UNTIL: {
       ev_ssize_t pos = find_delim(lc, in, lc->delim, lc->dlen);
@@ -132,7 +139,8 @@ static int try_read (lua_State *L, lconn *lc) {
       break;
   }
   if (!eof) {
-    if (len > 0 && lc->rmode != RD_SOME) sh_stream_partial(lc->s, 1);   /* a message begun */
+    if (len > 0 && lc->rmode != RD_SOME && lc->rmode != RD_N)
+      sh_stream_partial(lc->s, 1);        /* a line begun: it has a deadline */
     return -1;
   }
   luaL_pushfail(L);                      /* the stream ended first */
@@ -171,9 +179,16 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
 }
 
 /* Start a read of the mode set in lc: results now, or park the task. */
+static int drain_now(lconn *lc);
+
 static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
   shl_task *t;
   int n;
+  if (drain_now(lc)) {                    /* shutting down: no new requests */
+    close_internal(lc, CLOSE_FLUSH);
+    shl_pushfail(L, "closed");
+    return k != NULL ? k(L, LUA_OK, 0) : 2;
+  }
   lc->scanned = 0;
   n = try_read(L, lc);
   if (n >= 0) {
@@ -218,7 +233,7 @@ static int conn_read (lua_State *L) {
     else if (strcmp(f, "a") == 0) lc->rmode = RD_ALL;
     else return luaL_argerror(L, 2, "invalid format");
     if ((busy = check_reader(L, lc)) != 0) return busy;
-    cap = lc->rmode == RD_ALL ? SIZE_MAX : line_cap(lc, 0);
+    cap = lc->rmode == RD_ALL ? lc->max_all : line_cap(lc, 0);
   }
   lua_settop(L, 1);
   return read_start(L, lc, cap, NULL);
@@ -410,8 +425,6 @@ static void fail_writers (lconn *lc) {
   lc->wtail = NULL;
 }
 
-static void close_internal(lconn *lc, int how);
-
 /* A time limit passed: say so in the log and close. */
 static void on_limit (sh_stream *s, lconn *lc) {
   struct sockaddr_storage ss;
@@ -457,7 +470,8 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
   memset(lc, 0, sizeof *lc);
   lc->S = S;
   lc->timeout = -1;
-  lc->max_line = DEFAULT_MAX_LINE;
+  lc->max_line = (size_t)S->max_line;
+  lc->max_all = MAX_ALL;
   luaL_setmetatable(L, CONN_MT);
   lc->s = sh_stream_new(S->loop, fd, on_stream, lc);
   if (lc->s == NULL) {
@@ -473,13 +487,45 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
 void shl_conn_settimeout (lconn *lc, double timeout) { lc->timeout = timeout; }
 
 void shl_conn_setlimits (lconn *lc, double idle, double line) {
-  if (lc->s != NULL) sh_stream_set_limits(lc->s, idle, line);
+  lc->idle = idle > 0 ? idle : 0;
+  lc->line = line > 0 ? line : 0;
+  if (lc->s != NULL) sh_stream_set_limits(lc->s, lc->idle, lc->line);
 }
 
 void shl_conn_count (lconn *lc, shl_counter *c) {
+  shl_sched *S = lc->S;
   lc->counter = c;
   c->live++;
   c->refs++;
+  lc->prev = NULL;
+  lc->next = S->accepted;
+  if (S->accepted != NULL) S->accepted->prev = lc;
+  S->accepted = lc;
+}
+
+static void uncount (lconn *lc) {
+  if (lc->counter == NULL) return;
+  lc->counter->live--;
+  shl_counter_release(lc->counter);
+  lc->counter = NULL;
+  if (lc->prev != NULL) lc->prev->next = lc->next;
+  else lc->S->accepted = lc->next;
+  if (lc->next != NULL) lc->next->prev = lc->prev;
+  lc->prev = lc->next = NULL;
+}
+
+/* Waiting for a new request on an accepted conn while shutting down? */
+static int drain_now (lconn *lc) {
+  return lc->S->draining && lc->counter != NULL && lc->s != NULL &&
+         evbuffer_get_length(sh_stream_input(lc->s)) == 0;
+}
+
+void shl_conn_drain_idle (shl_sched *S) {
+  lconn *lc = S->accepted, *next;
+  for (; lc != NULL; lc = next) {
+    next = lc->next;
+    if (lc->reader != NULL && drain_now(lc)) close_internal(lc, CLOSE_FLUSH);
+  }
 }
 void shl_conn_setmaxline (lconn *lc, size_t max_line) { lc->max_line = max_line; }
 
@@ -491,11 +537,7 @@ static void close_internal (lconn *lc, int how) {
   lc->s = NULL;
   if (how == CLOSE_ABORT) sh_stream_abort(s);
   else sh_stream_close(s, lc->S->linger);
-  if (lc->counter != NULL) {
-    lc->counter->live--;
-    shl_counter_release(lc->counter);
-    lc->counter = NULL;
-  }
+  uncount(lc);
   if (how == CLOSE_GC) {
     lc->reader = lc->whead = lc->wtail = NULL;
     return;
@@ -539,6 +581,25 @@ static int conn_shutdown (lua_State *L) {
 static int conn_gc (lua_State *L) {
   close_internal(checkconn(L, 1), CLOSE_GC);
   return 0;
+}
+
+/* conn:setlimits{ max_line =, idle_timeout =, line_timeout = } -- change
+** this connection's limits (see sockhost.listen). */
+static int conn_setlimits (lua_State *L) {
+  static const char *const known[] = {"max_line", "idle_timeout", "line_timeout", NULL};
+  lconn *lc = checkconn(L, 1);
+  double max_line, idle, line;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  shl_checkoptions(L, 2, known);
+  max_line = shl_optfield(L, 2, "max_line", (double)lc->max_line);
+  idle = shl_optfield(L, 2, "idle_timeout", lc->idle);
+  line = shl_optfield(L, 2, "line_timeout", lc->line);
+  luaL_argcheck(L, max_line >= 1, 2, "max_line must be positive");
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  lc->max_line = (size_t)max_line;
+  shl_conn_setlimits(lc, idle, line);
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* conn:settimeout(seconds) -- for each later blocking call; nil: none. */
@@ -628,7 +689,12 @@ static int conn_peercred (lua_State *L) {
   lconn *lc = checkconn(L, 1);
   struct ucred cred;
   socklen_t len = sizeof cred;
+  struct sockaddr_storage ss;
+  socklen_t sslen = sizeof ss;
   if (lc->s == NULL) return shl_pushfail(L, "closed");
+  if (getsockname(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &sslen) != 0 ||
+      ss.ss_family != AF_UNIX)
+    return shl_pushfail(L, "not a unix socket");
   if (getsockopt(sh_stream_fd(lc->s), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
     return shl_pushfail(L, sh_strerror(errno));
   lua_createtable(L, 0, 3);
@@ -648,6 +714,7 @@ static const luaL_Reg conn_methods[] = {
   {"lines", conn_lines}, {"write", conn_write}, {"settimeout", conn_settimeout},
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
+  {"setlimits", conn_setlimits},
   {NULL, NULL}
 };
 

@@ -88,6 +88,11 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
 }
 
 static void close_internal (lua_State *L, llistener *ll) {
+  if (ll->l != NULL && ll->self_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ll->self_ref);
+    shl_shutdown_register(L, -1, 0);
+    lua_pop(L, 1);
+  }
   if (ll->l != NULL) sh_listener_free(ll->l);   /* also removes our socket file */
   ll->l = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, ll->handler_ref);
@@ -143,7 +148,6 @@ static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, in
   if (ll->counter == NULL) return luaL_error(L, "out of memory");
   ll->counter->refs = 1;
   if (!lua_isnoneornil(L, opts) && lua_getfield(L, opts, "busy_message") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TSTRING);
     ll->busy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else if (!lua_isnoneornil(L, opts)) {
     lua_pop(L, 1);
@@ -158,6 +162,7 @@ static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, in
   ll->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   ll->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  shl_shutdown_register(L, -1, 1);
   return 1;
 }
 
@@ -168,8 +173,7 @@ static int listen_k (lua_State *L, int status, lua_KContext ctx) {
   char err[300];
   (void)status; (void)ctx;
   if (list == NULL) {
-    lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 1), lua_tostring(L, -1));
-    return 2;
+    return shl_resolve_failed(L, 1);
   }
   sh_addr_parse(lua_tostring(L, 1), &a, err, sizeof err);
   sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
@@ -186,7 +190,7 @@ int shl_listen (lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   shl_checkoptions(L, 3, listen_opts);
   shl_sockopts(L, 3, &o);                  /* check them before anything happens */
-  luaL_argcheck(L, shl_optfield(L, 3, "timeout", -1) >= -1, 3, "bad timeout");
+  shl_optfield(L, 3, "timeout", -1);
   luaL_argcheck(L, shl_optfield(L, 3, "max_line", 1) >= 1, 3, "max_line must be positive");
   luaL_argcheck(L, shl_optfield(L, 3, "max_conns", 1) >= 1, 3, "max_conns must be positive");
   luaL_argcheck(L, shl_optfield(L, 3, "idle_timeout", 0) >= 0, 3, "idle_timeout must be >= 0");
@@ -194,6 +198,9 @@ int shl_listen (lua_State *L) {
   if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 3) && lua_getfield(L, 3, "busy_message") != LUA_TNIL && !lua_isstring(L, -1))
+    return luaL_argerror(L, 3, "busy_message must be a string");
   lua_settop(L, 3);
   if (!a.resolved) {
     shl_task *t = shl_checktask(L, "sockhost.listen() on a host name");

@@ -55,6 +55,17 @@ const sh_addrlist *shl_resolved (lua_State *L) {
   return (const sh_addrlist *)p;
 }
 
+int shl_resolve_failed (lua_State *L, int addr_arg) {
+  char err[300];
+  sh_addr a;
+  const char *text = lua_tostring(L, addr_arg), *why = lua_tostring(L, -1);
+  const char *host = text;
+  if (text != NULL && sh_addr_parse(text, &a, err, sizeof err) == 0) host = a.host;
+  luaL_pushfail(L);
+  lua_pushfstring(L, "cannot resolve '%s': %s", host != NULL ? host : "?", why != NULL ? why : "?");
+  return 2;
+}
+
 static int resolve_k (lua_State *L, int status, lua_KContext ctx) {
   const sh_addrlist *list = shl_resolved(L);
   int i, n = 0;

@@ -21,6 +21,7 @@ static const char TASKS_KEY = 'T';   /* registry: thread -> task, weak keys */
 #define DEFAULT_MAX_LINE 65536       /* ... longest line */
 #define DEFAULT_MAX_CONNS 10000      /* ... per listener */
 #define DEFAULT_MAX_TIMERS 100000    /* armed after/every timers */
+#define DEFAULT_GRACE 10.0           /* seconds handlers get on shutdown */
 
 /* ====================== Helpers ====================== */
 
@@ -258,6 +259,8 @@ static int sched_gc (lua_State *L) {
   S->ready_head = S->ready_tail = NULL;
   if (S->ready_timer != NULL) sh_timer_free(S->ready_timer);
   S->ready_timer = NULL;
+  if (S->grace_timer != NULL) sh_timer_free(S->grace_timer);
+  S->grace_timer = NULL;
   shl_resolver_close(S);
   if (!sh_loop_running(S->loop)) sh_loop_run(S->loop, SHUTDOWN_GRACE);
   sh_loop_free(S->loop);
@@ -293,6 +296,7 @@ void shl_sched_open (lua_State *L) {
   S->max_line = DEFAULT_MAX_LINE;
   S->max_conns = DEFAULT_MAX_CONNS;
   S->max_timers = DEFAULT_MAX_TIMERS;
+  S->grace = DEFAULT_GRACE;
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
   lua_newtable(L);                             /* thread -> task */
   lua_newtable(L);

@@ -84,7 +84,8 @@ static const luaL_Reg funcs[] = {
   {"listen", shl_listen}, {"connect", shl_connect}, {"sleep", shl_sleep},
   {"after", shl_after}, {"every", shl_every}, {"now", l_now}, {"stop", l_stop},
   {"run", l_run}, {"log", l_log}, {"resolve", shl_resolve}, {"resolver", shl_setresolver},
-  {"udp", shl_udp},
+  {"udp", shl_udp}, {"shutdown", shl_shutdown_lua}, {"on_shutdown", shl_on_shutdown},
+  {"on_signal", shl_on_signal},
   {"spawn", NULL}, {NULL, NULL}
 };
 

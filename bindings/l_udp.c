@@ -33,7 +33,7 @@ typedef struct ludp {
   shl_task *reader;      /* parked in recvfrom()/recv() */
   shl_task *whead;       /* writers waiting for room in the kernel, FIFO */
   shl_task *wtail;
-  int handler_ref;       /* handler mode: the function */
+  int handler_ref;       /* handler mode: the function; the loop is held */
   int self_ref;          /* anchors the object while a handler is installed */
   double timeout;        /* seconds for each blocking call; < 0: none */
   size_t rmax;           /* reader: largest datagram it takes whole */
@@ -316,8 +316,7 @@ static int sendto_k (lua_State *L, int status, lua_KContext ctx) {
   if (ctx == 3) {                         /* the host name was resolved */
     const sh_addrlist *list = shl_resolved(L);
     if (list == NULL) {
-      lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 3), lua_tostring(L, -1));
-      return 2;
+      return shl_resolve_failed(L, 3);
     }
     memset(&a, 0, sizeof a);
     sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
@@ -370,8 +369,7 @@ static int connect_k (lua_State *L, int status, lua_KContext ctx) {
   sh_addr a;
   (void)status; (void)ctx;
   if (list == NULL) {
-    lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 2), lua_tostring(L, -1));
-    return 2;
+    return shl_resolve_failed(L, 2);
   }
   memset(&a, 0, sizeof a);
   sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
@@ -460,6 +458,12 @@ static void close_internal (lua_State *L, ludp *u, int gc) {
   u->closed = 1;
   if (u->d != NULL) sh_dgram_free(u->d);
   u->d = NULL;
+  if (u->handler_ref != LUA_NOREF && u->S->loop != NULL) sh_loop_unref(u->S->loop);
+  if (u->self_ref != LUA_NOREF && !gc) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->self_ref);
+    shl_shutdown_register(L, -1, 0);
+    lua_pop(L, 1);
+  }
   luaL_unref(L, LUA_REGISTRYINDEX, u->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, u->self_ref);
   u->handler_ref = u->self_ref = LUA_NOREF;
@@ -512,7 +516,8 @@ static int udp_peer (lua_State *L) { return push_name(L, checkudp(L, 1), 1); }
 
 static int udp_tostring (lua_State *L) {
   ludp *u = checkudp(L, 1);
-  if (push_name(L, u, 0) != 1) lua_pushliteral(L, "sockhost.udp (closed)");
+  if (!u->closed && u->d == NULL) lua_pushliteral(L, "sockhost.udp (unbound)");
+  else if (push_name(L, u, 0) != 1) lua_pushliteral(L, "sockhost.udp (closed)");
   else lua_pushfstring(L, "sockhost.udp %s", lua_tostring(L, -1));
   return 1;
 }
@@ -547,6 +552,8 @@ static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
     u->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
     u->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sh_loop_ref(u->S->loop);              /* serving keeps the process alive */
+    shl_shutdown_register(L, -1, 1);
     update_watch(u);
   }
   return 1;
@@ -558,8 +565,7 @@ static int udp_k (lua_State *L, int status, lua_KContext ctx) {
   char err[300];
   (void)status; (void)ctx;
   if (list == NULL) {
-    lua_pushfstring(L, "cannot resolve '%s': %s", lua_tostring(L, 1), lua_tostring(L, -1));
-    return 2;
+    return shl_resolve_failed(L, 1);
   }
   sh_addr_parse(lua_tostring(L, 1), &a, err, sizeof err);
   sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);

@@ -30,6 +30,8 @@ static void usage (FILE *f) {
     "  --               stop handling options\n"
     "  --check file     compile 'file' only; report syntax errors\n"
     "  --log-level lvl  debug, info (default), warn, error or off\n"
+    "  --grace s        on SIGTERM/SIGINT, give handlers s seconds to finish\n"
+    "                   (default 10)\n"
     "  --budget s       stop a task that runs s seconds without yielding\n"
     "                   (default 1; 0: no limit)\n"
     "  --max-memory m   cap the Lua state's memory at m MiB (default 1024)\n"
@@ -64,14 +66,15 @@ typedef struct opts {
   double budget;    /* --budget */
   double max_memory;  /* --max-memory, MiB */
   int workers;      /* -w: worker processes; 0 or 1: just this one */
-  double limits[4]; /* --max-conns, --idle-timeout, --line-timeout, --max-line; < 0: default */
+  double limits[5]; /* --max-conns, --idle-timeout, --line-timeout, --max-line, --grace;
+                    ** < 0: default */
   int script;       /* index in argv of the script, or 0 */
   int first_arg;    /* index of the first script argument */
   int want_stdin;   /* script is "-" */
 } opts;
 
 static const char *const limit_names[] = {
-  "--max-conns", "--idle-timeout", "--line-timeout", "--max-line", NULL
+  "--max-conns", "--idle-timeout", "--line-timeout", "--max-line", "--grace", NULL
 };
 
 static int limit_option (const char *a) {
@@ -87,7 +90,7 @@ static int parse_args (int argc, char **argv, opts *o) {
   memset(o, 0, sizeof *o);
   o->budget = DEFAULT_BUDGET;
   o->max_memory = DEFAULT_MAX_MEMORY;
-  for (i = 0; i < 4; i++) o->limits[i] = -1;
+  for (i = 0; i < 5; i++) o->limits[i] = -1;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) { i++; break; }
@@ -239,8 +242,8 @@ static int check_only (int argc, char **argv) {
   return status;
 }
 
-/* SIGINT/SIGTERM: stop the loop (open connections are flushed as the state
-** closes); a second signal exits at once. */
+/* SIGINT/SIGTERM: a graceful shutdown (see l_shutdown.c); a second signal
+** exits at once. */
 static void on_signal (int sig, void *ctx) {
   static int seen = 0;
   shl_sched *S = ctx;
@@ -249,7 +252,7 @@ static void on_signal (int sig, void *ctx) {
     _exit(1);
   }
   sh_log(SH_LOG_INFO, "signal %d: stopping", sig);
-  sh_loop_stop(S->loop);
+  shl_shutdown(S->L, S);
 }
 
 /* ====================== Memory ====================== */
@@ -409,6 +412,7 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   if (o->limits[1] >= 0) S->idle_timeout = o->limits[1];
   if (o->limits[2] >= 0) S->line_timeout = o->limits[2];
   if (o->limits[3] >= 1) S->max_line = o->limits[3];
+  if (o->limits[4] >= 0) S->grace = o->limits[4];
   memctl_sched = S;
   if (worker_id > 0) {                         /* share listeners with the others */
     S->reuseport = 1;

@@ -25,6 +25,7 @@
 #define TIMER_MT "sockhost.timer"
 
 typedef struct shl_task shl_task;
+typedef struct lconn lconn;
 
 /* Called when a parked task's deadline passes ('cancel' 0): forget the
 ** waiter, push the results for the task onto t->co and return how many.
@@ -56,6 +57,10 @@ typedef struct shl_sched {
   double max_line;           /* default longest line */
   double max_conns;          /* default connections per listener */
   int timers;                /* armed after/every timers */
+  int draining;              /* shutting down: stop accepting, let handlers end */
+  double grace;              /* seconds handlers get to finish on shutdown */
+  sh_timer *grace_timer;     /* ends the grace period */
+  lconn *accepted;           /* open accepted connections (a list) */
   int max_timers;            /* cap on those */
   double resumed_at;         /* when the current task was resumed */
 } shl_sched;
@@ -103,6 +108,15 @@ void shl_wake_fail(shl_task *t, const char *err);
 /* Stop any task that runs 'seconds' without yielding (0: no limit). */
 void shl_set_budget(shl_sched *S, double seconds);
 void shl_budget_hook(shl_sched *S, lua_State *co);
+/* Graceful shutdown: close listeners and handler sockets, run the
+** on_shutdown hooks, let handlers finish for S->grace seconds, then stop. */
+void shl_shutdown(lua_State *L, shl_sched *S);
+/* Objects that stop on shutdown (listeners, datagram handler sockets):
+** register the one at 'idx' while it is open; unregister when closed. */
+void shl_shutdown_register(lua_State *L, int idx, int on);
+int shl_shutdown_lua(lua_State *L);
+int shl_on_shutdown(lua_State *L);
+int shl_on_signal(lua_State *L);
 /* Run the loop (see sh_loop_run). */
 int shl_run(shl_sched *S, double timeout);
 
@@ -130,12 +144,14 @@ int shl_resolve_park(lua_State *L, shl_task *t, const char *host, int port, int 
 /* From the top of the stack as left by shl_resolve_park: the list, or NULL
 ** (nil, err stay on the stack). */
 const sh_addrlist *shl_resolved(lua_State *L);
+/* After a failed shl_resolved: push nil, "cannot resolve 'host': why" for
+** the address string at 'addr_arg'; returns 2. */
+int shl_resolve_failed(lua_State *L, int addr_arg);
 int shl_resolve(lua_State *L);
 int shl_setresolver(lua_State *L);
 void shl_resolver_close(shl_sched *S);
 
 /* ---------------- l_conn.c, l_listener.c, l_timer.c ---------------- */
-typedef struct lconn lconn;
 
 /* Connections counted against a listener's limit; shared by the listener
 ** and its connections, freed when the last one lets go. */
@@ -146,6 +162,9 @@ typedef struct shl_counter {
 void shl_counter_release(shl_counter *c);
 /* Count this connection in 'c' until it closes. */
 void shl_conn_count(lconn *lc, shl_counter *c);
+/* Shutdown: close the accepted connections whose handler waits for a new
+** request (a read parked with nothing buffered). */
+void shl_conn_drain_idle(shl_sched *S);
 /* Idle and line-finishing time limits for the connection. */
 void shl_conn_setlimits(lconn *lc, double idle, double line);
 /* Push a new connection object over connected socket 'fd'. On failure 'fd'

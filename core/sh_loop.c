@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "sh_log.h"
 #include "sh_util.h"
 
 #define MAX_SIGNALS 8
@@ -27,6 +28,12 @@ struct sh_loop {
   int timed_out;     /* the run deadline passed */
 };
 
+/* libevent's own messages go to our log, one line each. */
+static void on_libevent_log (int severity, const char *msg) {
+  sh_log(severity >= EVENT_LOG_ERR ? SH_LOG_ERROR : severity == EVENT_LOG_WARN ? SH_LOG_WARN
+         : SH_LOG_DEBUG, "libevent: %s", msg);
+}
+
 sh_loop *sh_loop_new (char *err, size_t errlen) {
   sh_loop *loop = calloc(1, sizeof *loop);
   if (loop == NULL) {
@@ -34,6 +41,7 @@ sh_loop *sh_loop_new (char *err, size_t errlen) {
     return NULL;
   }
   loop->orphans.prev = loop->orphans.next = &loop->orphans;
+  event_set_log_callback(on_libevent_log);
   loop->base = event_base_new();
   if (loop->base == NULL) {
     snprintf(err, errlen, "cannot create event base");

@@ -254,7 +254,7 @@ static void try_next (sh_connect *c) {
     if (fd < 0) { c->last_err = errno; continue; }
     set_nodelay(fd, sa->sa_family);
     do r = connect(fd, sa, len); while (r < 0 && errno == EINTR);
-    if (r < 0 && errno != EINPROGRESS && errno != EAGAIN) {
+    if (r < 0 && errno != EINPROGRESS) {   /* EAGAIN: a full Unix backlog */
       c->last_err = errno;
       close(fd);
       continue;
