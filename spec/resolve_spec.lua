@@ -1,0 +1,304 @@
+-- resolve_spec.lua -- host names: sockhost.resolve, sockhost.resolver (own
+-- hosts file, own name servers), connect trying each address in turn,
+-- listen/udp/sendto on names, and proof that look-ups never block the loop
+-- (a name server served by a task on the same loop answers them).
+--
+-- Every test that changes the resolver puts the system's back afterwards
+-- (sockhost.resolver{}: no hosts, no nameservers -> /etc/hosts and
+-- /etc/resolv.conf), so other spec files are unaffected.
+local H = require "helpers"
+
+-- The module, except that every socket and listener a test makes is closed
+-- after it, even when the test fails half-way: an open listener or handler
+-- socket keeps the loop busy, and later H.run calls would wait on it.
+local made = {}
+local function keep(obj, ...)
+  if obj then made[#made + 1] = obj end
+  return obj, ...
+end
+local sh = setmetatable({
+  udp = function(...) return keep(H.sh.udp(...)) end,
+  listen = function(...) return keep(H.sh.listen(...)) end,
+}, { __index = H.sh })
+after_each(function()
+  for i = #made, 1, -1 do
+    pcall(made[i].close, made[i])
+    made[i] = nil
+  end
+end)
+
+local HOSTS = [[
+# spec hosts file
+127.0.0.2   twoaddr.spec.test
+127.0.0.1   twoaddr.spec.test
+127.0.0.1   here.spec.test
+::1         six.spec.test
+127.0.0.2   refusing.spec.test
+]]
+
+local hosts_file
+local function hosts_only()
+  hosts_file = hosts_file or H.writefile(H.tmpname(".hosts"), HOSTS)
+  assert(sh.resolver { hosts = hosts_file, nameservers = {} })
+end
+
+local function port_of(addr) return tonumber(addr:match(":(%d+)$")) end
+
+-- A name server run by a task on our own loop. Names in 'answers' get an A
+-- record after 'delay' seconds; others NXDOMAIN; AAAA queries an empty
+-- answer. Every query's name and type is recorded (as sent: resolvers
+-- randomise the letters' case).
+local function fake_dns(answers, delay)
+  local queries = {}
+  local srv = assert(sh.udp("udp://127.0.0.1:0", function(s, q, from)
+    local i, labels = 13, {}
+    while q:byte(i) ~= 0 do
+      local n = q:byte(i)
+      labels[#labels + 1] = q:sub(i + 1, i + n)
+      i = i + n + 1
+    end
+    local qtype = string.unpack(">I2", q, i + 1)
+    local name = table.concat(labels, ".")
+    queries[#queries + 1] = { name = name, qtype = qtype, at = sh.now() }
+    if delay and delay > 0 then sh.sleep(delay) end
+    local ip = answers[name:lower()]
+    local an = (ip and qtype == 1) and 1 or 0
+    local resp = q:sub(1, 2) .. string.pack(">I2I2I2I2I2", 0x8180 | (ip and 0 or 3), 1, an, 0, 0)
+      .. q:sub(13, i + 4)
+    if an == 1 then
+      local a, b, c, d = ip:match("(%d+)%.(%d+)%.(%d+)%.(%d+)")
+      resp = resp .. string.pack(">I2I2I2I4I2BBBB", 0xC00C, 1, 1, 60, 4, a, b, c, d)
+    end
+    s:sendto(resp, from)
+  end))
+  return srv, srv:address():match("//(.*)"), queries
+end
+
+describe("name resolution", function()
+  after_each(function()
+    sh.resolver {}
+  end)
+
+  it("resolves localhost with the system configuration", function()
+    local r = H.run(function() return table.pack(sh.resolve("localhost", { timeout = 5 })) end)
+    assert.is_table(r[1], tostring(r[2]))
+    assert.is_truthy(({ ["127.0.0.1"] = true, ["::1"] = true })[r[1][1]])
+  end)
+
+  it("answers from a hosts file of our own, in the file's order", function()
+    hosts_only()
+    local r = H.run(function()
+      return { sh.resolve("here.spec.test"), sh.resolve("twoaddr.spec.test"), sh.resolve("six.spec.test"),
+               sh.resolve("HERE.Spec.Test") }
+    end)
+    assert.same({ "127.0.0.1" }, r[1])
+    assert.same({ "127.0.0.2", "127.0.0.1" }, r[2])
+    assert.same({ "::1" }, r[3])
+    assert.same({ "127.0.0.1" }, r[4])
+  end)
+
+  it("a name that does not resolve: nil and a message naming it, at once without name servers", function()
+    hosts_only()
+    local r = H.run(function()
+      local t0 = sh.now()
+      local t = table.pack(sh.resolve("nowhere.spec.test", { timeout = 5 }))
+      return { t, sh.now() - t0 }
+    end)
+    assert.same({ n = 2, nil, "cannot resolve 'nowhere.spec.test': name not found" }, r[1])
+    assert.is_true(r[2] < 0.5, "took " .. r[2])
+  end)
+
+  it("connect tries each address in turn: 127.0.0.2 refuses, 127.0.0.1 answers", function()
+    hosts_only()
+    local r = H.run(function()
+      local order = sh.resolve("twoaddr.spec.test")
+      local l = assert(sh.listen("tcp://127.0.0.1:0", function(c) c:write("hello from .1\n") end))
+      local port = port_of(l:address())
+      -- the first address really refuses: nothing listens on 127.0.0.2 at that port
+      local direct = table.pack(sh.connect("tcp://127.0.0.2:" .. port))
+      local byname = table.pack(sh.connect("tcp://refusing.spec.test:" .. port))
+      local c, err = sh.connect("tcp://twoaddr.spec.test:" .. port)
+      local r = { order, direct, byname, err }
+      if c then r[5], r[6] = c:peer(), c:read("l"); c:close() end
+      r[7] = port
+      l:close()
+      return r
+    end)
+    assert.same({ "127.0.0.2", "127.0.0.1" }, r[1])   -- the refusing one comes first
+    assert.same({ n = 2, nil, "connection refused" }, r[2])
+    assert.same({ n = 2, nil, "connection refused" }, r[3])
+    assert.is_nil(r[4])
+    assert.equals("tcp://127.0.0.1:" .. r[7], r[5])
+    assert.equals("hello from .1", r[6])
+  end)
+
+  it("connect to a name that does not resolve: nil, \"cannot resolve 'name': ...\"", function()
+    hosts_only()
+    local r = H.run(function() return table.pack(sh.connect("tcp://nowhere.spec.test:80")) end)
+    assert.same({ n = 2, nil, "cannot resolve 'nowhere.spec.test': name not found" }, r)
+  end)
+
+  it("localhost in an address needs no resolver entry", function()
+    hosts_only()                          -- our hosts file has no localhost
+    local r = H.run(function()
+      local l = assert(sh.listen("tcp://localhost:0", function(c) c:write("lh\n") end))
+      local c = assert(sh.connect("tcp://localhost:" .. port_of(l:address())))
+      local line = c:read("l")
+      local a = l:address()
+      c:close(); l:close()
+      return { a, line }
+    end)
+    assert.matches("^tcp://127%.0%.0%.1:%d+$", r[1])
+    assert.equals("lh", r[2])
+  end)
+
+  it("listen, udp, sendto and udp connect accept host names", function()
+    hosts_only()
+    local r = H.run(function()
+      local l = assert(sh.listen("tcp://here.spec.test:0", function(c) c:write("named\n") end))
+      local c = assert(sh.connect("tcp://here.spec.test:" .. port_of(l:address())))
+      local line = c:read("l")
+      c:close()
+      local u = assert(sh.udp("udp://here.spec.test:0"))
+      local uport = port_of(u:address())
+      local cli = sh.udp()
+      local sent = table.pack(cli:sendto("to a name", "udp://here.spec.test:" .. uport))
+      u:settimeout(2)
+      local got = u:recvfrom()
+      local conn = sh.udp()
+      local connected = table.pack(conn:connect("udp://here.spec.test:" .. uport))
+      conn:send("connected by name")
+      local got2 = u:recvfrom()
+      local r = { l:address(), line, u:address(), sent, got, connected, got2 }
+      l:close(); u:close(); cli:close(); conn:close()
+      return r
+    end)
+    assert.matches("^tcp://127%.0%.0%.1:%d+$", r[1])
+    assert.equals("named", r[2])
+    assert.matches("^udp://127%.0%.0%.1:%d+$", r[3])
+    assert.same({ n = 1, true }, r[4])
+    assert.equals("to a name", r[5])
+    assert.same({ n = 1, true }, r[6])
+    assert.equals("connected by name", r[7])
+  end)
+
+  it("listen, udp, sendto and udp connect on a name that does not resolve: nil, \"cannot resolve 'name': ...\"", function()
+    hosts_only()
+    local r = H.run(function()
+      local cli = assert(sh.udp("udp://127.0.0.1:0"))
+      local r = {
+        table.pack(sh.listen("tcp://nowhere.spec.test:0", function() end)),
+        table.pack(sh.udp("udp://nowhere.spec.test:0")),
+        table.pack(cli:sendto("x", "udp://nowhere.spec.test:9")),
+        table.pack(cli:connect("udp://nowhere.spec.test:9")),
+      }
+      cli:close()
+      return r
+    end)
+    for i = 1, 4 do
+      assert.same({ n = 2, nil, "cannot resolve 'nowhere.spec.test': name not found" }, r[i])
+    end
+  end)
+
+  it("a name server on the same loop answers while a timer keeps ticking", function()
+    local r = H.run(function()
+      local dns, ns, queries = fake_dns({ ["slow.spec.test"] = "10.9.8.7" }, 0.3)
+      hosts_only()
+      assert(sh.resolver { hosts = hosts_file, nameservers = { ns } })
+      local ticks = 0
+      local timer = sh.every(0.02, function() ticks = ticks + 1 end)
+      local t0 = sh.now()
+      local got = table.pack(sh.resolve("slow.spec.test", { timeout = 5 }))
+      local took, during = sh.now() - t0, ticks
+      local missing = table.pack(sh.resolve("missing.spec.test", { timeout = 5 }))
+      local from_file = sh.resolve("here.spec.test", { timeout = 5 })   -- the file still counts
+      timer:cancel()
+      dns:close()
+      return { got, took, during, queries, missing, from_file }
+    end)
+    assert.same({ "10.9.8.7" }, r[1][1])
+    -- the answer needs 0.3 s of the loop's time: the loop went on meanwhile
+    assert.is_true(r[2] >= 0.28 and r[2] < 2, "took " .. r[2])
+    assert.is_true(r[3] >= 8, "timer ticks while resolving: " .. r[3])
+    local asked = {}
+    for _, q in ipairs(r[4]) do
+      if q.name:lower() == "slow.spec.test" then asked[q.qtype] = true end
+    end
+    assert.is_true(asked[1], "no A query reached the name server")
+    assert.same({ n = 2, nil, "cannot resolve 'missing.spec.test': name not found" }, r[5])
+    assert.same({ "127.0.0.1" }, r[6])
+  end)
+
+  it("a name server that never answers: the timeout applies, the loop keeps running, look-ups overlap", function()
+    local r = H.run(function()
+      local seen = 0
+      local blackhole = assert(sh.udp("udp://127.0.0.1:0", function() seen = seen + 1 end))
+      assert(sh.resolver { nameservers = { blackhole:address():match("//(.*)") } })
+      local ticks = 0
+      local timer = sh.every(0.05, function() ticks = ticks + 1 end)
+      local t0 = sh.now()
+      local other
+      local task = sh.spawn(function()
+        other = table.pack(sh.resolve("second.spec.test", { timeout = 0.6 }))
+      end)
+      local first = table.pack(sh.resolve("first.spec.test", { timeout = 0.6 }))
+      task:join()
+      local took = sh.now() - t0
+      timer:cancel()
+      -- an unreachable server (nothing on 127.0.0.1:1) ends the same way
+      assert(sh.resolver { nameservers = { "127.0.0.1:1" } })
+      local t1 = sh.now()
+      local closed_port = table.pack(sh.resolve("third.spec.test", { timeout = 0.4 }))
+      local took2 = sh.now() - t1
+      blackhole:close()
+      return { first, other, took, ticks, seen, closed_port, took2 }
+    end)
+    assert.same({ n = 2, nil, "cannot resolve 'first.spec.test': timeout" }, r[1])
+    assert.same({ n = 2, nil, "cannot resolve 'second.spec.test': timeout" }, r[2])
+    assert.is_true(r[3] >= 0.55 and r[3] < 1.1, "two 0.6 s look-ups at once took " .. r[3])
+    assert.is_true(r[4] >= 8, "timer ticks while waiting: " .. r[4])
+    assert.is_true(r[5] >= 2, "queries the name server saw: " .. r[5])
+    assert.same({ n = 2, nil, "cannot resolve 'third.spec.test': timeout" }, r[6])
+    assert.is_true(r[7] >= 0.35 and r[7] < 1.5, "took " .. r[7])
+  end)
+
+  it("connect to a name gives up at its timeout while the name server stays silent", function()
+    local r = H.run(function()
+      local blackhole = assert(sh.udp("udp://127.0.0.1:0", function() end))
+      assert(sh.resolver { nameservers = { blackhole:address():match("//(.*)") } })
+      local t0 = sh.now()
+      local t = table.pack(sh.connect("tcp://silent.spec.test:80", { timeout = 0.4 }))
+      local took = sh.now() - t0
+      blackhole:close()
+      return { t, took }
+    end)
+    assert.is_nil(r[1][1])
+    assert.equals("timeout", r[1][2])
+    assert.is_true(r[2] >= 0.35 and r[2] < 1.5, "took " .. r[2])
+  end)
+
+  it("sockhost.resolver{} puts the system configuration back", function()
+    hosts_only()
+    local r = H.run(function()
+      local own = table.pack(sh.resolve("here.spec.test"))
+      sh.resolver {}
+      local sys = table.pack(sh.resolve("localhost", { timeout = 5 }))
+      local gone = table.pack(sh.resolve("here.spec.test", { timeout = 2 }))
+      return { own, sys, gone }
+    end)
+    assert.same({ "127.0.0.1" }, r[1][1])
+    assert.is_table(r[2][1], tostring(r[2][2]))
+    assert.is_nil(r[3][1])
+    assert.matches("^cannot resolve 'here.spec.test': ", r[3][2])
+  end)
+
+  it("sockhost.resolver checks its arguments", function()
+    local missing = H.tmpname(".nohosts")
+    local ok1, e1 = pcall(sh.resolver, { hosts = missing })
+    local ok3, e3 = pcall(sh.resolver, { bogus = 1 })
+    assert.is_false(ok1)
+    assert.matches("cannot read hosts file", e1)
+    assert.is_false(ok3)
+    assert.is_string(e3)
+  end)
+end)

@@ -1,0 +1,349 @@
+-- unix_spec.lua -- Unix-domain stream sockets: scripts/unix_echo.lua under
+-- ./sockhost against python3 AF_UNIX clients; listeners in-process (file
+-- mode, removal on close and at exit, stale files, refusals), abstract
+-- names, conn:peercred().
+local H = require "helpers"
+local cjson = require "cjson"
+
+-- The module, except that every socket and listener a test makes is closed
+-- after it, even when the test fails half-way: an open listener or handler
+-- socket keeps the loop busy, and later H.run calls would wait on it.
+local made = {}
+local function keep(obj, ...)
+  if obj then made[#made + 1] = obj end
+  return obj, ...
+end
+local sh = setmetatable({
+  udp = function(...) return keep(H.sh.udp(...)) end,
+  listen = function(...) return keep(H.sh.listen(...)) end,
+}, { __index = H.sh })
+after_each(function()
+  for i = #made, 1, -1 do
+    pcall(made[i].close, made[i])
+    made[i] = nil
+  end
+end)
+
+local ECHO = H.q(H.ROOT .. "/scripts/unix_echo.lua")
+
+-- python3 --------------------------------------------------------------
+
+local function pyfile(src) return H.writefile(H.tmpname(".py"), src) end
+
+-- Run python3 to completion (blocks: only for servers in another process).
+local function py_run(src, args, timeout)
+  return H.sh_cmd(("timeout -s KILL %d python3 %s %s 2>&1"):format(timeout or 30, H.q(pyfile(src)), args or ""))
+end
+
+-- A python3 process in the background.
+local function py_start(src, args)
+  local p = { out = H.tmpname(".pyout"), err = H.tmpname(".pyerr"),
+              pidf = H.tmpname(".pypid"), rcf = H.tmpname(".pyrc") }
+  os.execute(H.SHELL_PREFIX .. ("(timeout -s KILL 20 python3 -u %s %s > %s 2> %s < /dev/null & echo $! > %s; wait $!; echo $? > %s) > /dev/null 2>&1 &")
+    :format(H.q(pyfile(src)), args or "", p.out, p.err, p.pidf, p.rcf))
+  local deadline = H.socket.gettime() + 5
+  repeat
+    p.pid = tonumber(H.readfile(p.pidf) or "")
+    if not p.pid then H.socket.sleep(0.01) end
+  until p.pid or H.socket.gettime() > deadline
+  assert(p.pid, "python3 did not start")
+  function p.stdout() return H.readfile(p.out) or "" end
+  function p.stderr() return H.readfile(p.err) or "" end
+  function p.exited() local rc = H.readfile(p.rcf); return rc and tonumber(rc) end
+  function p.stop()        -- by PID: TERM to the 'timeout' wrapper, which passes it on
+    if not p.exited() then os.execute(("kill -TERM %d 2>/dev/null"):format(p.pid)) end
+    local dl = H.socket.gettime() + 5
+    while not p.exited() and H.socket.gettime() < dl do H.socket.sleep(0.01) end
+  end
+  -- Wait (bounded) for a line matching 'pattern'. In a task (our loop must
+  -- keep running) pass sleep = sh.sleep.
+  function p.wait_output(pattern, sleep, timeout)
+    sleep = sleep or H.socket.sleep
+    local dl = H.socket.gettime() + (timeout or 8)
+    while true do
+      local m = p.stdout():match(pattern)
+      if m then return m end
+      if p.exited() or H.socket.gettime() > dl then
+        p.stop()
+        error(("python: no %q\nstdout: %s\nstderr: %s"):format(pattern, p.stdout(), p.stderr()))
+      end
+      sleep(0.01)
+    end
+  end
+  function p.join(sleep, timeout)
+    sleep = sleep or H.socket.sleep
+    local dl = H.socket.gettime() + (timeout or 8)
+    while not p.exited() do
+      if H.socket.gettime() > dl then
+        p.stop()
+        error("python did not finish\nstdout: " .. p.stdout() .. "\nstderr: " .. p.stderr())
+      end
+      sleep(0.01)
+    end
+    return p.exited(), p.stdout()
+  end
+  return p
+end
+
+local function is_socket(path) return select(2, H.sh_cmd("test -S " .. H.q(path))) == 0 end
+local function exists(path) return select(2, H.sh_cmd("test -e " .. H.q(path))) == 0 end
+local function mode_of(path) return (H.sh_cmd("stat -c %a " .. H.q(path))):match("%d+") end
+
+-- A python client of unix_echo: connects (to a path, or "@name" for an
+-- abstract one), reads the greeting, sends lines, reads them back. Prints
+-- JSON with its own pid and uid.
+local PY_UNIX_CLIENT = [[
+import socket, sys, os, json
+target, rounds = sys.argv[1], int(sys.argv[2])
+addr = "\0" + target[1:] if target.startswith("@") else target
+res = {"pid": os.getpid(), "uid": os.getuid(), "greetings": [], "echo_ok": 0}
+lines = [b"hello", b"", b"x" * 5000, bytes(range(1, 10)) + bytes(range(11, 256))]
+for r in range(rounds):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(5)
+    s.connect(addr)
+    f = s.makefile("rb")
+    res["greetings"].append(f.readline().decode())
+    s.sendall(b"".join(l + b"\n" for l in lines))
+    back = [f.readline() for _ in lines]
+    if back == [l + b"\n" for l in lines]:
+        res["echo_ok"] += 1
+    s.close()
+print(json.dumps(res))
+]]
+
+describe("scripts/unix_echo.lua under ./sockhost, python3 AF_UNIX clients", function()
+  it("greets with the client's pid and uid, echoes lines; socket file 0600, removed at SIGTERM", function()
+    local path = H.tmpname(".sock")
+    local p = H.start(ECHO .. " " .. H.q("unix:" .. path))
+    assert.equals("unix:" .. path, p:wait_output("unix echo: listening on (%S+)"))
+    assert.is_true(is_socket(path))
+    assert.equals("600", mode_of(path))
+    local out, rc = py_run(PY_UNIX_CLIENT, H.q(path) .. " 3")
+    local still_there = is_socket(path)
+    assert.equals(0, p:stop())
+    assert.equals(0, rc, out)
+    local res = cjson.decode(out:match("{.*}"))
+    assert.equals(3, res.echo_ok)
+    for _, g in ipairs(res.greetings) do
+      assert.equals(("hello pid %d uid %d\n"):format(res.pid, res.uid), g)
+    end
+    assert.is_true(still_there)
+    assert.is_false(exists(path), "socket file left after SIGTERM")
+  end)
+
+  it("serves an abstract name (unix:@name) to python's \\0name", function()
+    local name = ("sockhost-spec-%d-%d"):format(H.getpid(), math.random(1e9))
+    local p = H.start(ECHO .. " " .. H.q("unix:@" .. name))
+    assert.equals("unix:@" .. name, p:wait_output("unix echo: listening on (%S+)"))
+    local out, rc = py_run(PY_UNIX_CLIENT, H.q("@" .. name) .. " 5")
+    assert.equals(0, p:stop())
+    assert.equals(0, rc, out)
+    local res = cjson.decode(out:match("{.*}"))
+    assert.equals(5, res.echo_ok)
+    assert.equals(("hello pid %d uid %d\n"):format(res.pid, res.uid), res.greetings[5])
+  end)
+
+  it("removes its socket file when the script ends by itself (sockhost.stop)", function()
+    local path = H.tmpname(".sock")
+    local script = H.writefile(H.tmpname(".lua"), ([[
+      local sh = require "sockhost"
+      local l = assert(sh.listen("unix:%s", function() end))
+      print("up", l:address())
+      io.stdout:flush()
+      sh.sleep(0.3)
+      sh.stop()
+    ]]):format(path))
+    local p = H.start(H.q(script))
+    p:wait_output("up")
+    local during = is_socket(path)
+    assert.equals(0, p:wait(5))
+    assert.is_true(during)
+    assert.is_false(exists(path), "socket file left after a normal exit")
+  end)
+
+  it("refuses to start on a path a live process serves, and leaves it serving", function()
+    local path = H.tmpname(".sock")
+    local first = H.start(ECHO .. " " .. H.q("unix:" .. path))
+    first:wait_output("listening on")
+    local out, err, rc = H.exec(ECHO .. " " .. H.q("unix:" .. path), { timeout = 10 })
+    local res_out, res_rc = py_run(PY_UNIX_CLIENT, H.q(path) .. " 1")
+    assert.equals(0, first:stop())
+    assert.are_not.equals(0, rc, out)
+    assert.matches("address in use: a live process serves '" .. path:gsub("%p", "%%%0") .. "'", err)
+    assert.equals(0, res_rc, res_out)
+    assert.equals(1, cjson.decode(res_out:match("{.*}")).echo_ok)
+  end)
+end)
+
+describe("unix listeners in-process", function()
+  it("listen/connect on a path: address, peercred of our own process, data both ways", function()
+    local path = H.tmpname(".sock")
+    local r = H.run(function()
+      local cred, served
+      local l = assert(sh.listen("unix:" .. path, function(c)
+        cred = c:peercred()
+        served = c:read("l")
+        c:write("re:" .. served .. "\n")
+      end))
+      local c = assert(sh.connect("unix:" .. path))
+      assert(c:write("ping\n"))
+      local back = c:read("l")
+      local a = l:address()
+      local ccred = c:peercred()
+      c:close(); l:close()
+      return { a, cred, back, ccred }
+    end)
+    assert.equals("unix:" .. path, r[1])
+    assert.equals(H.getpid(), r[2].pid)
+    assert.equals(tonumber((H.sh_cmd("id -u"))), r[2].uid)
+    assert.equals(tonumber((H.sh_cmd("id -g"))), r[2].gid)
+    assert.equals("re:ping", r[3])
+    assert.equals(H.getpid(), r[4].pid)    -- the listener is us too
+  end)
+
+  it("sets the socket file's mode from opts.mode (0600, 0666)", function()
+    local a, b = H.tmpname(".sock"), H.tmpname(".sock")
+    local r = H.run(function()
+      local la = assert(sh.listen("unix:" .. a, function() end, { mode = tonumber("600", 8) }))
+      local lb = assert(sh.listen("unix:" .. b, function() end, { mode = tonumber("666", 8) }))
+      local m = { mode_of(a), mode_of(b) }
+      la:close(); lb:close()
+      return m
+    end)
+    assert.same({ "600", "666" }, r)
+  end)
+
+  it("removes its socket file on close, but not a file that replaced it", function()
+    local a, b = H.tmpname(".sock"), H.tmpname(".sock")
+    local r = H.run(function()
+      local la = assert(sh.listen("unix:" .. a, function() end))
+      local lb = assert(sh.listen("unix:" .. b, function() end))
+      local before = { is_socket(a), is_socket(b) }
+      la:close()
+      os.remove(b)
+      H.writefile(b, "somebody else's file")
+      lb:close()
+      return { before, exists(a), H.readfile(b) }
+    end)
+    os.remove(b)
+    assert.same({ true, true }, r[1])
+    assert.is_false(r[2])
+    assert.equals("somebody else's file", r[3])
+  end)
+
+  it("replaces a stale socket file left by a dead process", function()
+    local path = H.tmpname(".sock")
+    local out, rc = py_run([[
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(1)
+s.close()                                  # no unlink: the file stays
+]], H.q(path))
+    assert.equals(0, rc, out)
+    assert.is_true(is_socket(path), "python left no stale file")
+    local r = H.run(function()
+      local l, err = sh.listen("unix:" .. path, function(c) c:write("new server\n") end)
+      if not l then return { nil, err } end
+      local c = assert(sh.connect("unix:" .. path))
+      local line = c:read("l")
+      c:close(); l:close()
+      return { true, line }
+    end)
+    assert.same({ true, "new server" }, r)
+    assert.is_false(exists(path))
+  end)
+
+  it("refuses a regular file at the path, and leaves it untouched", function()
+    local path = H.writefile(H.tmpname(".sock"), "precious data\n")
+    local r = H.run(function()
+      return table.pack(sh.listen("unix:" .. path, function() end))
+    end)
+    local content = H.readfile(path)
+    os.remove(path)
+    assert.same({ n = 2, nil, ("address in use: '%s' is not a socket"):format(path) }, r)
+    assert.equals("precious data\n", content)
+  end)
+
+  it("refuses a path a live python process listens on; python still serves afterwards", function()
+    local path = H.tmpname(".sock")
+    local py = py_start([[
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); s.listen(8)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    try:                  # (sockhost's liveness probe connects and hangs up at once)
+        c.sendall(b"py-alive\n")
+    except OSError:
+        pass
+    c.close()
+]], H.q(path))
+    py.wait_output("ready")
+    local r = H.run(function()
+      local t = table.pack(sh.listen("unix:" .. path, function() end))
+      local c = assert(sh.connect("unix:" .. path))
+      c:settimeout(3)
+      local line = c:read("l")
+      c:close()
+      return { t, line }
+    end)
+    local alive = py.exited() == nil
+    local sock = is_socket(path)
+    py.stop()
+    os.remove(path)
+    assert.same({ n = 2, nil, ("address in use: a live process serves '%s'"):format(path) }, r[1])
+    assert.equals("py-alive", r[2])
+    assert.is_true(alive)
+    assert.is_true(sock)
+  end)
+
+  it("abstract names: in-process client, and a python client whose pid peercred reports", function()
+    local name = ("sockhost-spec-%d-%d"):format(H.getpid(), math.random(1e9))
+    local r = H.run(function()
+      local creds = {}
+      local l = assert(sh.listen("unix:@" .. name, function(c)
+        creds[#creds + 1] = c:peercred()
+        c:write(c:read("l"):upper(), "\n")
+      end))
+      local c = assert(sh.connect("unix:@" .. name))
+      c:write("in-process\n")
+      local mine = c:read("l")
+      c:close()
+      local py = py_start([[
+import socket, sys, os
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(5)
+s.connect("\0" + sys.argv[1])
+s.sendall(b"from python\n")
+print(os.getpid(), s.makefile("rb").readline().decode().strip())
+]], H.q(name))
+      local rc, out = py.join(sh.sleep)
+      local a = l:address()
+      l:close()
+      -- the name is free again once closed
+      local again = assert(sh.listen("unix:@" .. name, function() end))
+      again:close()
+      return { a, mine, rc, out, creds }
+    end)
+    assert.equals("unix:@" .. name, r[1])
+    assert.equals("IN-PROCESS", r[2])
+    assert.equals(0, r[3], r[4])
+    local pypid, reply = r[4]:match("^(%d+) (.-)\n")
+    assert.equals("FROM PYTHON", reply)
+    assert.equals(H.getpid(), r[5][1].pid)
+    assert.equals(tonumber(pypid), r[5][2].pid)
+  end)
+
+  it("peercred on a TCP connection gives nil, err", function()
+    local r = H.run(function()
+      local got
+      local l = assert(sh.listen("tcp://127.0.0.1:0", function(c) got = table.pack(c:peercred()) end))
+      local c = assert(sh.connect(l:address()))
+      sh.sleep(0.05)
+      c:close(); l:close()
+      return got
+    end)
+    assert.is_nil(r[1])
+    assert.is_string(r[2])
+  end)
+end)
