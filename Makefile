@@ -32,10 +32,11 @@ BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 
+SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd
 
-.PHONY: all run test sanitize check-layers install uninstall clean deps
+.PHONY: all run test sanitize check-layers install uninstall clean deps fuzz
 
 all: sockhost sockhost.so
 
@@ -84,6 +85,25 @@ sanitize: deps
 	$(MAKE) clean
 	$(MAKE) all
 
+# libFuzzer (clang) on the read path and the address parser, FUZZ_TIME
+# seconds each; findings go to fuzz/crash-*.
+FUZZ_TIME ?= 30
+FUZZ_CC   ?= clang
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -std=c99 -D_GNU_SOURCE \
+             $(shell pkg-config --cflags $(PKGS))
+fuzz: deps
+	@command -v $(FUZZ_CC) >/dev/null || $(SUDO_APT) clang
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/addr_fuzz fuzz/addr_fuzz.c core/sh_addr.c
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/read_fuzz fuzz/read_fuzz.c $(CORE_OBJ:.o=.c) \
+	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_EVENT) -lm
+	@for t in addr_fuzz read_fuzz; do \
+	  echo "fuzz/$$t for $(FUZZ_TIME) s"; \
+	  ASAN_OPTIONS=detect_leaks=0 ./fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
+	    -artifact_prefix=fuzz/ -print_final_stats=1 > fuzz/$$t.log 2>&1 \
+	    || { tail -40 fuzz/$$t.log; echo "fuzz/$$t: FAILED (see fuzz/$$t.log)"; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units|stat::new_units_added' fuzz/$$t.log; \
+	done
+
 # core/ must stay free of Lua.
 check-layers:
 	@if grep -n 'include.*\(lua\|lauxlib\|lualib\)' core/*.c core/*.h; then \
@@ -98,6 +118,7 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/sockhost $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
 
 clean:
-	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d
+	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d \
+	  fuzz/addr_fuzz fuzz/read_fuzz
 
 -include $(wildcard core/*.d bindings/*.d)
