@@ -311,8 +311,8 @@ static int conn_lines (lua_State *L) {
 static void writer_done (lconn *lc, lua_State *L) {
   shl_task *t = lc->whead;
   if (t == NULL || t->co != L) return;
-  lc->whead = t->next;
-  t->next = NULL;
+  lc->whead = t->wnext;
+  t->wnext = NULL;
   if (lc->whead == NULL) lc->wtail = NULL;
   else { shl_unpark(lc->whead); shl_wake(lc->whead, 0); }   /* its turn */
 }
@@ -320,11 +320,11 @@ static void writer_done (lconn *lc, lua_State *L) {
 /* Remove t from the writers' queue. */
 static void writer_remove (lconn *lc, shl_task *t) {
   shl_task **p = &lc->whead, *prev = NULL;
-  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->next; }
+  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->wnext; }
   if (*p == NULL) return;
-  *p = t->next;
+  *p = t->wnext;
   if (lc->wtail == t) lc->wtail = prev;
-  t->next = NULL;
+  t->wnext = NULL;
 }
 
 static int write_timeout (void *obj, shl_task *t, int cancel) {
@@ -404,9 +404,9 @@ static int conn_write (lua_State *L) {
   if (lc->s == NULL) return shl_pushfail(L, "closed");
   if (lc->whead != NULL) {              /* another task is writing: queue up */
     shl_task *t = shl_checktask(L, "conn:write()");
-    lc->wtail->next = t;
+    lc->wtail->wnext = t;
     lc->wtail = t;
-    t->next = NULL;
+    t->wnext = NULL;
     return shl_park(L, t, lc->timeout, write_timeout, lc, 0, write_k);
   }
   return write_from(L, lc, 2, 0);
@@ -417,8 +417,8 @@ static int conn_write (lua_State *L) {
 static void fail_writers (lconn *lc) {
   shl_task *t;
   while ((t = lc->whead) != NULL) {
-    lc->whead = t->next;
-    t->next = NULL;
+    lc->whead = t->wnext;
+    t->wnext = NULL;
     if (t->state == TASK_PARKED) shl_wake_fail(t, "closed");
     /* a READY writer will find the stream failed when it runs */
   }

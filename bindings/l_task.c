@@ -127,8 +127,8 @@ void shl_task_finish (shl_task *t, int status, int nres) {
     record_failure(t);
   }
   while ((j = t->joiners) != NULL) {           /* wake joiners, in order */
-    t->joiners = j->next;
-    j->next = NULL;
+    t->joiners = j->wnext;
+    j->wnext = NULL;
     shl_unpark(j);
     if (t->state == TASK_DONE) push_results(t, j->co);
     shl_wake(j, t->state == TASK_DONE ? t->nres : 0);
@@ -166,9 +166,9 @@ static int task_join (lua_State *L) {
   if (t->state == TASK_FAILED) return raise_failure(L, 1);
   me = shl_checktask(L, "task:join()");
   if (me == t) return luaL_error(L, "a task cannot join itself");
-  for (p = &t->joiners; *p != NULL; p = &(*p)->next) {}
+  for (p = &t->joiners; *p != NULL; p = &(*p)->wnext) {}
   *p = me;
-  me->next = NULL;
+  me->wnext = NULL;
   return shl_park(L, me, -1, NULL, NULL, 0, join_k);
 }
 

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <netinet/in.h>
+
 #include "../core/sh_dgram.h"
 #include "../core/sh_util.h"
 #include "shl.h"
@@ -36,6 +38,8 @@ typedef struct ludp {
   int handler_ref;       /* handler mode: the function; the loop is held */
   int self_ref;          /* anchors the object while a handler is installed */
   double timeout;        /* seconds for each blocking call; < 0: none */
+  double wdeadline;      /* when the head writer's wait ends; < 0: never */
+  double wbackoff;       /* head writer at a Unix datagram peer: next retry in */
   size_t rmax;           /* reader: largest datagram it takes whole */
   int rfrom;             /* reader: recvfrom (1) or recv (0) */
   int closed;
@@ -56,7 +60,9 @@ static void update_watch (ludp *u) {
   int w = 0;
   if (u->d == NULL) return;
   if (u->reader != NULL || u->handler_ref != LUA_NOREF) w |= SH_DGRAM_READ;
-  if (u->whead != NULL) w |= SH_DGRAM_WRITE;
+  /* A full Unix datagram peer does not make our socket unwritable: polling
+  ** would spin, so those senders retry on a timer instead. */
+  if (u->whead != NULL && sh_dgram_family(u->d) != AF_UNIX) w |= SH_DGRAM_WRITE;
   sh_dgram_watch(u->d, w);
 }
 
@@ -68,20 +74,39 @@ static void push_from (lua_State *L, ludp *u, const sh_dgram_msg *m) {
   lua_pushstring(L, buf);
 }
 
+/* The peer as sendto() will see it: a v4-mapped IPv6 address as IPv4, since
+** that is how 'from' strings write it. */
+static socklen_t peer_key (const sh_dgram_msg *m, struct sockaddr_storage *out) {
+  const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&m->from;
+  if (m->from.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+    struct sockaddr_in *in4 = (struct sockaddr_in *)out;
+    memset(in4, 0, sizeof *in4);
+    in4->sin_family = AF_INET;
+    in4->sin_port = in6->sin6_port;
+    memcpy(&in4->sin_addr, &in6->sin6_addr.s6_addr[12], 4);
+    return sizeof *in4;
+  }
+  memcpy(out, &m->from, m->fromlen);
+  return m->fromlen;
+}
+
 static void remember_local (ludp *u, const sh_dgram_msg *m) {
+  struct sockaddr_storage key;
+  socklen_t klen;
   lreply *r;
   unsigned i;
   if (!m->has_local) return;
+  klen = peer_key(m, &key);
   for (i = 0; i < REPLY_SLOTS; i++) {
     r = &u->replies[i];
-    if (r->len == m->fromlen && memcmp(&r->peer, &m->from, m->fromlen) == 0) {
+    if (r->len == klen && memcmp(&r->peer, &key, klen) == 0) {
       r->local = m->local;
       return;
     }
   }
   r = &u->replies[u->next_reply++ % REPLY_SLOTS];
-  memcpy(&r->peer, &m->from, m->fromlen);
-  r->len = m->fromlen;
+  memcpy(&r->peer, &key, klen);
+  r->len = klen;
   r->local = m->local;
 }
 
@@ -229,30 +254,48 @@ static void on_dgram (sh_dgram *d, int what, void *ctx) {
 
 /* ====================== Sending ====================== */
 
+static void new_head (ludp *u) {
+  u->wdeadline = u->timeout >= 0 ? sh_now() + u->timeout : -1;
+  u->wbackoff = 0.001;
+}
+
 static void writer_done (ludp *u, lua_State *L) {
   shl_task *t = u->whead;
   if (t == NULL || t->co != L) return;
-  u->whead = t->next;
-  t->next = NULL;
+  u->whead = t->wnext;
+  t->wnext = NULL;
   if (u->whead == NULL) u->wtail = NULL;
-  else { shl_unpark(u->whead); shl_wake(u->whead, 0); }
+  else { new_head(u); shl_unpark(u->whead); shl_wake(u->whead, 0); }   /* its turn */
   update_watch(u);
 }
+
+/* The head writer's retry timer at a full Unix datagram peer: try again
+** (nothing pushed; the send itself reports a timeout once it is due). */
+static int send_retry (void *obj, shl_task *t, int cancel);
 
 static int send_timeout (void *obj, shl_task *t, int cancel) {
   ludp *u = obj;
   shl_task **p = &u->whead, *prev = NULL;
-  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->next; }
+  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->wnext; }
   if (*p != NULL) {
     int was_head = p == &u->whead;
-    *p = t->next;
+    *p = t->wnext;
     if (u->wtail == t) u->wtail = prev;
-    t->next = NULL;
-    if (was_head && u->whead != NULL && !cancel) { shl_unpark(u->whead); shl_wake(u->whead, 0); }
+    t->wnext = NULL;
+    if (was_head && u->whead != NULL && !cancel) {
+      new_head(u);
+      shl_unpark(u->whead);
+      shl_wake(u->whead, 0);
+    }
   }
   if (cancel) return 0;
   update_watch(u);
   return shl_pushfail(t->co, "timeout");
+}
+
+static int send_retry (void *obj, shl_task *t, int cancel) {
+  if (cancel) return send_timeout(obj, t, 1);
+  return 0;
 }
 
 /* Make the socket of an unbound client, for a destination of 'family'. */
@@ -297,13 +340,35 @@ static int send_now (lua_State *L, ludp *u, const sh_addr *a) {
     return shl_pushfail(L, e == EMSGSIZE ? "message too long" : sh_strerror(e));
   }
   t = shl_checktask(L, "udp:sendto()");
-  if (u->whead == NULL) u->whead = u->wtail = t;
-  update_watch(u);
   if (a != NULL) {                        /* keep the address for the retry */
     lua_settop(L, 3);
     lua_pushlstring(L, (const char *)a, sizeof *a);
   }
-  return shl_park(L, t, u->timeout, send_timeout, u, a != NULL ? 1 : 2, sendto_k);
+  if (u->whead == NULL) {                 /* first to wait: the head */
+    u->whead = u->wtail = t;
+    t->wnext = NULL;
+    new_head(u);
+  } else if (u->whead != t) {             /* others wait already: after them */
+    u->wtail->wnext = t;
+    u->wtail = t;
+    t->wnext = NULL;
+    return shl_park(L, t, u->timeout, send_timeout, u, a != NULL ? 1 : 2, sendto_k);
+  }
+  {
+    double now = sh_now(), left = u->wdeadline < 0 ? -1 : u->wdeadline - now;
+    if (u->wdeadline >= 0 && left <= 0) {  /* the head's time is up */
+      writer_done(u, L);
+      return shl_pushfail(L, "timeout");
+    }
+    update_watch(u);
+    if (sh_dgram_family(u->d) == AF_UNIX) {   /* retry on a timer, backing off */
+      double wait = u->wbackoff;
+      if (left >= 0 && left < wait) wait = left;
+      u->wbackoff = u->wbackoff * 2 < 0.05 ? u->wbackoff * 2 : 0.05;
+      return shl_park(L, t, wait, send_retry, u, a != NULL ? 1 : 2, sendto_k);
+    }
+    return shl_park(L, t, left, send_timeout, u, a != NULL ? 1 : 2, sendto_k);
+  }
 }
 
 /* Resumed after EAGAIN (nothing pushed) or a failure (nil, err pushed), or
@@ -470,8 +535,8 @@ static void close_internal (lua_State *L, ludp *u, int gc) {
   if (gc) { u->reader = u->whead = u->wtail = NULL; return; }
   if ((t = u->reader) != NULL) { u->reader = NULL; shl_wake_fail(t, "closed"); }
   while ((t = u->whead) != NULL) {
-    u->whead = t->next;
-    t->next = NULL;
+    u->whead = t->wnext;
+    t->wnext = NULL;
     if (t->state == TASK_PARKED) shl_wake_fail(t, "closed");
   }
   u->wtail = NULL;

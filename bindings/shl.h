@@ -74,7 +74,9 @@ struct shl_task {
   int nres;                  /* results on co's stack once DONE */
   int top;                   /* co's stack top when it parked: a waker that
                              ** pushed more values reports a failure */
-  shl_task *next;            /* link in the ready queue or a wait queue */
+  shl_task *next;            /* link in the ready queue */
+  shl_task *wnext;           /* link in a wait queue (writers, joiners): a task
+                             ** whose turn comes is on both at once */
   shl_task *joiners;         /* tasks parked in join() on this one */
   sh_timer *deadline;        /* timeout of the current wait; made on demand */
   shl_timeout_fn on_timeout; /* how to end the current wait on its deadline */

@@ -248,6 +248,27 @@ describe("conn:write", function()
     assert.truthy(got:match("^A+B+$") or got:match("^B+A+$"))
   end)
 
+  it("five writers queued behind a parked one all get their turn, in order", function()
+    local got
+    with_server(function(c)
+      local tasks = {}
+      local first = sh.spawn(function() return c:write(string.rep("A", 32 * 1024 * 1024)) end)
+      sh.sleep(0.02)                 -- it fills the kernel and the queue, and parks
+      for i, ch in ipairs({ "B", "C", "D", "E", "F" }) do
+        tasks[i] = sh.spawn(function() return c:write(string.rep(ch, 256 * 1024)) end)
+      end
+      assert(first:join())
+      for _, t in ipairs(tasks) do assert(t:join()) end
+      c:shutdown()
+      sh.sleep(0.2)
+    end, function(c)
+      sh.sleep(0.1)
+      got = c:read("a")
+    end)
+    assert.equals(32 * 1024 * 1024 + 5 * 256 * 1024, #got)
+    assert.truthy(got:match("^A+B+C+D+E+F+$"), "bytes interleaved or out of order")
+  end)
+
   it("write to a closed conn returns nil, 'closed' and never raises", function()
     with_server(function(c) c:close() end, function(c)
       c:close()
