@@ -165,7 +165,7 @@ static shl_sched *budget_sched;    /* the state whose tasks are timed */
 static void budget_hook (lua_State *L, lua_Debug *ar) {
   shl_sched *S = budget_sched;
   (void)ar;
-  if (S == NULL || S->current == NULL || sh_now() - S->resumed_at < S->budget) return;
+  if (S == NULL || S->current == NULL || sh_now_coarse() - S->resumed_at < S->budget) return;
   if (L == S->current->co && lua_isyieldable(L)) {
     S->current->overrun = 1;
     lua_yield(L, 0);                    /* in a hook: returns, then yields */
@@ -190,7 +190,7 @@ void shl_resume (shl_task *t, int nargs) {
   int nres = 0, status;
   t->state = TASK_RUNNING;
   S->current = t;
-  if (S->budget > 0) S->resumed_at = sh_now();
+  if (S->budget > 0) S->resumed_at = sh_now_coarse();
   status = lua_resume(t->co, NULL, nargs, &nres);
   S->current = prev;
   if (status == LUA_YIELD) {

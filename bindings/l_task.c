@@ -23,11 +23,33 @@ void shl_task_push (lua_State *L, shl_task *t) {
 
 /* ====================== Creation ====================== */
 
+#define POOL_MAX 256      /* finished handler tasks kept for reuse */
+
+/* A task from the pool, for a function and 'nargs' arguments on L. */
+static shl_task *reuse (shl_sched *S, lua_State *L, int nargs, int owner) {
+  shl_task *t = S->pool;
+  S->pool = t->next;
+  S->npool--;
+  t->next = NULL;
+  if (owner != 0) {
+    shl_task_push(L, t);
+    lua_pushvalue(L, owner);
+    lua_setiuservalue(L, -2, 2);               /* uv2 = owner */
+    lua_pop(L, 1);
+  }
+  lua_xmove(L, t->co, nargs + 1);              /* function and arguments to co */
+  t->nargs = nargs;
+  t->state = TASK_NEW;
+  sh_loop_ref(S->loop);
+  return t;
+}
+
 shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int keep) {
   int base = lua_gettop(L) - nargs;            /* the function */
   lua_State *co;
   shl_task *t;
   luaL_checkstack(L, 6, NULL);
+  if (!keep && S->pool != NULL) return reuse(S, L, nargs, owner);
   co = lua_newthread(L);
   shl_budget_hook(S, co);
   t = (shl_task *)lua_newuserdatauv(L, sizeof *t, 3);
@@ -54,8 +76,31 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
   if (keep) lua_rotate(L, base, 1);            /* ... task f args */
   lua_xmove(L, co, nargs + 1);                 /* function and arguments to co */
   t->nargs = nargs;
+  t->poolable = !keep;                         /* nobody else sees this object */
   sh_loop_ref(S->loop);                        /* a live task keeps the loop */
   return t;
+}
+
+/* A handler task ended well: keep its thread for the next one. */
+static int to_pool (shl_task *t) {
+  shl_sched *S = t->S;
+  lua_State *L = S->L;
+  if (!t->poolable || t->joiners != NULL || S->npool >= POOL_MAX || !lua_checkstack(L, 3))
+    return 0;
+  lua_settop(t->co, 0);                        /* drop the results */
+  shl_task_push(L, t);
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, 2);                 /* no owner */
+  lua_pop(L, 1);
+  t->state = TASK_DONE;
+  t->nres = 0;
+  t->on_exit = NULL;
+  t->exit_ctx = NULL;
+  t->next = S->pool;
+  S->pool = t;
+  S->npool++;
+  sh_loop_unref(S->loop);
+  return 1;
 }
 
 /* ====================== Ending ====================== */
@@ -134,6 +179,7 @@ void shl_task_finish (shl_task *t, int status, int nres) {
     shl_wake(j, t->state == TASK_DONE ? t->nres : 0);
   }
   if (t->on_exit != NULL) t->on_exit(t, t->exit_ctx);
+  if (t->state == TASK_DONE && to_pool(t)) return;
   if (t->deadline != NULL) { sh_timer_free(t->deadline); t->deadline = NULL; }
   luaL_unref(S->L, LUA_REGISTRYINDEX, t->ref);
   t->ref = LUA_NOREF;

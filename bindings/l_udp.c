@@ -9,6 +9,7 @@
 ** A socket bound to a wildcard address remembers, for the last few peers,
 ** the local address their datagrams arrived on, and answers them from it. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,6 +23,18 @@
 #define UDP_MT "sockhost.udp"
 #define REPLY_SLOTS 16       /* peers whose arrival address is remembered */
 #define HANDLER_BATCH 64     /* datagrams handled per wake-up */
+#define FROM_SLOTS 64        /* senders whose address string is kept */
+
+typedef struct lfrom {
+  struct sockaddr_storage sa;   /* a sender ... */
+  socklen_t len;
+  int ref;                      /* ... and its address string (registry), or 0 */
+  const char *text;             /* that string's bytes: while 'ref' anchors it, no
+                                ** other string can have this address */
+} lfrom;
+
+/* Slot in the 'by_text' index for a string's address. */
+#define TEXT_SLOT(p) ((unsigned)(((uintptr_t)(p) >> 4) % FROM_SLOTS))
 
 typedef struct lreply {
   struct sockaddr_storage peer;
@@ -47,6 +60,8 @@ typedef struct ludp {
   sh_scheme scheme;      /* SH_UDP or SH_UNIXGRAM */
   unsigned next_reply;   /* ring position in 'replies' */
   lreply replies[REPLY_SLOTS];
+  lfrom *froms;          /* FROM_SLOTS cached 'from' strings, made on demand */
+  unsigned char by_text[FROM_SLOTS];   /* string address -> slot in 'froms' + 1 */
   char cache_text[128];  /* the last destination string sendto() parsed ... */
   struct sockaddr_storage cache_sa;  /* ... and its address */
   socklen_t cache_salen;
@@ -68,17 +83,67 @@ static void update_watch (ludp *u) {
 
 /* ====================== Addresses ====================== */
 
+/* Push the sender's address string. Formatting one costs more than the rest
+** of a datagram's trip, and a socket mostly hears the same few peers, so the
+** strings are kept in a small direct-mapped cache. */
 static void push_from (lua_State *L, ludp *u, const sh_dgram_msg *m) {
   char buf[160];
+  const unsigned char *p = (const unsigned char *)&m->from;
+  unsigned h = 0;
+  socklen_t i;
+  lfrom *f;
+  if (u->froms == NULL) u->froms = calloc(FROM_SLOTS, sizeof *u->froms);
+  if (u->froms == NULL || m->fromlen > sizeof f->sa) {
+    sh_addr_format((const struct sockaddr *)&m->from, m->fromlen, u->scheme, buf, sizeof buf);
+    lua_pushstring(L, buf);
+    return;
+  }
+  for (i = 0; i < m->fromlen; i++) h = h * 31 + p[i];
+  f = &u->froms[h % FROM_SLOTS];
+  if (f->ref > 0 && f->len == m->fromlen && memcmp(&f->sa, &m->from, m->fromlen) == 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, f->ref);
+    return;
+  }
   sh_addr_format((const struct sockaddr *)&m->from, m->fromlen, u->scheme, buf, sizeof buf);
   lua_pushstring(L, buf);
+  if (f->ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, f->ref);
+  lua_pushvalue(L, -1);
+  f->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  f->text = lua_tostring(L, -1);
+  memcpy(&f->sa, &m->from, m->fromlen);
+  f->len = m->fromlen;
+  u->by_text[TEXT_SLOT(f->text)] = (unsigned char)(f - u->froms + 1);
+}
+
+/* sendto() back to a 'from' string we made: its address, without parsing. */
+static int cached_destination (ludp *u, const char *text, sh_addr *a) {
+  unsigned slot;
+  lfrom *f;
+  if (u->froms == NULL || (slot = u->by_text[TEXT_SLOT(text)]) == 0) return 0;
+  f = &u->froms[slot - 1];
+  if (f->ref <= 0 || f->text != text) return 0;
+  memcpy(&a->sa, &f->sa, f->len);
+  a->salen = f->len;
+  a->resolved = 1;
+  return 1;
+}
+
+static void free_froms (lua_State *L, ludp *u) {
+  int i;
+  if (u->froms == NULL) return;
+  for (i = 0; i < FROM_SLOTS; i++)
+    if (u->froms[i].ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, u->froms[i].ref);
+  free(u->froms);
+  u->froms = NULL;
+  memset(u->by_text, 0, sizeof u->by_text);
 }
 
 /* The peer as sendto() will see it: a v4-mapped IPv6 address as IPv4, since
 ** that is how 'from' strings write it. */
-static socklen_t peer_key (const sh_dgram_msg *m, struct sockaddr_storage *out) {
-  const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&m->from;
-  if (m->from.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+static socklen_t normal_peer (const struct sockaddr *sa, socklen_t len,
+                              struct sockaddr_storage *out) {
+  const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+  if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
     struct sockaddr_in *in4 = (struct sockaddr_in *)out;
     memset(in4, 0, sizeof *in4);
     in4->sin_family = AF_INET;
@@ -86,8 +151,12 @@ static socklen_t peer_key (const sh_dgram_msg *m, struct sockaddr_storage *out) 
     memcpy(&in4->sin_addr, &in6->sin6_addr.s6_addr[12], 4);
     return sizeof *in4;
   }
-  memcpy(out, &m->from, m->fromlen);
-  return m->fromlen;
+  memcpy(out, sa, len);
+  return len;
+}
+
+static socklen_t peer_key (const sh_dgram_msg *m, struct sockaddr_storage *out) {
+  return normal_peer((const struct sockaddr *)&m->from, m->fromlen, out);
 }
 
 static void remember_local (ludp *u, const sh_dgram_msg *m) {
@@ -113,10 +182,13 @@ static void remember_local (ludp *u, const sh_dgram_msg *m) {
 /* The local address to answer 'to' from, or NULL. */
 static const struct sockaddr_storage *reply_source (ludp *u, const struct sockaddr *to,
                                                     socklen_t len) {
+  struct sockaddr_storage key;
   unsigned i;
+  if (u->next_reply == 0) return NULL;    /* not a wildcard socket */
+  len = normal_peer(to, len, &key);
   for (i = 0; i < REPLY_SLOTS; i++) {
     lreply *r = &u->replies[i];
-    if (r->len == len && memcmp(&r->peer, to, len) == 0) return &r->local;
+    if (r->len == len && memcmp(&r->peer, &key, len) == 0) return &r->local;
   }
   return NULL;
 }
@@ -127,6 +199,7 @@ static int destination (lua_State *L, ludp *u, int arg, sh_addr *a) {
   size_t len;
   const char *text = luaL_checklstring(L, arg, &len);
   char err[300];
+  if (cached_destination(u, text, a)) return 0;
   if (len < sizeof u->cache_text && u->cache_salen > 0 && memcmp(text, u->cache_text, len + 1) == 0) {
     memcpy(&a->sa, &u->cache_sa, u->cache_salen);
     a->salen = u->cache_salen;
@@ -519,6 +592,7 @@ static int udp_leave (lua_State *L) { return membership(L, 0); }
 
 static void close_internal (lua_State *L, ludp *u, int gc) {
   shl_task *t;
+  free_froms(L, u);
   if (u->closed) return;
   u->closed = 1;
   if (u->d != NULL) sh_dgram_free(u->d);

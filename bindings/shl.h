@@ -61,6 +61,8 @@ typedef struct shl_sched {
   double grace;              /* seconds handlers get to finish on shutdown */
   sh_timer *grace_timer;     /* ends the grace period */
   lconn *accepted;           /* open accepted connections (a list) */
+  shl_task *pool;            /* finished tasks kept for reuse (a list) */
+  int npool;
   int max_timers;            /* cap on those */
   double resumed_at;         /* when the current task was resumed */
 } shl_sched;
@@ -83,6 +85,7 @@ struct shl_task {
   void *wait_obj;            /* what the task waits for */
   shl_exit_fn on_exit;       /* NULL, or what to do when the task ends */
   int overrun;               /* stopped for running past the budget */
+  int poolable;              /* no script holds the task object: reusable */
   void *exit_ctx;
 };
 

@@ -25,6 +25,7 @@ struct sh_dgram {
   sh_dgram_fn cb;
   void *ctx;
   unsigned in_cb : 1;     /* inside the owner's callback */
+  unsigned pktinfo : 1;   /* arrival addresses asked for (wildcard bound) */
   unsigned dead : 1;      /* freed from inside it */
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)];   /* our socket file */
 };
@@ -66,7 +67,7 @@ sh_dgram *sh_dgram_open (sh_loop *loop, int family, const struct sockaddr *sa, s
       free(d);
       return NULL;
     }
-    if (is_wildcard(sa)) want_pktinfo(d->fd, family);
+    if (is_wildcard(sa)) { want_pktinfo(d->fd, family); d->pktinfo = 1; }
   } else if (family == AF_UNIX) {
     sa_family_t af = AF_UNIX;                /* autobind: an abstract name */
     bind(d->fd, (const struct sockaddr *)&af, sizeof af);
@@ -164,13 +165,15 @@ ssize_t sh_dgram_recv (sh_dgram *d, void *buf, size_t len, sh_dgram_msg *m) {
   msg.msg_namelen = sizeof m->from;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
+  if (d->pktinfo) {                      /* only wildcard sockets get them */
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+  }
   do n = recvmsg(d->fd, &msg, 0); while (n < 0 && errno == EINTR);
   if (n < 0) return -1;
   m->fromlen = msg.msg_namelen;
   m->truncated = (msg.msg_flags & MSG_TRUNC) != 0;
-  read_local(&msg, m);
+  if (d->pktinfo) read_local(&msg, m);
   return n;
 }
 

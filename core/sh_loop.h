@@ -53,5 +53,7 @@ int sh_loop_signal(sh_loop *loop, int signum, sh_signal_fn cb, void *ctx);
 
 /* Monotonic time in seconds. */
 double sh_now(void);
+/* The same, coarse (a few ms) but cheaper: for budgets and the like. */
+double sh_now_coarse(void);
 
 #endif
