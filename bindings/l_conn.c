@@ -53,7 +53,8 @@ struct lconn {
   size_t dlen;
   size_t woff;           /* active writer: offset into its current argument */
   shl_counter *counter;  /* the listener's count this conn is in, or NULL */
-  lconn *prev, *next;    /* in S->accepted, while counted */
+  lconn *prev, *next;    /* in S->accepted (accepted, or with limits) */
+  int tracked;           /* on that list */
   unsigned id;           /* for logs: "conn #7" */
   unsigned char rmode;   /* reader: RD_* */
 };
@@ -70,12 +71,12 @@ static void close_internal(lconn *lc, int how);
 static void take (lua_State *L, struct evbuffer *in, size_t n, size_t extra) {
   if (n == 0) lua_pushliteral(L, "");
   else lua_pushlstring(L, (const char *)evbuffer_pullup(in, (ev_ssize_t)n), n);
-  evbuffer_drain(in, n + extra);
+  if (n + extra > 0) evbuffer_drain(in, n + extra);
 }
 
 /* Push a copy of what is buffered, leaving it there. */
 static void peek (lua_State *L, struct evbuffer *in) {
-  size_t len = evbuffer_get_length(in);
+  size_t len = in != NULL ? evbuffer_get_length(in) : 0;
   if (len == 0) lua_pushliteral(L, "");
   else lua_pushlstring(L, (const char *)evbuffer_pullup(in, -1), len);
 }
@@ -85,6 +86,7 @@ static void peek (lua_State *L, struct evbuffer *in) {
 static ev_ssize_t find_delim (lconn *lc, struct evbuffer *in, const char *d, size_t dlen) {
   struct evbuffer_ptr start, found;
   size_t from = lc->scanned >= dlen ? lc->scanned - (dlen - 1) : 0;
+  if (in == NULL) return -1;
   if (evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0) return -1;
   found = evbuffer_search(in, d, dlen, &start);
   if (found.pos < 0) lc->scanned = evbuffer_get_length(in);
@@ -114,9 +116,11 @@ static int read_line (lua_State *L, lconn *lc, struct evbuffer *in, size_t len, 
 /* Push the results of the parked or arriving read if they are ready, and
 ** return how many; -1 (pushing nothing) while more input is needed. */
 static int try_read (lua_State *L, lconn *lc) {
-  struct evbuffer *in = sh_stream_input(lc->s);
-  size_t len = evbuffer_get_length(in);
+  size_t len = sh_stream_inlen(lc->s);
   int eof = sh_stream_eof(lc->s), n;
+  struct evbuffer *in;
+  if (len == 0 && !eof) return -1;        /* the common case: nothing yet */
+  in = len > 0 ? sh_stream_input(lc->s) : NULL;
   switch (lc->rmode) {
     case RD_SOME:
       if (len > 0) { take(L, in, len < lc->want ? len : lc->want, 0); return 1; }
@@ -165,7 +169,7 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
   if (!cancel && lc->s != NULL && lc->rmode != RD_SOME) {
     luaL_pushfail(t->co);
     lua_pushliteral(t->co, "timeout");
-    peek(t->co, sh_stream_input(lc->s));  /* it stays buffered for the next read */
+    peek(t->co, sh_stream_inlen(lc->s) > 0 ? sh_stream_input(lc->s) : NULL);  /* stays buffered */
     n = 3;
   } else if (!cancel) {
     shl_pushfail(t->co, "timeout");
@@ -426,7 +430,7 @@ static void fail_writers (lconn *lc) {
 }
 
 /* A time limit passed: say so in the log and close. */
-static void on_limit (sh_stream *s, lconn *lc) {
+static void on_limit (sh_stream *s, lconn *lc, int reason) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   char peer[160] = "?";
@@ -434,13 +438,12 @@ static void on_limit (sh_stream *s, lconn *lc) {
     sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX : SH_TCP,
                    peer, sizeof peer);
   sh_log(SH_LOG_INFO, "conn #%u %s: %s, closing", lc->id, peer,
-         sh_stream_idle_reason(s) ? "line not finished in time" : "idle too long");
+         reason == 2 ? "line not finished in time" : "idle too long");
   close_internal(lc, CLOSE_ABORT);
 }
 
 static void on_stream (sh_stream *s, int what, void *ctx) {
   lconn *lc = ctx;
-  if (what & SH_STREAM_IDLE) { on_limit(s, lc); return; }
   if ((what & SH_STREAM_READ) && lc->reader != NULL) {
     shl_task *t = lc->reader;
     int n;
@@ -486,38 +489,72 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
 
 void shl_conn_settimeout (lconn *lc, double timeout) { lc->timeout = timeout; }
 
-void shl_conn_setlimits (lconn *lc, double idle, double line) {
-  lc->idle = idle > 0 ? idle : 0;
-  lc->line = line > 0 ? line : 0;
-  if (lc->s != NULL) sh_stream_set_limits(lc->s, lc->idle, lc->line);
+#define SWEEP_EVERY 0.2     /* seconds between checks of the time limits */
+
+/* Check the time limits of every tracked connection. One timer for all:
+** a timer per connection would cost more memory than the connection. */
+static void sweep (sh_timer *timer, void *ctx) {
+  shl_sched *S = ctx;
+  double now = sh_now_coarse();
+  lconn *lc, *next;
+  for (lc = S->accepted; lc != NULL; lc = next) {
+    int why;
+    next = lc->next;
+    if (lc->s != NULL && (why = sh_stream_limit_passed(lc->s, now)) != 0)
+      on_limit(lc->s, lc, why);           /* closes: leaves the list */
+  }
+  if (S->accepted == NULL) sh_timer_stop(timer);
 }
 
-void shl_conn_count (lconn *lc, shl_counter *c) {
+static void track (lconn *lc) {
   shl_sched *S = lc->S;
-  lc->counter = c;
-  c->live++;
-  c->refs++;
+  if (lc->tracked) return;
+  lc->tracked = 1;
   lc->prev = NULL;
   lc->next = S->accepted;
   if (S->accepted != NULL) S->accepted->prev = lc;
   S->accepted = lc;
+  if (S->sweep_timer == NULL) S->sweep_timer = sh_timer_new(S->loop, 0, sweep, S);
+  if (S->sweep_timer != NULL && !sh_timer_active(S->sweep_timer))
+    sh_timer_start(S->sweep_timer, SWEEP_EVERY, SWEEP_EVERY);
 }
 
-static void uncount (lconn *lc) {
-  if (lc->counter == NULL) return;
-  lc->counter->live--;
-  shl_counter_release(lc->counter);
-  lc->counter = NULL;
+static void untrack (lconn *lc) {
+  if (!lc->tracked) return;
+  lc->tracked = 0;
   if (lc->prev != NULL) lc->prev->next = lc->next;
   else lc->S->accepted = lc->next;
   if (lc->next != NULL) lc->next->prev = lc->prev;
   lc->prev = lc->next = NULL;
 }
 
+void shl_conn_setlimits (lconn *lc, double idle, double line) {
+  lc->idle = idle > 0 ? idle : 0;
+  lc->line = line > 0 ? line : 0;
+  if (lc->s == NULL) return;
+  sh_stream_set_limits(lc->s, lc->idle, lc->line);
+  if (lc->idle > 0 || lc->line > 0) track(lc);
+}
+
+void shl_conn_count (lconn *lc, shl_counter *c) {
+  lc->counter = c;
+  c->live++;
+  c->refs++;
+  track(lc);
+}
+
+static void uncount (lconn *lc) {
+  untrack(lc);
+  if (lc->counter == NULL) return;
+  lc->counter->live--;
+  shl_counter_release(lc->counter);
+  lc->counter = NULL;
+}
+
 /* Waiting for a new request on an accepted conn while shutting down? */
 static int drain_now (lconn *lc) {
   return lc->S->draining && lc->counter != NULL && lc->s != NULL &&
-         evbuffer_get_length(sh_stream_input(lc->s)) == 0;
+         sh_stream_inlen(lc->s) == 0;
 }
 
 void shl_conn_drain_idle (shl_sched *S) {

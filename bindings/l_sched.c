@@ -12,7 +12,6 @@
 #include "shl.h"
 
 static const char SCHED_KEY = 'S';   /* registry: the scheduler userdata */
-static const char TASKS_KEY = 'T';   /* registry: thread -> task, weak keys */
 
 #define DEFAULT_LINGER 30.0          /* seconds a closed stream may flush */
 #define SHUTDOWN_GRACE 5.0           /* seconds to flush at lua_close */
@@ -90,25 +89,16 @@ shl_sched *shl_getsched (lua_State *L) {
   return S;
 }
 
+/* Code runs in a task only while the scheduler resumes it, and resumes never
+** nest, so the task on L, if any, is the one being resumed. (A task thread
+** that a script resumes itself with coroutine.resume is not running as a
+** task then, and cannot block.) */
 shl_task *shl_current (lua_State *L) {
   shl_task *t;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &TASKS_KEY);
-  lua_pushthread(L);
-  lua_rawget(L, -2);                          /* tasks[L] */
-  t = (shl_task *)lua_touserdata(L, -1);
-  lua_pop(L, 2);
-  return (t != NULL && t->co == L) ? t : NULL;
-}
-
-/* Record the task userdata on top of L as the task of thread 'co'. */
-void shl_register_task (lua_State *L, lua_State *co);
-void shl_register_task (lua_State *L, lua_State *co) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &TASKS_KEY);
-  lua_pushthread(co);
-  lua_xmove(co, L, 1);                        /* key: the thread */
-  lua_pushvalue(L, -3);                       /* value: the task */
-  lua_rawset(L, -3);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
+  t = ((shl_sched *)lua_touserdata(L, -1))->current;
   lua_pop(L, 1);
+  return (t != NULL && t->co == L) ? t : NULL;
 }
 
 shl_task *shl_checktask (lua_State *L, const char *what) {
@@ -261,6 +251,8 @@ static int sched_gc (lua_State *L) {
   S->ready_timer = NULL;
   if (S->grace_timer != NULL) sh_timer_free(S->grace_timer);
   S->grace_timer = NULL;
+  if (S->sweep_timer != NULL) sh_timer_free(S->sweep_timer);
+  S->sweep_timer = NULL;
   shl_resolver_close(S);
   if (!sh_loop_running(S->loop)) sh_loop_run(S->loop, SHUTDOWN_GRACE);
   sh_loop_free(S->loop);
@@ -298,10 +290,4 @@ void shl_sched_open (lua_State *L) {
   S->max_timers = DEFAULT_MAX_TIMERS;
   S->grace = DEFAULT_GRACE;
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
-  lua_newtable(L);                             /* thread -> task */
-  lua_newtable(L);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &TASKS_KEY);
 }

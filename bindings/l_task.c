@@ -10,7 +10,6 @@
 #include "../core/sh_log.h"
 #include "shl.h"
 
-void shl_register_task(lua_State *L, lua_State *co);   /* l_sched.c */
 
 static shl_task *checktask (lua_State *L, int arg) {
   return (shl_task *)luaL_checkudata(L, arg, TASK_MT);
@@ -65,7 +64,6 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
     lua_pushvalue(L, owner);
     lua_setiuservalue(L, -2, 2);               /* uv2 = owner */
   }
-  shl_register_task(L, co);
   if (keep) {
     lua_pushvalue(L, -1);
     lua_replace(L, -3);                        /* the task takes the thread's slot */

@@ -27,12 +27,11 @@ struct sh_stream {
   struct event rev;           /* readable; added while 'reading' */
   struct event wev;           /* writable; added while output is queued */
   struct event *linger;       /* close deadline; created on close */
-  struct event *limits;       /* idle / partial-message deadline, or NULL */
+  int limited;                /* idle or partial-message limit set */
   double idle;                /* seconds without progress allowed; 0: any */
   double partial;             /* seconds a partial message may take; 0: any */
   double last_active;         /* when a byte last moved */
   double partial_since;       /* when the pending partial message began; 0: none */
-  int idle_reason;            /* 1: partial message, 0: idle */
   struct evbuffer *in;        /* bytes read, not yet taken by the owner */
   struct evbuffer *out;       /* bytes the kernel refused so far */
   size_t cap;                 /* pause reading when 'in' holds this much */
@@ -52,6 +51,18 @@ struct sh_stream {
 };
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
+
+/* Buffered input. The buffer is made when bytes arrive and given back when
+** the owner has taken them all (see sh_stream_set_cap): an idle connection
+** holds no buffers at all. */
+static size_t inlen (const sh_stream *s) {
+  return s->in != NULL ? evbuffer_get_length(s->in) : 0;
+}
+
+/* Queued output; the queue is made on first use (an idle connection has none). */
+static size_t outlen (const sh_stream *s) {
+  return s->out != NULL ? evbuffer_get_length(s->out) : 0;
+}
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
 /* ====================== Lifetime ====================== */
@@ -66,13 +77,8 @@ sh_stream *sh_stream_new (sh_loop *loop, int fd, sh_stream_fn cb, void *ctx) {
   s->ctx = ctx;
   s->cap = 65536;
   s->lowat = 0;
-  s->in = evbuffer_new();
-  s->out = evbuffer_new();
-  if (s->in == NULL || s->out == NULL ||
-      event_assign(&s->rev, base, fd, EV_READ | EV_PERSIST, on_read, s) != 0 ||
+  if (event_assign(&s->rev, base, fd, EV_READ | EV_PERSIST, on_read, s) != 0 ||
       event_assign(&s->wev, base, fd, EV_WRITE | EV_PERSIST, on_write, s) != 0) {
-    if (s->in) evbuffer_free(s->in);
-    if (s->out) evbuffer_free(s->out);
     free(s);
     return NULL;
   }
@@ -86,11 +92,10 @@ static void destroy (sh_stream *s) {
   event_del(&s->rev);
   event_del(&s->wev);
   if (s->linger) event_free(s->linger);
-  if (s->limits) event_free(s->limits);
   if (s->holds_ref) sh_loop_unref(s->loop);
   close(s->fd);
-  evbuffer_free(s->in);
-  evbuffer_free(s->out);
+  if (s->in != NULL) evbuffer_free(s->in);
+  if (s->out != NULL) evbuffer_free(s->out);
   free(s);
 }
 
@@ -107,7 +112,7 @@ static int notify (sh_stream *s, int what) {
 /* ====================== Reading ====================== */
 
 static void update_read (sh_stream *s) {
-  int want = !s->eof && evbuffer_get_length(s->in) < s->cap;
+  int want = !s->eof && inlen(s) < s->cap;
   if (s->closing) want = !s->eof && s->shut_done;   /* discard until FIN */
   if (want && !s->reading) {
     if (event_add(&s->rev, NULL) == 0) s->reading = 1;
@@ -119,6 +124,10 @@ static void update_read (sh_stream *s) {
 
 void sh_stream_set_cap (sh_stream *s, size_t cap) {
   s->cap = cap > 0 ? cap : 1;
+  if (s->in != NULL && evbuffer_get_length(s->in) == 0) {
+    evbuffer_free(s->in);                  /* all taken: give the buffer back */
+    s->in = NULL;
+  }
   update_read(s);
 }
 
@@ -136,7 +145,9 @@ static void set_eof (sh_stream *s, int err) {
 static ssize_t read_chunk (sh_stream *s) {
   struct evbuffer_iovec vec[2];
   struct iovec iov[2];
-  int i, nvec = evbuffer_reserve_space(s->in, READ_CHUNK, vec, 2);
+  int i, nvec;
+  if (s->in == NULL && (s->in = evbuffer_new()) == NULL) { errno = ENOMEM; return -1; }
+  nvec = evbuffer_reserve_space(s->in, READ_CHUNK, vec, 2);
   ssize_t n;
   size_t left;
   if (nvec < 0) { errno = ENOMEM; return -1; }
@@ -158,13 +169,13 @@ static void on_read (evutil_socket_t fd, short what, void *arg) {
   (void)fd; (void)what;
   if (!s->eof) {
     ssize_t n = read_chunk(s);
-    if (n > 0 && s->limits != NULL) s->last_active = sh_now();
+    if (n > 0 && s->limited) s->last_active = sh_now_coarse();
     if (n == 0) set_eof(s, 0);
     else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) set_eof(s, errno);
     else if (n < 0) return;                  /* spurious wake-up */
   }
   if (s->closing) {                          /* discarding until the peer's FIN */
-    evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    if (s->in != NULL) evbuffer_drain(s->in, evbuffer_get_length(s->in));
     if (s->eof) finish_close(s);
     return;
   }
@@ -176,7 +187,7 @@ static void on_read (evutil_socket_t fd, short what, void *arg) {
 
 static void fail (sh_stream *s, int err) {
   if (s->err == 0) s->err = err;
-  evbuffer_drain(s->out, evbuffer_get_length(s->out));
+  if (s->out != NULL) evbuffer_drain(s->out, evbuffer_get_length(s->out));
   if (s->writing) { event_del(&s->wev); s->writing = 0; }
   if (!s->eof) {
     set_eof(s, err);
@@ -185,7 +196,7 @@ static void fail (sh_stream *s, int err) {
 }
 
 static void update_write (sh_stream *s) {
-  int want = evbuffer_get_length(s->out) > 0;
+  int want = outlen(s) > 0;
   if (want && !s->writing) {
     if (event_add(&s->wev, NULL) == 0) s->writing = 1;
   } else if (!want && s->writing) {
@@ -221,19 +232,19 @@ static int flush_out (sh_stream *s) {
     return -1;
   }
   evbuffer_drain(s->out, (size_t)w);
-  if (w > 0 && s->limits != NULL) s->last_active = sh_now();
+  if (w > 0 && s->limited) s->last_active = sh_now_coarse();
   return 0;
 }
 
 static void on_write (evutil_socket_t fd, short what, void *arg) {
   sh_stream *s = arg;
-  size_t before = evbuffer_get_length(s->out), after;
+  size_t before = outlen(s), after;
   (void)fd; (void)what;
   if (flush_out(s) < 0) {
     if (s->closing) finish_close(s);
     return;
   }
-  after = evbuffer_get_length(s->out);
+  after = outlen(s);
   update_write(s);
   if (after == 0 && s->shut_pending) do_shutdown(s);
   if (s->closing) {
@@ -250,7 +261,7 @@ ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t li
     errno = s->err != 0 ? s->err : EPIPE;
     return -1;
   }
-  if (evbuffer_get_length(s->out) == 0) {   /* fast path: straight to the kernel */
+  if (outlen(s) == 0) {                      /* fast path: straight to the kernel */
     struct msghdr msg;
     ssize_t w;
     memset(&msg, 0, sizeof msg);
@@ -264,17 +275,21 @@ ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t li
       return -1;
     }
     sent = w > 0 ? (size_t)w : 0;
-    if (sent > 0 && s->limits != NULL) s->last_active = sh_now();
+    if (sent > 0 && s->limited) s->last_active = sh_now_coarse();
   }
   taken = sent;
   for (i = 0; i < n; i++) {                 /* queue the rest, up to 'limit' */
-    size_t len = iov[i].iov_len, off = 0, room, have = evbuffer_get_length(s->out);
+    size_t len = iov[i].iov_len, off = 0, room, have = outlen(s);
     if (sent >= len) { sent -= len; continue; }
     off = sent;
     sent = 0;
     room = have < limit ? limit - have : 0;
     if (room == 0) break;
     if (len - off < room) room = len - off;
+    if (s->out == NULL && (s->out = evbuffer_new()) == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
     if (evbuffer_add(s->out, (const char *)iov[i].iov_base + off, room) != 0) {
       errno = ENOMEM;
       return -1;
@@ -288,79 +303,44 @@ ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t li
 
 void sh_stream_shutdown (sh_stream *s) {
   if (s->closing || s->shut_done) return;
-  if (evbuffer_get_length(s->out) == 0) do_shutdown(s);
+  if (outlen(s) == 0) do_shutdown(s);
   else s->shut_pending = 1;
 }
 
 /* ====================== Time limits ====================== */
 
-/* The next deadline, or 0 if none applies. */
-static double next_deadline (const sh_stream *s) {
-  double d = 0;
-  if (s->idle > 0) d = s->last_active + s->idle;
-  if (s->partial > 0 && s->partial_since > 0) {
-    double p = s->partial_since + s->partial;
-    if (d == 0 || p < d) d = p;
-  }
-  return d;
-}
-
-static void arm_limits (sh_stream *s) {
-  double d = next_deadline(s);
-  struct timeval tv;
-  if (s->limits == NULL || d == 0) return;
-  tv = sh_timeval(d - sh_now() + 0.001);
-  evtimer_add(s->limits, &tv);
-}
-
-/* A deadline may have passed: activity since it was armed moves it on,
-** which is cheaper than re-arming the timer on every byte. */
-static void on_limits (evutil_socket_t fd, short what, void *arg) {
-  sh_stream *s = arg;
-  double now = sh_now();
-  (void)fd; (void)what;
-  if (s->closing) return;
-  if (s->partial > 0 && s->partial_since > 0 && now >= s->partial_since + s->partial) {
-    s->idle_reason = 1;
-    notify(s, SH_STREAM_IDLE);
-    return;
-  }
-  if (s->idle > 0 && now >= s->last_active + s->idle) {
-    s->idle_reason = 0;
-    notify(s, SH_STREAM_IDLE);
-    return;
-  }
-  arm_limits(s);
-}
-
+/* No timer per stream: the owner sweeps its streams now and then with
+** sh_stream_limit_passed(), which is cheaper in memory for many idle ones. */
 void sh_stream_set_limits (sh_stream *s, double idle, double partial) {
   s->idle = idle > 0 ? idle : 0;
   s->partial = partial > 0 ? partial : 0;
-  if (s->idle == 0 && s->partial == 0) {
-    if (s->limits) evtimer_del(s->limits);
-    return;
-  }
-  if (s->limits == NULL) s->limits = evtimer_new(sh_loop_base(s->loop), on_limits, s);
-  s->last_active = sh_now();
-  arm_limits(s);
+  s->limited = s->idle > 0 || s->partial > 0;
+  s->last_active = sh_now_coarse();
 }
 
 void sh_stream_partial (sh_stream *s, int pending) {
   if (!pending) { s->partial_since = 0; return; }
   if (s->partial_since > 0 || s->partial == 0) return;
-  s->partial_since = sh_now();
-  if (s->limits != NULL && (s->idle == 0 || s->partial_since + s->partial < s->last_active + s->idle))
-    arm_limits(s);                /* this deadline comes first */
+  s->partial_since = sh_now_coarse();
 }
 
-int sh_stream_idle_reason (const sh_stream *s) { return s->idle_reason; }
+int sh_stream_limit_passed (const sh_stream *s, double now) {
+  if (s->closing || !s->limited) return 0;
+  if (s->partial > 0 && s->partial_since > 0 && now >= s->partial_since + s->partial) return 2;
+  if (s->idle > 0 && now >= s->last_active + s->idle) return 1;
+  return 0;
+}
 
 /* ====================== Closing ====================== */
 
 int sh_stream_fd (const sh_stream *s) { return s->fd; }
 void *sh_stream_ctx (const sh_stream *s) { return s->cb != NULL ? s->ctx : NULL; }
-struct evbuffer *sh_stream_input (sh_stream *s) { return s->in; }
-size_t sh_stream_outlen (const sh_stream *s) { return evbuffer_get_length(s->out); }
+struct evbuffer *sh_stream_input (sh_stream *s) {
+  if (s->in == NULL) s->in = evbuffer_new();   /* NULL only without memory */
+  return s->in;
+}
+size_t sh_stream_inlen (const sh_stream *s) { return inlen(s); }
+size_t sh_stream_outlen (const sh_stream *s) { return outlen(s); }
 int sh_stream_eof (const sh_stream *s) { return s->eof; }
 int sh_stream_error (const sh_stream *s) { return s->err; }
 
@@ -383,7 +363,7 @@ static void finish_close (sh_stream *s) {
   if (s->holds_ref) { sh_loop_unref(s->loop); s->holds_ref = 0; }
   if (s->eof || s->err != 0) { destroy(s); return; }
   do_shutdown(s);
-  evbuffer_drain(s->in, evbuffer_get_length(s->in));
+  if (s->in != NULL) evbuffer_drain(s->in, evbuffer_get_length(s->in));
   update_read(s);
   arm_linger(s, FIN_WAIT);
 }
@@ -398,14 +378,13 @@ static void destroy_orphan (sh_loop_item *item) {
 void sh_stream_close (sh_stream *s, double linger) {
   if (s->closing) return;
   s->closing = 1;
-  if (s->limits) evtimer_del(s->limits);
   s->item.destroy = destroy_orphan;
   sh_loop_track(s->loop, &s->item);
   s->cb = NULL;
   s->ctx = NULL;
   s->shut_pending = 0;
   update_read(s);
-  if (evbuffer_get_length(s->out) == 0 || s->err != 0) {
+  if (outlen(s) == 0 || s->err != 0) {
     finish_close(s);
     return;
   }

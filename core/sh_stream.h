@@ -27,8 +27,7 @@ typedef struct sh_stream sh_stream;
 
 enum {
   SH_STREAM_READ = 1,    /* new input, or the end of it (eof/error set) */
-  SH_STREAM_DRAIN = 2,   /* output fell to the low-water mark or below */
-  SH_STREAM_IDLE = 4     /* a time limit passed (see sh_stream_set_limits) */
+  SH_STREAM_DRAIN = 2    /* output fell to the low-water mark or below */
 };
 
 typedef void (*sh_stream_fn)(sh_stream *s, int what, void *ctx);
@@ -41,7 +40,10 @@ int sh_stream_fd(const sh_stream *s);
 /* The owner's context, or NULL once the stream is closed: owners re-check
 ** it after anything that may have run script code. */
 void *sh_stream_ctx(const sh_stream *s);
+/* The input buffer (made on demand; NULL only when out of memory). */
 struct evbuffer *sh_stream_input(sh_stream *s);
+/* Bytes buffered, without making a buffer. */
+size_t sh_stream_inlen(const sh_stream *s);
 size_t sh_stream_outlen(const sh_stream *s);
 /* The peer closed its side, or the connection failed. */
 int sh_stream_eof(const sh_stream *s);
@@ -54,15 +56,16 @@ void sh_stream_set_cap(sh_stream *s, size_t cap);
 /* DRAIN is reported when output falls to 'lowat' bytes or below. */
 void sh_stream_set_lowat(sh_stream *s, size_t lowat);
 
-/* Time limits: report SH_STREAM_IDLE when no byte has moved either way for
+/* Time limits: a stream is past them when no byte has moved either way for
 ** 'idle' seconds, or when a partial message (see sh_stream_partial) has
-** been pending for 'partial' seconds. 0 disables a limit. */
+** been pending for 'partial' seconds. 0 disables a limit. The owner checks
+** with sh_stream_limit_passed (the coarse clock is enough). */
 void sh_stream_set_limits(sh_stream *s, double idle, double partial);
 /* The owner says whether it holds a partial message (a line begun, not
 ** ended). The clock starts at the first call with 'pending' set. */
 void sh_stream_partial(sh_stream *s, int pending);
-/* After SH_STREAM_IDLE: 1 if the partial-message limit passed, 0 if idle. */
-int sh_stream_idle_reason(const sh_stream *s);
+/* 0 while within the limits; 1 idle too long; 2 a partial message too slow. */
+int sh_stream_limit_passed(const sh_stream *s, double now);
 
 /* Send the 'n' buffers, at once if nothing is queued; queue what the kernel
 ** refuses, but let the queue grow only up to 'limit' bytes. Returns the bytes
