@@ -130,6 +130,7 @@ static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, in
   sh_sockopts o;
   llistener *ll;
   char err[300];
+  if (S->draining) return shl_pushfail(L, "shutting down");
   shl_sockopts(L, opts, &o);
   timeout = shl_optfield(L, opts, "timeout", -1);
   max_line = shl_optfield(L, opts, "max_line", S->max_line);

@@ -67,7 +67,7 @@ static int shutdown_p (lua_State *L) {
     shl_wake(shl_task_new(S, L, 0, 0, 0), 0);
   }
   shl_conn_drain_idle(S);
-  if (S->grace > 0) {
+  if (S->grace >= 0) {                          /* 0: stop on the next turn */
     S->grace_timer = sh_timer_new(S->loop, 0, on_grace, S);
     if (S->grace_timer != NULL) sh_timer_start(S->grace_timer, S->grace, 0);
   }

@@ -680,6 +680,7 @@ static ludp *new_udp (lua_State *L, shl_sched *S) {
 static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
   sh_sockopts o;
   char err[300];
+  if (!lua_isnil(L, 2) && u->S->draining) { u->closed = 1; return shl_pushfail(L, "shutting down"); }
   shl_sockopts(L, 3, &o);
   u->scheme = a->scheme;
   u->d = sh_dgram_open(u->S->loop, a->sa.ss_family, (const struct sockaddr *)&a->sa, a->salen,

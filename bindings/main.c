@@ -329,6 +329,9 @@ static int run_master (int argc, char **argv, const opts *o) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGHUP);                     /* passed on to the workers */
+  sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGUSR2);
   sigprocmask(SIG_BLOCK, &set, &old);
   for (i = 0; i < o->workers; i++) {
     pids[i] = start_worker(i + 1, &old, argc, argv, o);
@@ -354,6 +357,8 @@ static int run_master (int argc, char **argv, const opts *o) {
         for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGTERM);
       }
     }
+    if (sig == SIGHUP || sig == SIGUSR1 || sig == SIGUSR2)
+      for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], sig);
     if (stopping && now >= stop_by)          /* they had their time */
       for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGKILL);
     while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
