@@ -19,7 +19,29 @@ H.TMP = H.ROOT .. "/spec/tmp"
 os.execute("mkdir -p " .. H.TMP)
 
 function H.run(fn, timeout)
-  return H.sh.run(fn, { timeout = timeout or 10 })
+  -- The module, except that every socket and listener a test makes is closed
+-- after it, even when the test fails half-way: an open listener or handler
+-- socket keeps the loop busy, and later H.run calls would wait on it. Pass
+-- busted's after_each.
+function H.tracked_sh(after_each)
+  local made = {}
+  local function keep(obj, ...)
+    if obj then made[#made + 1] = obj end
+    return obj, ...
+  end
+  after_each(function()
+    for i = #made, 1, -1 do
+      pcall(made[i].close, made[i])
+      made[i] = nil
+    end
+  end)
+  return setmetatable({
+    udp = function(...) return keep(H.sh.udp(...)) end,
+    listen = function(...) return keep(H.sh.listen(...)) end,
+  }, { __index = H.sh })
+end
+
+return H.sh.run(fn, { timeout = timeout or 10 })
 end
 
 -- Under `make sanitize` busted's Lua runs with ASan preloaded; commands we
@@ -67,7 +89,29 @@ function H.getpid()
     H._pid = f and tonumber(f:read("a"):match("^(%d+)")) or 0
     if f then f:close() end
   end
-  return H._pid
+  -- The module, except that every socket and listener a test makes is closed
+-- after it, even when the test fails half-way: an open listener or handler
+-- socket keeps the loop busy, and later H.run calls would wait on it. Pass
+-- busted's after_each.
+function H.tracked_sh(after_each)
+  local made = {}
+  local function keep(obj, ...)
+    if obj then made[#made + 1] = obj end
+    return obj, ...
+  end
+  after_each(function()
+    for i = #made, 1, -1 do
+      pcall(made[i].close, made[i])
+      made[i] = nil
+    end
+  end)
+  return setmetatable({
+    udp = function(...) return keep(H.sh.udp(...)) end,
+    listen = function(...) return keep(H.sh.listen(...)) end,
+  }, { __index = H.sh })
+end
+
+return H._pid
 end
 
 -- Run a shell command; returns stdout, exit code.
@@ -86,7 +130,29 @@ function H.exec(args, opts)
   local input = opts.stdin and (" < " .. H.q(H.writefile(H.tmpname(".in"), opts.stdin))) or " < /dev/null"
   local _, rc = H.sh_cmd(string.format("timeout -s KILL %d %s %s > %s 2> %s%s",
     opts.timeout or 20, H.q(H.BIN), args, out, err, input))
-  return H.readfile(out), H.readfile(err), rc
+  -- The module, except that every socket and listener a test makes is closed
+-- after it, even when the test fails half-way: an open listener or handler
+-- socket keeps the loop busy, and later H.run calls would wait on it. Pass
+-- busted's after_each.
+function H.tracked_sh(after_each)
+  local made = {}
+  local function keep(obj, ...)
+    if obj then made[#made + 1] = obj end
+    return obj, ...
+  end
+  after_each(function()
+    for i = #made, 1, -1 do
+      pcall(made[i].close, made[i])
+      made[i] = nil
+    end
+  end)
+  return setmetatable({
+    udp = function(...) return keep(H.sh.udp(...)) end,
+    listen = function(...) return keep(H.sh.listen(...)) end,
+  }, { __index = H.sh })
+end
+
+return H.readfile(out), H.readfile(err), rc
 end
 
 local Proc = {}
@@ -108,8 +174,52 @@ function H.start(args, env)
   return p
 end
 
-function Proc:stdout() return H.readfile(self.out) or "" end
-function Proc:stderr() return H.readfile(self.err) or "" end
+function Proc:stdout() -- The module, except that every socket and listener a test makes is closed
+-- after it, even when the test fails half-way: an open listener or handler
+-- socket keeps the loop busy, and later H.run calls would wait on it. Pass
+-- busted's after_each.
+function H.tracked_sh(after_each)
+  local made = {}
+  local function keep(obj, ...)
+    if obj then made[#made + 1] = obj end
+    return obj, ...
+  end
+  after_each(function()
+    for i = #made, 1, -1 do
+      pcall(made[i].close, made[i])
+      made[i] = nil
+    end
+  end)
+  return setmetatable({
+    udp = function(...) return keep(H.sh.udp(...)) end,
+    listen = function(...) return keep(H.sh.listen(...)) end,
+  }, { __index = H.sh })
+end
+
+return H.readfile(self.out) or "" end
+function Proc:stderr() -- The module, except that every socket and listener a test makes is closed
+-- after it, even when the test fails half-way: an open listener or handler
+-- socket keeps the loop busy, and later H.run calls would wait on it. Pass
+-- busted's after_each.
+function H.tracked_sh(after_each)
+  local made = {}
+  local function keep(obj, ...)
+    if obj then made[#made + 1] = obj end
+    return obj, ...
+  end
+  after_each(function()
+    for i = #made, 1, -1 do
+      pcall(made[i].close, made[i])
+      made[i] = nil
+    end
+  end)
+  return setmetatable({
+    udp = function(...) return keep(H.sh.udp(...)) end,
+    listen = function(...) return keep(H.sh.listen(...)) end,
+  }, { __index = H.sh })
+end
+
+return H.readfile(self.err) or "" end
 
 -- Wait (bounded) until stdout matches the pattern; returns the capture.
 function Proc:wait_output(pattern, timeout)
@@ -186,6 +296,28 @@ function H.free_port()
   local _, port = s:getsockname()
   s:close()
   return tonumber(port)
+end
+
+-- The module, except that every socket and listener a test makes is closed
+-- after it, even when the test fails half-way: an open listener or handler
+-- socket keeps the loop busy, and later H.run calls would wait on it. Pass
+-- busted's after_each.
+function H.tracked_sh(after_each)
+  local made = {}
+  local function keep(obj, ...)
+    if obj then made[#made + 1] = obj end
+    return obj, ...
+  end
+  after_each(function()
+    for i = #made, 1, -1 do
+      pcall(made[i].close, made[i])
+      made[i] = nil
+    end
+  end)
+  return setmetatable({
+    udp = function(...) return keep(H.sh.udp(...)) end,
+    listen = function(...) return keep(H.sh.listen(...)) end,
+  }, { __index = H.sh })
 end
 
 return H

@@ -5,24 +5,8 @@
 local H = require "helpers"
 local cjson = require "cjson"
 
--- The module, except that every socket and listener a test makes is closed
--- after it, even when the test fails half-way: an open listener or handler
--- socket keeps the loop busy, and later H.run calls would wait on it.
-local made = {}
-local function keep(obj, ...)
-  if obj then made[#made + 1] = obj end
-  return obj, ...
-end
-local sh = setmetatable({
-  udp = function(...) return keep(H.sh.udp(...)) end,
-  listen = function(...) return keep(H.sh.listen(...)) end,
-}, { __index = H.sh })
-after_each(function()
-  for i = #made, 1, -1 do
-    pcall(made[i].close, made[i])
-    made[i] = nil
-  end
-end)
+-- The module, with every socket and listener a test makes closed after it.
+local sh = H.tracked_sh(after_each)
 
 local ECHO = H.q(H.ROOT .. "/scripts/unix_echo.lua")
 
