@@ -19,29 +19,7 @@ H.TMP = H.ROOT .. "/spec/tmp"
 os.execute("mkdir -p " .. H.TMP)
 
 function H.run(fn, timeout)
-  -- The module, except that every socket and listener a test makes is closed
--- after it, even when the test fails half-way: an open listener or handler
--- socket keeps the loop busy, and later H.run calls would wait on it. Pass
--- busted's after_each.
-function H.tracked_sh(after_each)
-  local made = {}
-  local function keep(obj, ...)
-    if obj then made[#made + 1] = obj end
-    return obj, ...
-  end
-  after_each(function()
-    for i = #made, 1, -1 do
-      pcall(made[i].close, made[i])
-      made[i] = nil
-    end
-  end)
-  return setmetatable({
-    udp = function(...) return keep(H.sh.udp(...)) end,
-    listen = function(...) return keep(H.sh.listen(...)) end,
-  }, { __index = H.sh })
-end
-
-return H.sh.run(fn, { timeout = timeout or 10 })
+  return H.sh.run(fn, { timeout = timeout or 10 })
 end
 
 -- Under `make sanitize` busted's Lua runs with ASan preloaded; commands we
@@ -89,29 +67,7 @@ function H.getpid()
     H._pid = f and tonumber(f:read("a"):match("^(%d+)")) or 0
     if f then f:close() end
   end
-  -- The module, except that every socket and listener a test makes is closed
--- after it, even when the test fails half-way: an open listener or handler
--- socket keeps the loop busy, and later H.run calls would wait on it. Pass
--- busted's after_each.
-function H.tracked_sh(after_each)
-  local made = {}
-  local function keep(obj, ...)
-    if obj then made[#made + 1] = obj end
-    return obj, ...
-  end
-  after_each(function()
-    for i = #made, 1, -1 do
-      pcall(made[i].close, made[i])
-      made[i] = nil
-    end
-  end)
-  return setmetatable({
-    udp = function(...) return keep(H.sh.udp(...)) end,
-    listen = function(...) return keep(H.sh.listen(...)) end,
-  }, { __index = H.sh })
-end
-
-return H._pid
+  return H._pid
 end
 
 -- Run a shell command; returns stdout, exit code.
@@ -130,29 +86,7 @@ function H.exec(args, opts)
   local input = opts.stdin and (" < " .. H.q(H.writefile(H.tmpname(".in"), opts.stdin))) or " < /dev/null"
   local _, rc = H.sh_cmd(string.format("timeout -s KILL %d %s %s > %s 2> %s%s",
     opts.timeout or 20, H.q(H.BIN), args, out, err, input))
-  -- The module, except that every socket and listener a test makes is closed
--- after it, even when the test fails half-way: an open listener or handler
--- socket keeps the loop busy, and later H.run calls would wait on it. Pass
--- busted's after_each.
-function H.tracked_sh(after_each)
-  local made = {}
-  local function keep(obj, ...)
-    if obj then made[#made + 1] = obj end
-    return obj, ...
-  end
-  after_each(function()
-    for i = #made, 1, -1 do
-      pcall(made[i].close, made[i])
-      made[i] = nil
-    end
-  end)
-  return setmetatable({
-    udp = function(...) return keep(H.sh.udp(...)) end,
-    listen = function(...) return keep(H.sh.listen(...)) end,
-  }, { __index = H.sh })
-end
-
-return H.readfile(out), H.readfile(err), rc
+  return H.readfile(out), H.readfile(err), rc
 end
 
 local Proc = {}
@@ -174,52 +108,8 @@ function H.start(args, env)
   return p
 end
 
-function Proc:stdout() -- The module, except that every socket and listener a test makes is closed
--- after it, even when the test fails half-way: an open listener or handler
--- socket keeps the loop busy, and later H.run calls would wait on it. Pass
--- busted's after_each.
-function H.tracked_sh(after_each)
-  local made = {}
-  local function keep(obj, ...)
-    if obj then made[#made + 1] = obj end
-    return obj, ...
-  end
-  after_each(function()
-    for i = #made, 1, -1 do
-      pcall(made[i].close, made[i])
-      made[i] = nil
-    end
-  end)
-  return setmetatable({
-    udp = function(...) return keep(H.sh.udp(...)) end,
-    listen = function(...) return keep(H.sh.listen(...)) end,
-  }, { __index = H.sh })
-end
-
-return H.readfile(self.out) or "" end
-function Proc:stderr() -- The module, except that every socket and listener a test makes is closed
--- after it, even when the test fails half-way: an open listener or handler
--- socket keeps the loop busy, and later H.run calls would wait on it. Pass
--- busted's after_each.
-function H.tracked_sh(after_each)
-  local made = {}
-  local function keep(obj, ...)
-    if obj then made[#made + 1] = obj end
-    return obj, ...
-  end
-  after_each(function()
-    for i = #made, 1, -1 do
-      pcall(made[i].close, made[i])
-      made[i] = nil
-    end
-  end)
-  return setmetatable({
-    udp = function(...) return keep(H.sh.udp(...)) end,
-    listen = function(...) return keep(H.sh.listen(...)) end,
-  }, { __index = H.sh })
-end
-
-return H.readfile(self.err) or "" end
+function Proc:stdout() return H.readfile(self.out) or "" end
+function Proc:stderr() return H.readfile(self.err) or "" end
 
 -- Wait (bounded) until stdout matches the pattern; returns the capture.
 function Proc:wait_output(pattern, timeout)
