@@ -92,20 +92,31 @@ end
 local Proc = {}
 Proc.__index = Proc
 
--- Start ./sockhost in the background: args is a shell-ready string.
-function H.start(args, env)
-  local p = setmetatable({}, Proc)
-  p.out, p.err, p.pidf, p.rcf = H.tmpname(".out"), H.tmpname(".err"), H.tmpname(".pid"), H.tmpname(".rc")
-  local cmd = string.format("%s(%s %s %s > %s 2> %s < /dev/null & echo $! > %s; wait $!; echo $? > %s) > /dev/null 2>&1 &",
-    H.SHELL_PREFIX, env or "", H.q(H.BIN), args, p.out, p.err, p.pidf, p.rcf)
-  os.execute(cmd)
+-- Run a shell command in the background with its output, pid and exit code
+-- in files: returns { out, err, pidf, rcf, pid } once the pid is known.
+function H.launch(cmd, what)
+  local p = { out = H.tmpname(".out"), err = H.tmpname(".err"),
+              pidf = H.tmpname(".pid"), rcf = H.tmpname(".rc") }
+  os.execute(string.format("%s(%s > %s 2> %s < /dev/null & echo $! > %s; wait $!; echo $? > %s) > /dev/null 2>&1 &",
+    H.SHELL_PREFIX, cmd, p.out, p.err, p.pidf, p.rcf))
   local deadline = H.socket.gettime() + 5
   repeat
     p.pid = tonumber(H.readfile(p.pidf) or "")
     if not p.pid then H.socket.sleep(0.01) end
   until p.pid or H.socket.gettime() > deadline
-  assert(p.pid, "sockhost did not start")
+  assert(p.pid, (what or cmd) .. " did not start")
   return p
+end
+
+-- A python3 script (source text) in the background, bounded to 20 s.
+function H.launch_python(src, args)
+  return H.launch(("timeout -s KILL 20 python3 -u %s %s"):format(
+    H.q(H.writefile(H.tmpname(".py"), src)), args or ""), "python3")
+end
+
+-- Start ./sockhost in the background: args is a shell-ready string.
+function H.start(args, env)
+  return setmetatable(H.launch(("%s %s %s"):format(env or "", H.q(H.BIN), args), "sockhost"), Proc)
 end
 
 function Proc:stdout() return H.readfile(self.out) or "" end

@@ -21,16 +21,7 @@ end
 
 -- A python3 process in the background.
 local function py_start(src, args)
-  local p = { out = H.tmpname(".pyout"), err = H.tmpname(".pyerr"),
-              pidf = H.tmpname(".pypid"), rcf = H.tmpname(".pyrc") }
-  os.execute(H.SHELL_PREFIX .. ("(timeout -s KILL 20 python3 -u %s %s > %s 2> %s < /dev/null & echo $! > %s; wait $!; echo $? > %s) > /dev/null 2>&1 &")
-    :format(H.q(pyfile(src)), args or "", p.out, p.err, p.pidf, p.rcf))
-  local deadline = H.socket.gettime() + 5
-  repeat
-    p.pid = tonumber(H.readfile(p.pidf) or "")
-    if not p.pid then H.socket.sleep(0.01) end
-  until p.pid or H.socket.gettime() > deadline
-  assert(p.pid, "python3 did not start")
+  local p = H.launch_python(src, args)
   function p.stdout() return H.readfile(p.out) or "" end
   function p.stderr() return H.readfile(p.err) or "" end
   function p.exited() local rc = H.readfile(p.rcf); return rc and tonumber(rc) end
