@@ -169,15 +169,9 @@ static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, in
 
 /* A host name was resolved: listen on its first address. */
 static int listen_k (lua_State *L, int status, lua_KContext ctx) {
-  const sh_addrlist *list = shl_resolved(L);
   sh_addr a;
-  char err[300];
   (void)status; (void)ctx;
-  if (list == NULL) {
-    return shl_resolve_failed(L, 1);
-  }
-  sh_addr_parse(lua_tostring(L, 1), &a, err, sizeof err);
-  sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+  if (shl_resolved_first(L, 1, &a) != 0) return 2;
   return listen_on(L, shl_getsched(L), &a, 3, 2);
 }
 

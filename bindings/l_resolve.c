@@ -55,6 +55,16 @@ const sh_addrlist *shl_resolved (lua_State *L) {
   return (const sh_addrlist *)p;
 }
 
+int shl_resolved_first (lua_State *L, int addr_arg, sh_addr *a) {
+  const sh_addrlist *list = shl_resolved(L);
+  char err[300];
+  if (list == NULL) return shl_resolve_failed(L, addr_arg);
+  if (sh_addr_parse(lua_tostring(L, addr_arg), a, err, sizeof err) != 0)
+    memset(a, 0, sizeof *a);
+  sh_addr_set(a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+  return 0;
+}
+
 int shl_resolve_failed (lua_State *L, int addr_arg) {
   char err[300];
   sh_addr a;

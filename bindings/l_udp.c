@@ -452,12 +452,7 @@ static int sendto_k (lua_State *L, int status, lua_KContext ctx) {
   sh_addr a;
   (void)status;
   if (ctx == 3) {                         /* the host name was resolved */
-    const sh_addrlist *list = shl_resolved(L);
-    if (list == NULL) {
-      return shl_resolve_failed(L, 3);
-    }
-    memset(&a, 0, sizeof a);
-    sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+    if (shl_resolved_first(L, 3, &a) != 0) return 2;
     lua_settop(L, 3);
     return send_now(L, u, &a);
   }
@@ -503,14 +498,9 @@ static int connect_to (lua_State *L, ludp *u, const sh_addr *a) {
 }
 
 static int connect_k (lua_State *L, int status, lua_KContext ctx) {
-  const sh_addrlist *list = shl_resolved(L);
   sh_addr a;
   (void)status; (void)ctx;
-  if (list == NULL) {
-    return shl_resolve_failed(L, 2);
-  }
-  memset(&a, 0, sizeof a);
-  sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+  if (shl_resolved_first(L, 2, &a) != 0) return 2;
   return connect_to(L, checkudp(L, 1), &a);
 }
 
@@ -700,15 +690,9 @@ static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
 }
 
 static int udp_k (lua_State *L, int status, lua_KContext ctx) {
-  const sh_addrlist *list = shl_resolved(L);
   sh_addr a;
-  char err[300];
   (void)status; (void)ctx;
-  if (list == NULL) {
-    return shl_resolve_failed(L, 1);
-  }
-  sh_addr_parse(lua_tostring(L, 1), &a, err, sizeof err);
-  sh_addr_set(&a, (const struct sockaddr *)&list->sa[0], list->len[0]);
+  if (shl_resolved_first(L, 1, &a) != 0) return 2;
   lua_settop(L, 3);
   return bind_to(L, new_udp(L, shl_getsched(L)), &a);
 }

@@ -154,6 +154,10 @@ const sh_addrlist *shl_resolved(lua_State *L);
 /* After a failed shl_resolved: push nil, "cannot resolve 'host': why" for
 ** the address string at 'addr_arg'; returns 2. */
 int shl_resolve_failed(lua_State *L, int addr_arg);
+/* After shl_resolve_park, in its continuation: fill 'a' with the address
+** string at 'addr_arg', resolved to its first address, and return 0; or push
+** nil, "cannot resolve ..." and return 2. */
+int shl_resolved_first(lua_State *L, int addr_arg, sh_addr *a);
 int shl_resolve(lua_State *L);
 int shl_setresolver(lua_State *L);
 void shl_resolver_close(shl_sched *S);
