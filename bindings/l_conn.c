@@ -648,19 +648,8 @@ static int conn_settimeout (lua_State *L) {
 }
 
 static int push_sockname (lua_State *L, lconn *lc, int peer) {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  char buf[160];
-  int r;
   if (lc->s == NULL) return shl_pushfail(L, "closed");
-  memset(&ss, 0, sizeof ss);
-  r = peer ? getpeername(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &len)
-           : getsockname(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &len);
-  if (r != 0) return shl_pushfail(L, sh_strerror(errno));
-  sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX : SH_TCP,
-                 buf, sizeof buf);
-  lua_pushstring(L, buf);
-  return 1;
+  return shl_push_sockname(L, sh_stream_fd(lc->s), peer, -1, NULL);
 }
 
 static int conn_peer (lua_State *L) { return push_sockname(L, checkconn(L, 1), 1); }

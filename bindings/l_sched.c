@@ -6,8 +6,12 @@
 ** the task and lets the loop resume it, and is what code running inside Lua
 ** uses (closing a connection wakes its reader; a finished task wakes its
 ** joiners), so resumes never nest. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+
+#include "../core/sh_util.h"
 
 #include "shl.h"
 
@@ -32,6 +36,21 @@ int shl_pushfail (lua_State *L, const char *err) {
 
 void shl_counter_release (shl_counter *c) {
   if (c != NULL && --c->refs == 0) free(c);
+}
+
+int shl_push_sockname (lua_State *L, int fd, int peer, int scheme, const char *notconn) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char buf[160];
+  int r;
+  memset(&ss, 0, sizeof ss);
+  r = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
+           : getsockname(fd, (struct sockaddr *)&ss, &len);
+  if (r != 0) return shl_pushfail(L, peer && notconn != NULL ? notconn : sh_strerror(errno));
+  if (scheme < 0) scheme = ss.ss_family == AF_UNIX ? SH_UNIX : SH_TCP;
+  sh_addr_format((struct sockaddr *)&ss, len, (sh_scheme)scheme, buf, sizeof buf);
+  lua_pushstring(L, buf);
+  return 1;
 }
 
 void shl_newclass (lua_State *L, const char *name, const luaL_Reg *meta,

@@ -624,19 +624,9 @@ static int udp_settimeout (lua_State *L) {
 }
 
 static int push_name (lua_State *L, ludp *u, int peer) {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  char buf[160];
-  int r;
   if (u->closed) return shl_pushfail(L, "closed");
   if (u->d == NULL) return shl_pushfail(L, "not bound");
-  memset(&ss, 0, sizeof ss);
-  r = peer ? getpeername(sh_dgram_fd(u->d), (struct sockaddr *)&ss, &len)
-           : getsockname(sh_dgram_fd(u->d), (struct sockaddr *)&ss, &len);
-  if (r != 0) return shl_pushfail(L, peer ? "not connected" : sh_strerror(errno));
-  sh_addr_format((struct sockaddr *)&ss, len, u->scheme, buf, sizeof buf);
-  lua_pushstring(L, buf);
-  return 1;
+  return shl_push_sockname(L, sh_dgram_fd(u->d), peer, (int)u->scheme, "not connected");
 }
 
 /* udp:address() -> "udp://0.0.0.0:9999"; udp:peer() once connected. */

@@ -204,6 +204,10 @@ int shl_sleep(lua_State *L);
 void shl_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
                   const luaL_Reg *methods);
 int shl_pushfail(lua_State *L, const char *err);        /* nil, err */
+/* Push the address string of fd's own (peer 0) or remote end (peer 1), in
+** 'scheme' (< 0: tcp or unix, from the family); nil, err on failure, with
+** 'notconn' (if not NULL) as the error for an unconnected peer. */
+int shl_push_sockname(lua_State *L, int fd, int peer, int scheme, const char *notconn);
 /* Optional timeout argument/option: nil or < 0 means none. */
 double shl_opttimeout(lua_State *L, int arg, double def);
 /* Raise on option names not in 'known' (NULL-terminated) for table 'arg'. */
