@@ -25,7 +25,8 @@ struct sh_stream {
   sh_loop *loop;
   int fd;
   struct event rev;           /* readable; added while 'reading' */
-  struct event wev;           /* writable; added while output is queued */
+  struct event *wev;          /* writable; added while output is queued; made
+                              ** on the first pushback (most never need it) */
   struct event *linger;       /* close deadline; created on close */
   int limited;                /* idle or partial-message limit set */
   double idle;                /* seconds without progress allowed; 0: any */
@@ -77,8 +78,7 @@ sh_stream *sh_stream_new (sh_loop *loop, int fd, sh_stream_fn cb, void *ctx) {
   s->ctx = ctx;
   s->cap = 65536;
   s->lowat = 0;
-  if (event_assign(&s->rev, base, fd, EV_READ | EV_PERSIST, on_read, s) != 0 ||
-      event_assign(&s->wev, base, fd, EV_WRITE | EV_PERSIST, on_write, s) != 0) {
+  if (event_assign(&s->rev, base, fd, EV_READ | EV_PERSIST, on_read, s) != 0) {
     free(s);
     return NULL;
   }
@@ -90,7 +90,7 @@ static void destroy (sh_stream *s) {
   if (s->in_cb) { s->dead = 1; return; }   /* finish after the callback */
   sh_loop_untrack(s->loop, &s->item);
   event_del(&s->rev);
-  event_del(&s->wev);
+  if (s->wev) event_free(s->wev);
   if (s->linger) event_free(s->linger);
   if (s->holds_ref) sh_loop_unref(s->loop);
   close(s->fd);
@@ -188,7 +188,7 @@ static void on_read (evutil_socket_t fd, short what, void *arg) {
 static void fail (sh_stream *s, int err) {
   if (s->err == 0) s->err = err;
   if (s->out != NULL) evbuffer_drain(s->out, evbuffer_get_length(s->out));
-  if (s->writing) { event_del(&s->wev); s->writing = 0; }
+  if (s->writing) { event_del(s->wev); s->writing = 0; }
   if (!s->eof) {
     set_eof(s, err);
     event_active(&s->rev, EV_READ, 0);       /* tell the owner from the loop */
@@ -198,9 +198,12 @@ static void fail (sh_stream *s, int err) {
 static void update_write (sh_stream *s) {
   int want = outlen(s) > 0;
   if (want && !s->writing) {
-    if (event_add(&s->wev, NULL) == 0) s->writing = 1;
+    if (s->wev == NULL)
+      s->wev = event_new(sh_loop_base(s->loop), s->fd, EV_WRITE | EV_PERSIST, on_write, s);
+    if (s->wev != NULL && event_add(s->wev, NULL) == 0) s->writing = 1;
+    else fail(s, ENOMEM);
   } else if (!want && s->writing) {
-    event_del(&s->wev);
+    event_del(s->wev);
     s->writing = 0;
   }
 }
