@@ -19,11 +19,30 @@ static int l_stop (lua_State *L) {
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 
+/* Push s[0..len) with each NUL written as "\x00": the log takes C strings,
+** and a NUL in peer data must not cut the line short unseen. */
+static const char *push_nul_escaped (lua_State *L, const char *s, size_t len) {
+  luaL_Buffer b;
+  const char *end = s + len, *z;
+  luaL_buffinit(L, &b);
+  while ((z = memchr(s, '\0', (size_t)(end - s))) != NULL) {
+    luaL_addlstring(&b, s, (size_t)(z - s));
+    luaL_addstring(&b, "\\x00");
+    s = z + 1;
+  }
+  luaL_addlstring(&b, s, (size_t)(end - s));
+  luaL_pushresult(&b);
+  return lua_tostring(L, -1);
+}
+
 /* sockhost.log(level, ...) -- one log line: the values, tostring'd, joined by
-** spaces. Control bytes are escaped. */
+** spaces. Control bytes are escaped; long messages are cut. */
 static int l_log (lua_State *L) {
   int level = luaL_checkoption(L, 1, NULL, level_names), i, n = lua_gettop(L);
   luaL_Buffer b;
+  const char *msg;
+  size_t len;
+  if ((sh_log_level)level < sh_log_get_level()) return 0;   /* filtered out */
   luaL_buffinit(L, &b);
   for (i = 2; i <= n; i++) {
     if (i > 2) luaL_addchar(&b, ' ');
@@ -31,8 +50,22 @@ static int l_log (lua_State *L) {
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
-  sh_log((sh_log_level)level, "%s", lua_tostring(L, -1));
+  msg = lua_tolstring(L, -1, &len);
+  if (strlen(msg) < len) msg = push_nul_escaped(L, msg, len);
+  sh_log((sh_log_level)level, "%s", msg);
   return 0;
+}
+
+static const char *const all_levels[] = {"debug", "info", "warn", "error", "off", NULL};
+
+/* sockhost.log_level([level]) -- the current level's name; with an argument,
+** set it (the name before the change is returned). */
+static int l_log_level (lua_State *L) {
+  sh_log_level was = sh_log_get_level();
+  if (!lua_isnoneornil(L, 1))
+    sh_log_set_level((sh_log_level)luaL_checkoption(L, 1, NULL, all_levels));
+  lua_pushstring(L, sh_log_level_name(was));
+  return 1;
 }
 
 static const char *const run_opts[] = {"timeout", NULL};
@@ -83,7 +116,7 @@ static int l_run (lua_State *L) {
 static const luaL_Reg funcs[] = {
   {"listen", shl_listen}, {"connect", shl_connect}, {"sleep", shl_sleep},
   {"after", shl_after}, {"every", shl_every}, {"now", l_now}, {"stop", l_stop},
-  {"run", l_run}, {"log", l_log}, {"resolve", shl_resolve}, {"resolver", shl_setresolver},
+  {"run", l_run}, {"log", l_log}, {"log_level", l_log_level}, {"resolve", shl_resolve}, {"resolver", shl_setresolver},
   {"udp", shl_udp}, {"shutdown", shl_shutdown_lua}, {"on_shutdown", shl_on_shutdown},
   {"on_signal", shl_on_signal},
   {"spawn", NULL}, {NULL, NULL}

@@ -55,8 +55,10 @@ static void emit (sh_log_level level, const char *msg, const char *trace) {
 
 static void vlog (sh_log_level level, const char *trace, const char *fmt, va_list ap) {
   char msg[LOG_MAX];
+  int n;
   if (level < current || level >= SH_LOG_OFF) return;
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  n = vsnprintf(msg, sizeof msg, fmt, ap);
+  if (n >= (int)sizeof msg) memcpy(msg + sizeof msg - 4, "...", 4);   /* cut: say so */
   emit(level, msg, trace);
 }
 
