@@ -29,8 +29,11 @@ CORE_OBJ = core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_net.o core/sh_timer.o core/sh_log.o core/sh_resolve.o core/sh_dgram.o
 BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
-           bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o
+           bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o \
+           bindings/l_modules.o bindings/modules_gen.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
+# Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
+LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
 
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
@@ -49,6 +52,9 @@ sockhost.so: $(OBJ)
 
 %.o: %.c
 	$(CC) $(FINAL_CFLAGS) -c -o $@ $<
+
+bindings/modules_gen.c: bindings/embed.lua $(LUA_MODS)
+	$(LUA) bindings/embed.lua $@ $(LUA_MODS)
 
 # Install what is missing (Debian); a no-op when everything is there.
 deps:
@@ -91,7 +97,7 @@ FUZZ_TIME ?= 30
 FUZZ_CC   ?= clang
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -std=c99 -D_GNU_SOURCE \
              $(shell pkg-config --cflags $(PKGS))
-fuzz: deps
+fuzz: deps bindings/modules_gen.c
 	@command -v $(FUZZ_CC) >/dev/null || $(SUDO_APT) clang
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/addr_fuzz fuzz/addr_fuzz.c core/sh_addr.c
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/read_fuzz fuzz/read_fuzz.c $(CORE_OBJ:.o=.c) \
@@ -118,7 +124,7 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/sockhost $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
 
 clean:
-	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d \
+	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \
 	  fuzz/addr_fuzz fuzz/read_fuzz
 
 -include $(wildcard core/*.d bindings/*.d)

@@ -133,5 +133,6 @@ LUAMOD_API int luaopen_sockhost (lua_State *L) {
   lua_setfield(L, -2, "spawn");
   lua_pushliteral(L, SH_VERSION);
   lua_setfield(L, -2, "version");
+  shl_modules_open(L);
   return 1;
 }

@@ -127,6 +127,11 @@ int shl_on_signal(lua_State *L);
 /* Run the loop (see sh_loop_run). */
 int shl_run(shl_sched *S, double timeout);
 
+/* ---------------- l_modules.c: Lua modules shipped inside ---------------- */
+/* Register them in package.preload; the module table at the top of the
+** stack gets them as lazy fields. */
+void shl_modules_open(lua_State *L);
+
 /* ---------------- l_task.c: tasks ---------------- */
 /* Make a task of the function below the 'nargs' values on top of L (popped).
 ** 'owner' (an absolute index, or 0) is recorded as what the task serves: it
