@@ -103,8 +103,22 @@ static int to_pool (shl_task *t) {
 
 /* ====================== Ending ====================== */
 
+/* tostring(v), with each NUL written as "\x00": the log takes C strings, and
+** an error message may quote peer data, whose NUL must not cut the line
+** short unseen. */
 static int tostring_raw (lua_State *L) {
-  luaL_tolstring(L, 1, NULL);
+  size_t len;
+  const char *s = luaL_tolstring(L, 1, &len), *end = s + len, *z;
+  luaL_Buffer b;
+  if (strlen(s) == len) return 1;
+  luaL_buffinit(L, &b);
+  while ((z = memchr(s, '\0', (size_t)(end - s))) != NULL) {
+    luaL_addlstring(&b, s, (size_t)(z - s));
+    luaL_addstring(&b, "\\x00");
+    s = z + 1;
+  }
+  luaL_addlstring(&b, s, (size_t)(end - s));
+  luaL_pushresult(&b);
   return 1;
 }
 
