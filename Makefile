@@ -24,31 +24,32 @@ FINAL_CFLAGS  = -std=c99 -D_GNU_SOURCE -fPIC -MMD $(WARN) $(OPT) $(SAN) \
 FINAL_LDFLAGS = $(SAN) $(LDFLAGS)
 LIBS_EVENT    = $(shell pkg-config --libs libevent)
 LIBS_LUA      = $(shell pkg-config --libs $(LUA_PC))
+LIBS_HTTP     = -lhttp_parser
 
 CORE_OBJ = core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_net.o core/sh_timer.o core/sh_log.o core/sh_resolve.o core/sh_dgram.o
 BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
            bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o \
-           bindings/l_modules.o bindings/modules_gen.o
+           bindings/l_modules.o bindings/modules_gen.o bindings/l_http.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 # Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
 LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
 
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
-              lua-socket lua-cjson python3 netcat-openbsd
+              lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev
 
 .PHONY: all run test sanitize check-layers install uninstall clean deps fuzz
 
 all: sockhost sockhost.so
 
 sockhost: $(OBJ) bindings/main.o
-	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_LUA) $(LIBS_EVENT) -lm -Wl,-E
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm -Wl,-E
 
 # The module for plain lua5.4: Lua's symbols come from the interpreter.
 sockhost.so: $(OBJ)
-	$(CC) $(FINAL_LDFLAGS) -shared -o $@ $^ $(LIBS_EVENT)
+	$(CC) $(FINAL_LDFLAGS) -shared -o $@ $^ $(LIBS_EVENT) $(LIBS_HTTP)
 
 %.o: %.c
 	$(CC) $(FINAL_CFLAGS) -c -o $@ $<
@@ -101,7 +102,7 @@ fuzz: deps bindings/modules_gen.c
 	@command -v $(FUZZ_CC) >/dev/null || $(SUDO_APT) clang
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/addr_fuzz fuzz/addr_fuzz.c core/sh_addr.c
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/read_fuzz fuzz/read_fuzz.c $(CORE_OBJ:.o=.c) \
-	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_EVENT) -lm
+	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm
 	@for t in addr_fuzz read_fuzz; do \
 	  echo "fuzz/$$t for $(FUZZ_TIME) s"; \
 	  ASAN_OPTIONS=detect_leaks=0 ./fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \

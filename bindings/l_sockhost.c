@@ -133,6 +133,7 @@ LUAMOD_API int luaopen_sockhost (lua_State *L) {
   lua_setfield(L, -2, "spawn");
   lua_pushliteral(L, SH_VERSION);
   lua_setfield(L, -2, "version");
+  shl_http_open(L);
   shl_modules_open(L);
   return 1;
 }

@@ -131,6 +131,9 @@ int shl_run(shl_sched *S, double timeout);
 /* Register them in package.preload; the module table at the top of the
 ** stack gets them as lazy fields. */
 void shl_modules_open(lua_State *L);
+/* l_http.c: package.preload["sockhost.http.parser"], the C half of
+** sockhost.http. */
+void shl_http_open(lua_State *L);
 
 /* ---------------- l_task.c: tasks ---------------- */
 /* Make a task of the function below the 'nargs' values on top of L (popped).
