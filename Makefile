@@ -4,8 +4,12 @@
 #   make test       run the specs (busted)
 #   make sanitize   run the specs under AddressSanitizer + UBSan (./sockhost
 #                   processes also check for leaks), then rebuild normally
+#   make stress     the long hostile-peer suite (spec/stress/*_stress.lua, not
+#                   part of test): 10,000 idle connections, 100,000-connection
+#                   churn, 1,000 slowloris peers, ulimit -n 64, SIGTERM under
+#                   1,000 requests; 40-70 s here
 #   make install PREFIX=/usr/local
-# 'run' and 'test' first install missing Debian packages (make deps).
+# 'run', 'test' and 'stress' first install missing Debian packages (make deps).
 
 LUA_PC  ?= lua5.4
 PKGS    := $(LUA_PC) libevent
@@ -40,7 +44,7 @@ SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev
 
-.PHONY: all run test sanitize check-layers install uninstall clean deps fuzz
+.PHONY: all run test stress sanitize check-layers install uninstall clean deps fuzz
 
 all: sockhost sockhost.so
 
@@ -75,6 +79,17 @@ run: deps
 test: deps
 	$(MAKE) all check-layers
 	$(LUA) $(BUSTED) --lpath='./spec/?.lua' spec/
+
+# The long hostile-peer suite (not part of test: its files are named
+# *_stress.lua, which busted's default pattern '_spec' leaves out). Its
+# clients: bench/.build/loadgen and python3.
+stress: deps
+	$(MAKE) all bench/.build/loadgen
+	$(LUA) $(BUSTED) --lpath='./spec/?.lua' --pattern=_stress spec/stress/
+
+bench/.build/loadgen: bench/loadgen.c
+	@mkdir -p bench/.build
+	$(CC) -O2 -g $(WARN) -o $@ bench/loadgen.c
 
 # The side-by-side benchmark (not part of test): C baseline, sockhost and the
 # installed peers; table in bench/results.txt, plot in bench/results.png.

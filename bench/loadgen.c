@@ -4,13 +4,16 @@
 **
 **   loadgen -m MODE [-H host] -p port [-c conns] [-s size] [-d secs]
 **           [-w warmup_secs] [-t udp_timeout_ms] [-n idle_conns] [-b srcaddrs]
+**           [-N total_conns]
 **   loadgen -m startup -n runs [-C cpu] -- command [args...]
 **
 ** Modes
 **   echo   ping-pong: each of C connections sends one S-byte message and
 **          waits for the whole echo before it sends the next one
 **   line   the same with S-1 bytes + "\n"; the reply must be that line
-**   churn  C concurrent slots: connect, send 64 bytes, read the echo, close
+**   churn  C concurrent slots: connect, send 64 bytes, read the echo, close;
+**          with -N, stop after N connections in all (the run ends when the
+**          last one is done, or at the time limit, whichever comes first)
 **   udp    C connected UDP sockets, one S-byte datagram outstanding each; a
 **          datagram with no reply within -t ms counts as lost
 **   startup  run the command after "--" -n times (its stdout and stderr to
@@ -64,6 +67,7 @@ static double warmup = 0.5;
 static double udp_timeout_ms = 100.0;
 static int nidle = 10000;
 static int nsrc = 32;         /* churn/idle: source addresses 127.0.0.1..N */
+static long long churn_total = 0;   /* churn: -N connections in all; 0: no count */
 static int child_cpu = -1;   /* startup: pin the command to this CPU */
 
 /* ---------- time ---------- */
@@ -122,6 +126,7 @@ static char rbuf[1 << 17];        /* scratch for replies */
 static struct sockaddr_in srv;
 static uint64_t t_start, t_count_from, t_end;
 static uint64_t n_done, n_err, n_bad, n_lost, n_sent;
+static long long n_opened;        /* churn: connections made so far */
 static int n_src_rr;
 
 static void die (const char *what) {
@@ -320,21 +325,35 @@ static int step_short (struct conn *c, uint32_t ev) {
   return 0;
 }
 
+/* The slot's next connection, unless -N have been made: 1 when it is
+** connecting, 0 when there are no more to make, -1 when it failed at once
+** (the slot is then retried). */
+static int churn_next (struct conn *c) {
+  if (churn_total > 0 && n_opened >= churn_total) { c->fd = -1; c->state = S_DEAD; return 0; }
+  if (open_nb(c) != 0) { n_err++; c->fd = -1; c->state = S_FREE; return -1; }
+  n_opened++;
+  return 1;
+}
+
 static void run_churn (void) {
   struct conn *cs = calloc((size_t)nconns, sizeof *cs);
-  int pending = 0;
+  int pending = 0, live = 0;
   uint64_t t;
   memset(churn_msg, 'c', sizeof churn_msg);
   t_start = now_ns();
   t_count_from = t_start + (uint64_t)(warmup * 1e9);
   t_end = t_count_from + (uint64_t)(duration * 1e9);
   for (int i = 0; i < nconns; i++) {
-    cs[i].fd = -1;
+    int r;
     cs[i].idx = (uint32_t)i;
-    if (open_nb(&cs[i]) != 0) { n_err++; cs[i].state = S_FREE; pending++; }
+    r = churn_next(&cs[i]);
+    if (r > 0) live++;
+    else if (r < 0) pending++;
   }
   for (t = now_ns(); t < t_end; t = now_ns()) {
-    int n = epoll_wait(ep, evs, MAXEV, pending ? 1 : wait_ms(t));
+    int n;
+    if (live == 0 && pending == 0) break;          /* all -N connections done */
+    n = epoll_wait(ep, evs, MAXEV, pending ? 1 : wait_ms(t));
     if (n < 0) { if (errno == EINTR) continue; die("epoll_wait"); }
     for (int i = 0; i < n; i++) {
       struct conn *c = evs[i].data.ptr;
@@ -343,13 +362,20 @@ static void run_churn (void) {
       if (r > 0) record(c, now_ns());
       else n_err++;
       close(c->fd);
-      c->fd = -1;
-      if (open_nb(c) != 0) { n_err++; c->state = S_FREE; pending++; }
+      live--;
+      r = churn_next(c);
+      if (r > 0) live++;
+      else if (r < 0) pending++;
     }
     if (pending) {          /* slots whose connect failed at once: retry */
       pending = 0;
-      for (int i = 0; i < nconns; i++)
-        if (cs[i].state == S_FREE && open_nb(&cs[i]) != 0) { n_err++; pending++; }
+      for (int i = 0; i < nconns; i++) {
+        int r;
+        if (cs[i].state != S_FREE) continue;
+        r = churn_next(&cs[i]);
+        if (r > 0) live++;
+        else if (r < 0) pending++;
+      }
     }
   }
   for (int i = 0; i < nconns; i++) if (cs[i].fd >= 0) close(cs[i].fd);
@@ -536,6 +562,7 @@ static void usage (void) {
   fprintf(stderr,
     "usage: loadgen -m echo|line|churn|udp|idle -p port [-H host] [-c conns] [-s size]\n"
     "               [-d secs] [-w warmup_secs] [-t udp_timeout_ms] [-n idle_conns] [-b nsrc]\n"
+    "               [-N total_conns]\n"
     "       loadgen -m startup -n runs [-C cpu] -- command [args...]\n");
   exit(2);
 }
@@ -544,7 +571,7 @@ int main (int argc, char **argv) {
   int o;
   struct rlimit rl;
   double secs;
-  while ((o = getopt(argc, argv, "m:H:p:c:s:d:w:t:n:b:C:")) != -1) {
+  while ((o = getopt(argc, argv, "m:H:p:c:s:d:w:t:n:b:C:N:")) != -1) {
     switch (o) {
       case 'm': {
         int i;
@@ -563,6 +590,7 @@ int main (int argc, char **argv) {
       case 'n': nidle = atoi(optarg); break;
       case 'b': nsrc = atoi(optarg); break;
       case 'C': child_cpu = atoi(optarg); break;
+      case 'N': churn_total = atoll(optarg); break;
       default: usage();
     }
   }
@@ -606,6 +634,7 @@ int main (int argc, char **argv) {
          (unsigned long long)n_done, (double)n_done / secs,
          hist_quantile(0.5), hist_quantile(0.99),
          (unsigned long long)n_err, (unsigned long long)n_bad);
+  if (mode == M_CHURN) printf(" opened=%lld", n_opened);
   if (mode == M_UDP)
     printf(" sent=%llu lost=%llu loss=%.6f", (unsigned long long)n_sent,
            (unsigned long long)n_lost, n_sent ? (double)n_lost / (double)n_sent : 0.0);

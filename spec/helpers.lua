@@ -93,7 +93,8 @@ local Proc = {}
 Proc.__index = Proc
 
 -- Run a shell command in the background with its output, pid and exit code
--- in files: returns { out, err, pidf, rcf, pid } once the pid is known.
+-- in files: returns { out, err, pidf, rcf, pid } once the pid is known, with
+-- the methods of a started process (wait_output, wait, stop, ...).
 function H.launch(cmd, what)
   local p = { out = H.tmpname(".out"), err = H.tmpname(".err"),
               pidf = H.tmpname(".pid"), rcf = H.tmpname(".rc") }
@@ -105,7 +106,7 @@ function H.launch(cmd, what)
     if not p.pid then H.socket.sleep(0.01) end
   until p.pid or H.socket.gettime() > deadline
   assert(p.pid, (what or cmd) .. " did not start")
-  return p
+  return setmetatable(p, Proc)
 end
 
 -- A python3 script (source text) in the background, bounded to 20 s.
@@ -114,7 +115,9 @@ function H.launch_python(src, args)
     H.q(H.writefile(H.tmpname(".py"), src)), args or ""), "python3")
 end
 
--- Start ./sockhost in the background: args is a shell-ready string.
+-- Start ./sockhost in the background: args is a shell-ready string; env, if
+-- given, goes before the command (variables, or a wrapper that execs it, such
+-- as 'prlimit --nofile=64:64').
 function H.start(args, env)
   return setmetatable(H.launch(("%s %s %s"):format(env or "", H.q(H.BIN), args), "sockhost"), Proc)
 end
@@ -168,6 +171,31 @@ end
 function Proc:rss_kib()
   local s = H.readfile("/proc/" .. self.pid .. "/status") or ""
   return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+-- The open descriptors of the process (numbers from /proc/PID/fd, sorted),
+-- and how many there are. (It may have inherited some from whoever started
+-- the specs, at any number.)
+function Proc:fds()
+  local p = io.popen("ls /proc/" .. self.pid .. "/fd 2>/dev/null")
+  local fds = {}
+  for l in p:lines() do fds[#fds + 1] = tonumber(l) end
+  p:close()
+  table.sort(fds)
+  return fds
+end
+
+function Proc:fd_count() return #self:fds() end
+
+-- CPU time the process has used so far, user + system, in seconds.
+local clk_tck
+function Proc:cpu_seconds()
+  local s = H.readfile("/proc/" .. self.pid .. "/stat")
+  local f = {}
+  for w in ((s or ""):match(".*%) (.*)$") or ""):gmatch("%S+") do f[#f + 1] = w end
+  if not f[13] then return nil end
+  clk_tck = clk_tck or tonumber((H.sh_cmd("getconf CLK_TCK"))) or 100
+  return (tonumber(f[12]) + tonumber(f[13])) / clk_tck   -- utime, stime
 end
 
 -- A LuaSocket TCP client to host:port with a timeout; retries briefly while
