@@ -1,0 +1,115 @@
+-- chat.lua -- a line-based chat room: each line a client sends goes to all
+-- the others as "<nick> text".
+--
+--   sockhost scripts/chat.lua [address]      (default tcp://127.0.0.1:7010)
+--   then: nc 127.0.0.1 7010                  (in two or more terminals)
+--
+-- A newcomer is named guestN; everyone sees who joins and leaves. Commands:
+-- /nick NAME (1 to 16 letters, digits, _ or -), /who, /quit. A line longer
+-- than 4 KiB ends the session.
+-- Each client has its own queue of outgoing lines, written by a task of its
+-- own, so a client that stops reading never holds up the room: once 64 KiB
+-- wait for it, it is dropped (and logged). Clients on which nothing moves for
+-- 300 s are cut by the host (sockhost --idle-timeout S scripts/chat.lua).
+local sh = require "sockhost"
+
+local MAX_QUEUED = 64 * 1024      -- bytes waiting for one client before it is dropped
+local clients = {}                -- client -> true
+local by_nick = {}                -- nick -> client
+local guests = 0
+
+-- A task per busy client: write out what is queued for it.
+local function flush(c)
+  while #c.queue > 0 do
+    local data = table.concat(c.queue)
+    c.queue, c.queued = {}, 0
+    if not c.conn:write(data) then break end
+  end
+  c.flusher = nil
+end
+
+local leave
+
+-- Queue a line for one client. Never blocks.
+local function send(c, line)
+  if c.gone then return end
+  if c.queued + #line > MAX_QUEUED then
+    sh.log("warn", ("chat: dropping %s (%s): not reading, %d bytes waiting"):format(c.nick, c.peer, c.queued))
+    c.conn:abort()
+    return leave(c, "not reading")
+  end
+  c.queue[#c.queue + 1] = line .. "\n"
+  c.queued = c.queued + #line + 1
+  c.flusher = c.flusher or sh.spawn(flush, c)
+end
+
+local function broadcast(line, except)
+  for c in pairs(clients) do
+    if c ~= except then send(c, line) end
+  end
+end
+
+function leave(c, why)
+  if c.gone then return end
+  c.gone = true
+  clients[c], by_nick[c.nick] = nil, nil
+  sh.log("info", ("chat: %s (%s) left%s"):format(c.nick, c.peer, why and ": " .. why or ""))
+  broadcast("* " .. c.nick .. " left" .. (why and " (" .. why .. ")" or ""))
+end
+
+local commands = {}
+
+function commands.nick(c, name)
+  if #name > 16 or not name:match("^[%w_%-]+$") then
+    send(c, "* a nick is 1 to 16 letters, digits, _ or -")
+  elseif by_nick[name] then
+    send(c, "* " .. name .. " is taken")
+  else
+    broadcast("* " .. c.nick .. " is now " .. name)
+    by_nick[c.nick], by_nick[name], c.nick = nil, c, name
+  end
+end
+
+function commands.who(c)
+  local nicks = {}
+  for nick in pairs(by_nick) do nicks[#nicks + 1] = nick end
+  table.sort(nicks)
+  send(c, "* here: " .. table.concat(nicks, " "))
+end
+
+function commands.quit(c)
+  send(c, "* bye")
+  return "quit"
+end
+
+local addr = arg[1] or "tcp://127.0.0.1:7010"
+local srv = assert(sh.listen(addr, function(conn)
+  local c = { conn = conn, peer = conn:peer(), queue = {}, queued = 0 }
+  repeat guests = guests + 1 until not by_nick["guest" .. guests]
+  c.nick = "guest" .. guests
+  clients[c], by_nick[c.nick] = true, c
+  sh.log("info", ("chat: %s (%s) joined"):format(c.nick, c.peer))
+  send(c, "* welcome, you are " .. c.nick .. " (/nick NAME, /who, /quit)")
+  broadcast("* " .. c.nick .. " joined", c)
+
+  local why
+  while not c.gone do
+    local line, err = conn:read("l")
+    if not line then
+      if err ~= "closed" then why = err end       -- "line too long"
+      break
+    end
+    local cmd, rest = line:match("^/(%a+)%s*(.-)%s*$")
+    if cmd and commands[cmd] then
+      if commands[cmd](c, rest) == "quit" then break end
+    elseif cmd then
+      send(c, "* unknown command /" .. cmd)
+    elseif line ~= "" then
+      broadcast("<" .. c.nick .. "> " .. line, c)
+    end
+    sh.sleep(0)              -- one line a turn: a flood of input cannot starve the writers
+  end
+  leave(c, why)
+  while c.flusher do c.flusher:join() end        -- deliver what is queued, then close
+end, { max_line = 4096 }))
+print("chat: listening on " .. srv:address())
