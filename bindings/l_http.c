@@ -27,14 +27,15 @@
 
 #define HTTP_MAX_HEADERS_CAP 256    /* hard cap on max_headers */
 #define HTTP_DEFAULT_HEADERS 100
+#define HTTP_STACK_HEADERS 32       /* heads up to this many headers: no allocation */
 #define MAX_LENGTH_DIGITS 15        /* Content-Length and chunk sizes: < 2^53 */
 
 typedef struct { const char *p; size_t n; } span;
 
 typedef struct head {
   span target;
-  span name[HTTP_MAX_HEADERS_CAP], value[HTTP_MAX_HEADERS_CAP];
-  int nh, max_headers;
+  span *name, *value;         /* room for 'cap' headers */
+  int nh, cap, max_headers;
   int last;                   /* 1: the last callback was a name, 2: a value */
   int done;                   /* on_headers_complete was called */
   int too_many;
@@ -54,6 +55,7 @@ static int on_field (http_parser *p, const char *at, size_t n) {
   head *h = p->data;
   if (h->last != 1) {
     if (h->nh >= h->max_headers) { h->too_many = 1; return 1; }
+    if (h->nh >= h->cap) return 1;            /* more names than lines: cannot be */
     h->name[h->nh].p = at;
     h->name[h->nh].n = 0;
     h->value[h->nh].p = at;
@@ -299,12 +301,22 @@ static int l_parse_head (lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   lua_Integer maxh = luaL_optinteger(L, 2, HTTP_DEFAULT_HEADERS);
-  head *h;
+  span names[HTTP_STACK_HEADERS], values[HTTP_STACK_HEADERS];
+  head hd, *h = &hd;
   result r;
-  int i;
+  const char *p = s, *end = s + len;
+  int i, lines = 0;
   luaL_argcheck(L, maxh >= 1 && maxh <= HTTP_MAX_HEADERS_CAP, 2, "max_headers out of range (1..256)");
-  h = lua_newuserdatauv(L, sizeof *h, 0);       /* scratch, too big for the C stack */
+  while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) { p++; lines++; }
   h->max_headers = (int)maxh;
+  h->cap = lines < (int)maxh + 1 ? lines : (int)maxh + 1;  /* one past max: too_many */
+  if (h->cap <= HTTP_STACK_HEADERS) {
+    h->name = names;
+    h->value = values;
+  } else {                                      /* scratch, freed by the collector */
+    h->name = lua_newuserdatauv(L, 2 * (size_t)h->cap * sizeof(span), 0);
+    h->value = h->name + h->cap;
+  }
   if (parse_head(s, len, h, &r) != 0) {
     luaL_pushfail(L);
     lua_pushstring(L, r.err);

@@ -118,6 +118,13 @@ describe("sockhost.http.parse_head", function()
     assert.truthy(http.parse_head(head(lines), 6))
     assert.same({ "too many headers", 431 }, { select(2, http.parse_head(head(lines), 5)) })
     assert.has_error(function() http.parse_head("", 257) end)
+    lines = { "GET / HTTP/1.1", "Host: a" }
+    for i = 1, 99 do lines[#lines + 1] = "X-" .. i .. ": " .. i end
+    local h = assert(http.parse_head(head(lines)))       -- 100: the default limit
+    assert.equals("99", h.headers["x-99"])
+    lines[#lines + 1] = "X-100: 100"
+    assert.same({ "too many headers", 431 }, { select(2, http.parse_head(head(lines))) })
+    assert.truthy(http.parse_head(head(lines), 256))
   end)
 
   it("parses chunk sizes strictly", function()
