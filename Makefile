@@ -118,7 +118,9 @@ fuzz: deps bindings/modules_gen.c
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/addr_fuzz fuzz/addr_fuzz.c core/sh_addr.c
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/read_fuzz fuzz/read_fuzz.c $(CORE_OBJ:.o=.c) \
 	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm
-	@for t in addr_fuzz read_fuzz; do \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/http_fuzz fuzz/http_fuzz.c $(CORE_OBJ:.o=.c) \
+	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm
+	@for t in addr_fuzz read_fuzz http_fuzz; do \
 	  echo "fuzz/$$t for $(FUZZ_TIME) s"; \
 	  ASAN_OPTIONS=detect_leaks=0 ./fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 	    -artifact_prefix=fuzz/ -print_final_stats=1 > fuzz/$$t.log 2>&1 \
