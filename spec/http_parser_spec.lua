@@ -390,6 +390,28 @@ describe("sockhost.http.serve", function()
     assert.equals(2, n)
   end)
 
+  it("hands a buffered body out through req:read too", function()
+    local pieces = {}
+    exchange(function(req)
+      while true do
+        local p = req:read(4)
+        if not p then break end
+        pieces[#pieces + 1] = p
+      end
+      assert(req:body() == "0123456789")
+      return 204
+    end, nil, { "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789" })
+    assert.same({ "0123", "4567", "89" }, pieces)
+  end)
+
+  it("answers 500 to a handler that sets a Content-Length and sends another length", function()
+    local was = sh.log_level("off")
+    finally(function() sh.log_level(was) end)
+    local out = exchange(function(_, res) res:header("Content-Length", 5) end, nil,
+      { "GET / HTTP/1.1\r\nHost: a\r\n\r\n" })
+    assert.matches("^HTTP/1.1 500 ", out)
+  end)
+
   it("drains a body the handler did not read, and keeps the connection", function()
     local calls = {}
     local out = exchange(function(req)

@@ -356,6 +356,11 @@ function Req:read(max)
   local mode = self._body
   if mode == nil then
     if self._err then return nil, self._err end
+    local text, pos = self._text, self._tpos or 1
+    if text and pos <= #text then           -- read already (buffer_body): hand it out
+      self._tpos = pos + max
+      return text:sub(pos, pos + max - 1)
+    end
     return nil
   end
   continue100(self)
@@ -540,19 +545,19 @@ local function serve(conn, handler, o)
       return
     end
     if res._state ~= "done" then
+      if not res._state and a == nil and req._status then
+        send_plain(conn, o, req._status, true)
+        return
+      end
       if res._state or a == nil then
-        if not res._state and req._status then
-          send_plain(conn, o, req._status, true)
-          return
-        end
-        res:finish()
+        ok, err = pcall(res.finish, res)
       else
         ok, err = pcall(respond, res, a, b, c)
-        if not ok then
-          sh.log("error", ("http: %s %s %s: bad response: %s"):format(tostring(conn), req.method, req.path, tostring(err)))
-          if not res._state then send_plain(conn, o, 500, true) end
-          return
-        end
+      end
+      if not ok then
+        sh.log("error", ("http: %s %s %s: bad response: %s"):format(tostring(conn), req.method, req.path, tostring(err)))
+        if not res._state then send_plain(conn, o, 500, true) end
+        return
       end
     end
     -- A body the handler left unread is drained to keep the stream in step,
