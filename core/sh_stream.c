@@ -11,6 +11,7 @@
 #include <event2/event_struct.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,6 +34,8 @@ struct sh_stream {
   double partial;             /* seconds a partial message may take; 0: any */
   double last_active;         /* when a byte last moved */
   double partial_since;       /* when the pending partial message began; 0: none */
+  double outq_at;             /* when 'outq' was sampled */
+  int outq;                   /* bytes the kernel held for the peer then */
   struct evbuffer *in;        /* bytes read, not yet taken by the owner */
   struct evbuffer *out;       /* bytes the kernel refused so far */
   size_t cap;                 /* pause reading when 'in' holds this much */
@@ -327,10 +330,31 @@ void sh_stream_partial (sh_stream *s, int pending) {
   s->partial_since = sh_now_coarse();
 }
 
-int sh_stream_limit_passed (const sh_stream *s, double now) {
+static int kernel_outq (const sh_stream *s) {
+  int n = 0;
+  if (ioctl(s->fd, TIOCOUTQ, &n) != 0) n = 0;   /* SIOCOUTQ: bytes not yet acked */
+  return n;
+}
+
+/* Idle means no byte moved between us and the kernel, but a slow reader
+** may still be draining what the kernel holds for it: that is progress.
+** The kernel's queue is sampled once halfway through an idle period and
+** compared once at its end (two ioctls at most per period and stream). */
+int sh_stream_limit_passed (sh_stream *s, double now) {
   if (s->closing || !s->limited) return 0;
   if (s->partial > 0 && s->partial_since > 0 && now >= s->partial_since + s->partial) return 2;
-  if (s->idle > 0 && now >= s->last_active + s->idle) return 1;
+  if (s->idle > 0 && now >= s->last_active + s->idle / 2) {
+    if (s->outq_at < s->last_active) {           /* first look in this period */
+      s->outq_at = now;
+      s->outq = kernel_outq(s);
+    }
+    if (now >= s->last_active + s->idle) {
+      int n = kernel_outq(s);
+      if (n >= s->outq) return 1;
+      s->last_active = s->outq_at = now;         /* the peer took some */
+      s->outq = n;
+    }
+  }
   return 0;
 }
 

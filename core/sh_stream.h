@@ -65,7 +65,7 @@ void sh_stream_set_limits(sh_stream *s, double idle, double partial);
 ** ended). The clock starts at the first call with 'pending' set. */
 void sh_stream_partial(sh_stream *s, int pending);
 /* 0 while within the limits; 1 idle too long; 2 a partial message too slow. */
-int sh_stream_limit_passed(const sh_stream *s, double now);
+int sh_stream_limit_passed(sh_stream *s, double now);
 
 /* Send the 'n' buffers, at once if nothing is queued; queue what the kernel
 ** refuses, but let the queue grow only up to 'limit' bytes. Returns the bytes

@@ -269,6 +269,52 @@ print("end", how, got, flush=True)
       assert.is_true(grew < 2048, ("RSS grew %d KiB"):format(grew))
     end
   end)
+
+  -- A slow reader: 4 KiB receive buffer, 4 KiB taken every 0.1 s for 3 s.
+  -- Nothing moves between the host and its kernel (the kernel holds MiB for
+  -- it), yet the peer is draining: that is not idleness.
+  local slow_reader = [[
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.sendall(b"flood\n")
+s.settimeout(2)
+got, t0 = 0, time.monotonic()
+try:
+    while time.monotonic() - t0 < 3:
+        d = s.recv(4096)
+        if not d:
+            break
+        got += len(d)
+        time.sleep(0.1)
+    print("alive", got, "%.2f" % (time.monotonic() - t0), flush=True)
+except OSError as e:
+    print("cut", got, "%.2f" % (time.monotonic() - t0), type(e).__name__, flush=True)
+s.close()
+]]
+
+  it("a slow reader that keeps draining the kernel's queue is not cut as idle", function()
+    if H.ONEBYTE then
+      pending("not under the one-byte shim: the host itself keeps moving bytes")
+      return
+    end
+    local proc, host, port = start("--idle-timeout 0.5")
+    finally(function() proc:stop() end)
+    local peer = H.launch_python(slow_reader, ("%s %d"):format(host, port))
+    local deadline = gettime() + 15
+    local out
+    repeat
+      sleep(0.05)
+      out = H.readfile(peer.out) or ""
+    until out:match("\n") or gettime() > deadline
+    local verdict, got, secs = out:match("^(%a+) (%d+) ([%d.]+)")
+    assert.equals("alive", verdict, out .. (H.readfile(peer.err) or ""))
+    assert.is_true(tonumber(secs) >= 3)
+    assert.is_true(tonumber(got) > 4096 * 10, "read " .. got)
+    assert.equals(0, count(proc:stderr(), ": idle too long, closing"), proc:stderr())
+  end)
+
 end)
 
 describe("peer bytes in the log (fast)", function()
