@@ -265,4 +265,50 @@ print("read", n)
     while proxy:fd_count() > fds and now() < deadline do H.socket.sleep(0.05) end
     assert.equals(fds, proxy:fd_count())          -- both connections closed
   end)
+
+  it("curl through the proxy to scripts/http.lua: GET, a 900 KiB POST body back intact, keep-alive", function()
+    local http = keep(H.start("scripts/http.lua tcp://127.0.0.1:0"))
+    http.sockhost = true
+    local proxy, port = keep(start_proxy(http:wait_output("listening on (tcp://[%d.:]+)")))
+    local base = "http://127.0.0.1:" .. port
+    local function curl(args) return H.sh_cmd("curl -sS --max-time 20 " .. args .. " 2>&1") end
+    assert.same({ "hello\n", 0 }, { curl(base .. "/") })
+    assert.same({ "hello, proxy\n", 0 }, { curl(("'%s/hello?name=proxy'"):format(base)) })
+    local body, back = H.tmpname(".bin"), H.tmpname(".bin")
+    local out, rc = curl(("--data-binary @%s -o %s %s/echo"):format(
+      H.writefile(body, H.sh_cmd("head -c 921600 /dev/urandom")), back, base))
+    assert.equals(0, rc, out)
+    assert.equals(921600, #H.readfile(back))
+    assert.is_true(H.readfile(body) == H.readfile(back), "the body came back changed")
+    -- two URLs on one connection through the proxy
+    out = curl(("-o /dev/null -o /dev/null -w '%%{num_connects} ' %s/ %s/hello"):format(base, base))
+    assert.equals("1 0 ", out)
+    local deadline, lines = now() + 5, 0
+    repeat
+      lines = select(2, proxy:stderr():gsub("INFO  proxy: [^\n]+ bytes up, %d+ down", ""))
+      if lines < 4 then H.socket.sleep(0.02) end
+    until lines >= 4 or now() > deadline
+    assert.equals(4, lines)                        -- one per client connection
+    os.remove(body); os.remove(back)
+  end)
+
+  -- scripts/kv.lua is being written alongside; the case runs once it is there.
+  local has_kv = H.readfile("scripts/kv.lua") and H.sh_cmd("command -v redis-benchmark") ~= ""
+  ;(has_kv and it or pending)("redis-benchmark through the proxy to scripts/kv.lua: 20 clients, pipelined; every INCR counted", function()
+    local kv = keep(H.start("scripts/kv.lua tcp://127.0.0.1:0"))
+    kv.sockhost = true
+    local _, port = keep(start_proxy(kv:wait_output("listening on (tcp://[%d.:]+)")))
+    local n = big(5000, 200)
+    local out, rc = H.sh_cmd(("timeout 60 redis-benchmark -h 127.0.0.1 -p %d -n %d -c 20 -P 8 -t set,get,incr -q 2>&1")
+      :format(port, n))
+    assert.equals(0, rc, out)
+    for _, cmd in ipairs { "SET", "GET", "INCR" } do
+      assert.truthy(out:match(cmd .. ": [%d.]+ requests per second"), out)
+    end
+    -- redis-benchmark's keys: every INCR reached the store, once
+    local cli = ("timeout 10 redis-cli -h 127.0.0.1 -p %d "):format(port)
+    assert.equals(tostring(n) .. "\n", (H.sh_cmd(cli .. "get counter:__rand_int__")))
+    assert.equals("OK\n", (H.sh_cmd(cli .. "set greeting 'through the proxy'")))
+    assert.equals("through the proxy\n", (H.sh_cmd(cli .. "get greeting")))
+  end)
 end)
