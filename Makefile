@@ -42,7 +42,7 @@ LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
 
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
-              lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl
+              lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools
 
 .PHONY: all run test stress sanitize check-layers install uninstall clean deps fuzz
 

@@ -1,0 +1,413 @@
+-- kv.lua -- a Redis-protocol key-value server (strings only, in memory):
+-- PING ECHO SET (EX PX NX XX KEEPTTL GET) GET DEL EXISTS INCR DECR INCRBY
+-- DECRBY MGET MSET EXPIRE PEXPIRE (NX XX GT LT) TTL PTTL PERSIST KEYS DBSIZE
+-- FLUSHALL QUIT, and the CONFIG GET and COMMAND that redis-benchmark and
+-- redis-cli ask for. Pipelining works; errors read as Redis's own.
+--
+--   sockhost scripts/kv.lua [address]      (default tcp://127.0.0.1:6380)
+--   then: redis-cli -p 6380 set greeting hello EX 60
+--         redis-cli -p 6380               (interactive)
+--         nc 127.0.0.1 6380               (type inline commands: PING, GET greeting)
+local sh = require "sockhost"
+local resp = require "sockhost.resp"
+
+local OK, PONG = resp.status("OK"), resp.status("PONG")
+local NULL, EMPTY = resp.null, {}
+local E_INT = resp.error("ERR value is not an integer or out of range")
+local E_SYNTAX = resp.error("ERR syntax error")
+local function err(msg) return resp.error("ERR " .. msg) end
+
+---------------------------------------------------------------- the store
+
+local data, expires = {}, {}     -- key -> value; key -> deadline (ms, monotonic)
+
+local function now_ms() return math.floor(sh.now() * 1000) end
+
+local function delete(key) data[key], expires[key] = nil, nil end
+
+-- The value of key, or nil when there is none or it has expired.
+local function get(key)
+  local v = data[key]
+  if v ~= nil then
+    local t = expires[key]
+    if t ~= nil and t <= now_ms() then delete(key); return nil end
+  end
+  return v
+end
+
+-- Expired keys nobody asks for: every 0.1 s look at up to 1000 keys with a
+-- deadline, going on where the previous sweep stopped.
+local cursor                     -- next key to look at (nil: from the start)
+local sweeper = sh.every(0.1, function()
+  local now = now_ms()
+  if cursor ~= nil and expires[cursor] == nil then cursor = nil end
+  local k = cursor
+  if k == nil then k = next(expires) end
+  for _ = 1, 1000 do
+    if k == nil then break end
+    local after = next(expires, k)
+    if expires[k] <= now then delete(k) end
+    k = after
+  end
+  cursor = k
+end)
+sh.on_shutdown(function() sweeper:cancel() end)   -- else it holds the process
+
+-- A canonical decimal integer (as Redis's string2ll: no spaces, no '+', no
+-- leading zeros), or nil.
+local function int(s)
+  local n = math.tointeger(tonumber(s))
+  if n ~= nil and tostring(n) == s then return n end
+  return nil
+end
+
+-- Redis's glob (KEYS, CONFIG GET): * ? [abc] [a-z] [^a] and \x, compiled
+-- to tokens (a byte, ANY, STAR, or a class { set, negated }) and matched
+-- byte by byte with backtracking to the last star only: O(#pattern * #key),
+-- and nothing of the pattern ever reaches a Lua pattern.
+local ANY, STAR = {}, {}
+
+local function compile_class(p, i)   -- i: just after '['; returns class, next i
+  local set, n = {}, #p
+  local negated = p:sub(i, i) == "^"
+  if negated then i = i + 1 end
+  while i <= n and p:sub(i, i) ~= "]" do
+    local c = p:byte(i)
+    if c == 92 and i < n then                         -- \x
+      i = i + 1
+      set[p:byte(i)] = true
+    elseif i + 2 <= n and p:sub(i + 1, i + 1) == "-" then   -- a-z (or z-a)
+      local lo, hi = c, p:byte(i + 2)
+      if lo > hi then lo, hi = hi, lo end
+      for b = lo, hi do set[b] = true end
+      i = i + 2
+    else
+      set[c] = true
+    end
+    i = i + 1
+  end
+  return { set = set, negated = negated }, i + 1
+end
+
+local function compile_glob(p)
+  local toks, i, n = {}, 1, #p
+  while i <= n do
+    local c = p:byte(i)
+    if c == 42 then                                   -- *
+      if toks[#toks] ~= STAR then toks[#toks + 1] = STAR end
+      i = i + 1
+    elseif c == 63 then toks[#toks + 1] = ANY; i = i + 1
+    elseif c == 91 then toks[#toks + 1], i = compile_class(p, i + 1)
+    else
+      if c == 92 and i < n then i = i + 1; c = p:byte(i) end
+      toks[#toks + 1] = c
+      i = i + 1
+    end
+  end
+  return toks
+end
+
+local function one(tok, b)
+  if tok == ANY then return true end
+  if type(tok) == "number" then return tok == b end
+  return (tok.set[b] == true) ~= tok.negated
+end
+
+local function glob_match(toks, s)
+  local ti, si, n = 1, 1, #s
+  local star, retry                 -- the last star's token index, where to retry
+  while si <= n do
+    local tok = toks[ti]
+    if tok == STAR then
+      star, retry, ti = ti, si, ti + 1
+    elseif tok ~= nil and tok ~= STAR and one(tok, s:byte(si)) then
+      ti, si = ti + 1, si + 1
+    elseif star then
+      retry = retry + 1
+      ti, si = star + 1, retry
+    else
+      return false
+    end
+  end
+  while toks[ti] == STAR do ti = ti + 1 end
+  return toks[ti] == nil
+end
+
+---------------------------------------------------------------- commands
+
+-- name -> { arity, fn }: arity counts the name, as Redis's does (-n: at
+-- least n). fn(args, nargs) returns the reply, and true to close after it.
+local commands = {}
+local function command(name, arity, fn) commands[name] = { name = name, arity = arity, fn = fn } end
+
+local function arity_error(name) return err(("wrong number of arguments for '%s' command"):format(name)) end
+
+command("ping", -1, function(a, n)
+  if n > 2 then return arity_error("ping") end
+  return a[2] or PONG
+end)
+command("echo", 2, function(a) return a[2] end)
+command("quit", -1, function() return OK, true end)
+
+command("get", 2, function(a) return get(a[2]) end)
+
+-- SET key value [NX|XX] [GET] [EX s|PX ms|KEEPTTL]
+command("set", -3, function(a, n)
+  local nx, xx, keepttl, ttl, want_old
+  local i = 4
+  while i <= n do
+    local opt = a[i]:upper()
+    if opt == "NX" and not xx then nx = true
+    elseif opt == "XX" and not nx then xx = true
+    elseif opt == "KEEPTTL" and not ttl then keepttl = true
+    elseif opt == "GET" then want_old = true
+    elseif (opt == "EX" or opt == "PX") and not ttl and not keepttl and i < n then
+      i = i + 1
+      ttl = int(a[i])
+      if not ttl then return E_INT end
+      if ttl <= 0 or (opt == "EX" and ttl > math.maxinteger // 1000) then
+        return err("invalid expire time in 'set' command")
+      end
+      if opt == "EX" then ttl = ttl * 1000 end
+      if ttl > math.maxinteger - now_ms() then return err("invalid expire time in 'set' command") end
+    else
+      return E_SYNTAX
+    end
+    i = i + 1
+  end
+  local old = (nx or xx or want_old) and get(a[2])
+  local reply = want_old and (old or NULL) or OK
+  if (nx and old) or (xx and not old) then return want_old and reply or NULL end
+  data[a[2]] = a[3]
+  if ttl then expires[a[2]] = now_ms() + ttl elseif not keepttl then expires[a[2]] = nil end
+  return reply
+end)
+
+command("mget", -2, function(a, n)
+  local out = {}
+  for i = 2, n do out[i - 1] = get(a[i]) or NULL end
+  return out
+end)
+
+command("mset", -3, function(a, n)
+  if n % 2 == 0 then return arity_error("mset") end
+  for i = 2, n, 2 do data[a[i]], expires[a[i]] = a[i + 1], nil end
+  return OK
+end)
+
+command("del", -2, function(a, n)
+  local count = 0
+  for i = 2, n do
+    if get(a[i]) ~= nil then delete(a[i]); count = count + 1 end
+  end
+  return count
+end)
+
+command("exists", -2, function(a, n)
+  local count = 0
+  for i = 2, n do
+    if get(a[i]) ~= nil then count = count + 1 end
+  end
+  return count
+end)
+
+local function incr(key, by)
+  local v, n = get(key), 0
+  if v ~= nil then
+    n = int(v)
+    if not n then return E_INT end
+  end
+  if (by > 0 and n > math.maxinteger - by) or (by < 0 and n < math.mininteger - by) then
+    return err("increment or decrement would overflow")
+  end
+  data[key] = tostring(n + by)                 -- the deadline stays, as in Redis
+  return n + by
+end
+
+command("incr", 2, function(a) return incr(a[2], 1) end)
+command("decr", 2, function(a) return incr(a[2], -1) end)
+command("incrby", 3, function(a)
+  local by = int(a[3])
+  if not by then return E_INT end
+  return incr(a[2], by)
+end)
+command("decrby", 3, function(a)
+  local by = int(a[3])
+  if not by then return E_INT end
+  if by == math.mininteger then return err("decrement would overflow") end
+  return incr(a[2], -by)
+end)
+
+-- EXPIRE / PEXPIRE key time [NX|XX|GT|LT ...]
+local function expire_options(a, n)
+  local f = {}
+  for i = 4, n do
+    local opt = a[i]:upper()
+    if opt ~= "NX" and opt ~= "XX" and opt ~= "GT" and opt ~= "LT" then
+      return nil, err("Unsupported option " .. a[i])
+    end
+    f[opt] = true
+  end
+  if f.NX and (f.XX or f.GT or f.LT) then
+    return nil, err("NX and XX, GT or LT options at the same time are not compatible")
+  end
+  if f.GT and f.LT then return nil, err("GT and LT options at the same time are not compatible") end
+  return f
+end
+
+local function expire(a, n, name, unit)
+  local f, ferr = expire_options(a, n)
+  if not f then return ferr end
+  local t = int(a[3])
+  if not t then return E_INT end
+  local now = now_ms()
+  if t > (math.maxinteger - now) // unit or t < (math.mininteger + now) // unit then
+    return err(("invalid expire time in '%s' command"):format(name))
+  end
+  if get(a[2]) == nil then return 0 end
+  local old, new = expires[a[2]], now + t * unit
+  if (f.NX and old) or (f.XX and not old)             -- no deadline counts as infinite
+     or (f.GT and (not old or new <= old)) or (f.LT and old and new >= old) then
+    return 0
+  end
+  if new <= now then delete(a[2]) else expires[a[2]] = new end
+  return 1
+end
+
+command("expire", -3, function(a, n) return expire(a, n, "expire", 1000) end)
+command("pexpire", -3, function(a, n) return expire(a, n, "pexpire", 1) end)
+
+local function ttl(key, unit)
+  if get(key) == nil then return -2 end
+  local t = expires[key]
+  if t == nil then return -1 end
+  return (t - now_ms() + unit // 2) // unit     -- TTL rounds to the nearest second
+end
+
+command("ttl", 2, function(a) return ttl(a[2], 1000) end)
+command("pttl", 2, function(a) return ttl(a[2], 1) end)
+command("persist", 2, function(a)
+  if get(a[2]) == nil or expires[a[2]] == nil then return 0 end
+  expires[a[2]] = nil
+  return 1
+end)
+
+command("keys", 2, function(a)
+  local toks, out = compile_glob(a[2]), {}
+  for k in pairs(data) do
+    if get(k) ~= nil and glob_match(toks, k) then out[#out + 1] = k end
+  end
+  return out
+end)
+
+command("dbsize", 1, function()      -- counts expired keys not yet swept, as Redis does
+  local count = 0
+  for _ in pairs(data) do count = count + 1 end
+  return count
+end)
+
+command("flushall", -1, function()
+  data, expires, cursor = {}, {}, nil
+  return OK
+end)
+
+-- What clients ask for at start: redis-benchmark reads CONFIG GET save and
+-- appendonly; redis-cli's interactive mode asks for COMMAND DOCS.
+local CONFIG = { save = "", appendonly = "no", databases = "1" }
+
+command("config", -2, function(a, n)
+  local sub = a[2]:lower()
+  if sub ~= "get" then return err(("unknown subcommand '%s'. Try CONFIG HELP."):format(a[2])) end
+  if n < 3 then return arity_error("config|get") end
+  local globs, out = {}, {}
+  for i = 3, n do globs[#globs + 1] = compile_glob(a[i]:lower()) end
+  for name, value in pairs(CONFIG) do
+    for _, g in ipairs(globs) do
+      if glob_match(g, name) then
+        out[#out + 1], out[#out + 2] = name, value
+        break
+      end
+    end
+  end
+  return out
+end)
+
+command("command", -1, function(a)
+  if a[2] and a[2]:lower() == "count" then
+    local count = 0
+    for name in pairs(commands) do if name == name:lower() then count = count + 1 end end
+    return count
+  end
+  return EMPTY
+end)
+
+local names = {}
+for name in pairs(commands) do names[#names + 1] = name end
+for _, name in ipairs(names) do commands[name:upper()] = commands[name] end  -- saves a :lower()
+
+---------------------------------------------------------------- serving
+
+local function unknown(a, n)
+  local shown = {}
+  for i = 2, n do
+    local s = table.concat(shown)
+    if #s >= 128 then break end
+    shown[#shown + 1] = "'" .. a[i]:sub(1, 128 - #s) .. "' "
+  end
+  return err(("unknown command '%s', with args beginning with: %s"):format(a[1]:sub(1, 128),
+    table.concat(shown)))
+end
+
+local function execute(a)
+  local n = #a
+  local c = commands[a[1]] or commands[a[1]:lower()]
+  if not c then return unknown(a, n) end
+  if (c.arity > 0 and n ~= c.arity) or n < -c.arity then return arity_error(c.name) end
+  return c.fn(a, n)
+end
+
+-- Replies go out together: they are gathered and written by a timer of 0 s,
+-- which can fire only once the handler yields, that is when it has to wait
+-- for input (or for a full output queue). So a pipelined batch costs one
+-- write, not one per command. Past 64 KiB the handler writes them itself,
+-- which also makes a peer that does not read hold it up.
+local FLUSH_AT = 64 * 1024
+
+local function replies(conn)
+  local out, n, size, armed = {}, 0, 0, false
+  local function flush()
+    armed = false
+    if n == 0 then return true end
+    local s = n == 1 and out[1] or table.concat(out, "", 1, n)
+    out, n, size = {}, 0, 0
+    return conn:write(s)
+  end
+  local function put(reply)
+    local s = resp.encode(reply)
+    n, size = n + 1, size + #s
+    out[n] = s
+    if size >= FLUSH_AT then return flush() end
+    if not armed then armed = true; sh.after(0, flush) end
+    return true
+  end
+  return put, flush
+end
+
+local function serve(conn)
+  local put, flush = replies(conn)
+  while true do
+    local args, rerr = resp.read_command(conn)
+    if not args then
+      if rerr:find("^protocol error: ") then     -- say why, as Redis does, and hang up
+        put(err("Protocol error: " .. rerr:sub(17)))
+      end
+      return flush()
+    end
+    local reply, close = execute(args)
+    if not put(reply) then return end
+    if close then return flush() end
+  end
+end
+
+local srv = assert(sh.listen(arg[1] or "tcp://127.0.0.1:6380", serve))
+print("kv: listening on " .. srv:address())
