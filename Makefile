@@ -4,6 +4,11 @@
 #   make test       run the specs (busted)
 #   make sanitize   run the specs under AddressSanitizer + UBSan (./sockhost
 #                   processes also check for leaks), then rebuild normally
+#   make test-onebyte  the whole suite with every socket read and write cut to
+#                   one byte, EAGAIN between (LD_PRELOAD spec/shim/onebyte.c)
+#   make valgrind   the process specs with each ./sockhost under valgrind, and
+#                   the stream specs in-process: no errors, definite leaks or
+#                   descriptors left open
 #   make stress     the long hostile-peer suite (spec/stress/*_stress.lua, not
 #                   part of test): 10,000 idle connections, 100,000-connection
 #                   churn, 1,000 slowloris peers, ulimit -n 64, SIGTERM under
@@ -44,7 +49,8 @@ SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools
 
-.PHONY: all run test stress sanitize check-layers install uninstall clean deps fuzz
+.PHONY: all run test stress sanitize test-onebyte valgrind check-layers install uninstall \
+        clean deps fuzz
 
 all: sockhost sockhost.so
 
@@ -107,6 +113,45 @@ sanitize: deps
 	$(MAKE) clean
 	$(MAKE) all
 
+# The one-byte I/O shim (spec/shim/onebyte.c, LD_PRELOAD): the whole suite
+# with every read and write on a non-blocking stream socket of ./sockhost and
+# of busted's lua5.4 cut to one byte, with a made-up EAGAIN between.
+# SOCKHOST_ONEBYTE=1 scales down the few cases that move many MiB (H.big in
+# spec/helpers.lua); then the shim's report must show that it cut I/O in both.
+ONEBYTE_SO     = spec/shim/onebyte.so
+ONEBYTE_REPORT = spec/tmp/onebyte.report
+$(ONEBYTE_SO): spec/shim/onebyte.c
+	$(CC) -std=c99 -Wall -Wextra -Werror -O2 -g -shared -fPIC -o $@ $< -ldl
+
+test-onebyte: deps
+	$(MAKE) all $(ONEBYTE_SO)
+	@mkdir -p spec/tmp && rm -f $(ONEBYTE_REPORT)
+	SOCKHOST_ONEBYTE=1 SOCKHOST_ONEBYTE_REPORT=$(CURDIR)/$(ONEBYTE_REPORT) \
+	  LD_PRELOAD=$(CURDIR)/$(ONEBYTE_SO) $(LUA) $(BUSTED) --lpath='./spec/?.lua' spec/
+	$(LUA) spec/shim/onebyte_report.lua $(ONEBYTE_REPORT)
+
+# valgrind's memcheck on the normal build: the specs that start ./sockhost
+# processes, each process under valgrind (SOCKHOST_VALGRIND: H.bin in
+# spec/helpers.lua), then the in-process stream specs with busted's own lua5.4
+# under valgrind (the module ./sockhost.so). spec/valgrind/check.lua then
+# fails on any memcheck error, definite leak, or descriptor that a process
+# opened and left open at exit. Logs in spec/tmp/valgrind/.
+VALGRIND_SPECS  ?= spec/echo_spec.lua spec/udp_spec.lua spec/unix_spec.lua spec/shutdown_spec.lua \
+                   spec/seed_spec.lua spec/workers_spec.lua spec/hardening_spec.lua
+VALGRIND_INPROC ?= spec/stream_spec.lua
+VALGRIND_DIR     = spec/tmp/valgrind
+valgrind: deps
+	@command -v valgrind >/dev/null || $(SUDO_APT) valgrind
+	$(MAKE) all
+	rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR)
+	export SOCKHOST_VALGRIND=$(CURDIR)/$(VALGRIND_DIR); status=0; \
+	$(LUA) $(BUSTED) --lpath='./spec/?.lua' $(VALGRIND_SPECS) || status=1; \
+	valgrind --leak-check=full --errors-for-leak-kinds=definite --track-fds=yes \
+	  --error-exitcode=99 --child-silent-after-fork=yes --log-file=$(VALGRIND_DIR)/busted.%p.log \
+	  $(LUA) $(BUSTED) --lpath='./spec/?.lua' $(VALGRIND_INPROC) || status=1; \
+	$(LUA) spec/valgrind/check.lua $(VALGRIND_DIR) || status=1; \
+	exit $$status
+
 # libFuzzer (clang) on the read path and the address parser, FUZZ_TIME
 # seconds each; findings go to fuzz/crash-*.
 FUZZ_TIME ?= 30
@@ -143,6 +188,6 @@ uninstall:
 
 clean:
 	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \
-	  fuzz/addr_fuzz fuzz/read_fuzz
+	  fuzz/addr_fuzz fuzz/read_fuzz spec/shim/onebyte.so
 
 -include $(wildcard core/*.d bindings/*.d)

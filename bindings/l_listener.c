@@ -3,18 +3,22 @@
 **
 ** An open listener is anchored in the registry, so a script need not keep
 ** it: `sockhost.listen(addr, handler)` serves until closed or stopped. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
+#include "../core/sh_stream.h"
 #include "../core/sh_util.h"
 #include "shl.h"
 
 #define DEFAULT_BACKLOG 511
+#define BUSY_LINGER 2.0     /* seconds a refused connection may take to get busy_message */
 
 typedef struct llistener {
   sh_listener *l;         /* NULL once closed */
@@ -37,20 +41,36 @@ static llistener *checklistener (lua_State *L, int arg) {
   return (llistener *)luaL_checkudata(L, arg, LISTENER_MT);
 }
 
-/* At the limit: say so (best effort, never blocking) and close. The log
-** gets one line a second at most, with the count. */
+static void on_refused (sh_stream *s, int what, void *ctx) {
+  (void)s; (void)what; (void)ctx;           /* closed at once: never called */
+}
+
+/* At the limit: say so (never blocking) and close. What the kernel does not
+** take at once goes to a closing stream, which flushes it for BUSY_LINGER
+** seconds at most. The log gets one line a second at most, with the count. */
 static void refuse (llistener *ll, int fd) {
   lua_State *L = ll->S->L;
   double now = sh_now();
+  sh_stream *s = NULL;
   if (ll->busy_ref != LUA_NOREF) {
     size_t len;
     const char *msg;
+    ssize_t sent;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ll->busy_ref);
     msg = lua_tolstring(L, -1, &len);
-    if (send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* nothing to do */ }
+    sent = send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) sent = 0;
+    if (sent >= 0 && (size_t)sent < len &&
+        (s = sh_stream_new(ll->S->loop, fd, on_refused, NULL)) != NULL) {
+      struct iovec iov;
+      iov.iov_base = (char *)msg + sent;
+      iov.iov_len = len - (size_t)sent;
+      if (sh_stream_write(s, &iov, 1, iov.iov_len) < 0) { /* failed: the close below drops it */ }
+      sh_stream_close(s, BUSY_LINGER);      /* the stream owns fd now */
+    }
     lua_pop(L, 1);
   }
-  close(fd);
+  if (s == NULL) close(fd);
   ll->refused++;
   if (now - ll->refused_at >= 1.0) {
     sh_log(SH_LOG_WARN, "listener: at its limit of %d connections, refused %d",

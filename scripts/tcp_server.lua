@@ -10,7 +10,11 @@ local srv
 srv = assert(sh.listen(arg[1] or "tcp://127.0.0.1:12345", function(conn)
   srv:close()                                   -- one client only, like accept()
   print("Conexão estabelecida com " .. conn:peer())
-  local data = conn:read_some(1024) or ""       -- like recv(1024)
+  -- Up to 1024 bytes, fewer if the client closes first. (recv(1024) in the
+  -- Python original returns what has arrived so far, which may be only part
+  -- of a message that comes in pieces.)
+  local data, _, partial = conn:read(1024)
+  data = data or partial or ""
   print("Dados recebidos do cliente: " .. data)
   conn:close()
 end))

@@ -13,10 +13,11 @@ describe("scripts/echo.lua, end to end", function()
   end)
 
   it("echoes 16 MiB of binary data (every byte value, NULs) intact by SHA-256", function()
-    local out, rc = H.sh_cmd(("timeout 60 python3 spec/fixtures/echo_client.py %s %d 16"):format(host, port))
+    local mib = H.big(16, 0.25)                -- one byte at a time: 256 KiB
+    local out, rc = H.sh_cmd(("timeout 60 python3 spec/fixtures/echo_client.py %s %d %s"):format(host, port, mib))
     assert.equals(0, rc, out)
     local total, got, h1, h2 = out:match("(%d+) (%d+) (%x+) (%x+)")
-    assert.equals(16 * 1024 * 1024, tonumber(total))
+    assert.equals(mib * 1024 * 1024, tonumber(total))
     assert.equals(tonumber(total), tonumber(got))
     assert.equals(h1, h2)
   end)
@@ -34,7 +35,11 @@ end)
 
 describe("backpressure, end to end", function()
   it("a peer that does not read while the script writes 100 MiB: memory stays bounded", function()
-    local proc = H.start("spec/fixtures/flood.lua tcp://127.0.0.1:0 100")
+    -- one byte at a time: 1 MiB, still far more than the kernel takes in the
+    -- second the peer waits plus the 64 KiB output queue
+    local mib = H.big(100, 1)
+    local proc = H.start("spec/fixtures/flood.lua tcp://127.0.0.1:0 " .. mib)
+    finally(function() proc:stop() end)
     local host, port = H.hostport(proc:wait_output("listening (%S+)"))
     H.socket.sleep(0.1)
     local before = proc:rss_kib()
@@ -53,7 +58,7 @@ describe("backpressure, end to end", function()
     proc:wait_output("sent (%d+)")
     local after = proc:rss_kib()
     assert.equals(0, proc:stop())
-    assert.equals(100 * 1024 * 1024, got)
+    assert.equals(mib * 1024 * 1024, got)
     -- growth while parked: the output queue is capped at 64 KiB
     assert.is_true(during - before < 8 * 1024,
       ("RSS grew %d KiB while the peer did not read"):format(during - before))

@@ -18,8 +18,11 @@ H.BIN = H.ROOT .. "/sockhost"
 H.TMP = H.ROOT .. "/spec/tmp"
 os.execute("mkdir -p " .. H.TMP)
 
+-- The bound only catches a hung test: under the one-byte shim or valgrind
+-- (H.ONEBYTE, H.VALGRIND below) the cases that move a lot need longer.
 function H.run(fn, timeout)
-  return H.sh.run(fn, { timeout = timeout or 10 })
+  local slow = os.getenv("SOCKHOST_ONEBYTE") or os.getenv("SOCKHOST_VALGRIND")
+  return H.sh.run(fn, { timeout = timeout or (slow and 30 or 10) })
 end
 
 -- Under `make sanitize` busted's Lua runs with ASan preloaded; commands we
@@ -28,9 +31,46 @@ end
 H.SHELL_PREFIX = os.getenv("SOCKHOST_SANITIZED")
   and "unset LD_PRELOAD; export ASAN_OPTIONS=detect_leaks=1; " or ""
 
+-- Under `make test-onebyte` (spec/shim/onebyte.c preloaded, SOCKHOST_ONEBYTE
+-- set) every socket read and write moves one byte, with a made-up EAGAIN
+-- between: a transfer of many MiB would take hours. The few cases that move
+-- that much take H.big(normal, onebyte) bytes (or MiB): fewer, but still past
+-- every buffer and high-water mark the case is about (scale down, do not skip).
+H.ONEBYTE = os.getenv("SOCKHOST_ONEBYTE") ~= nil
+function H.big(normal, onebyte)
+  if H.ONEBYTE then return onebyte end
+  return normal
+end
+
 -- Shell-quote a string.
 function H.q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Under `make valgrind` SOCKHOST_VALGRIND names a directory: every ./sockhost
+-- process the specs start (H.start, H.exec) runs under valgrind's memcheck
+-- with its log there (vg.PID.log; forked workers get their own), which the
+-- target checks afterwards for errors, definite leaks and descriptors left
+-- open. H.VALGRIND is then true: time bounds may be wider, RSS bounds off.
+H.VALGRIND = os.getenv("SOCKHOST_VALGRIND")
+if H.VALGRIND == "" then H.VALGRIND = nil end
+
+-- The command that runs ./sockhost, shell-ready: prefix its arguments.
+function H.bin()
+  if not H.VALGRIND then return H.q(H.BIN) end
+  return ("valgrind --leak-check=full --errors-for-leak-kinds=definite --track-fds=yes "
+    .. "--error-exitcode=99 --log-file=%s %s"):format(H.q(H.VALGRIND .. "/vg.%p.log"), H.q(H.BIN))
+end
+
+-- A spec that ends a process on purpose tells the valgrind check: "killed"
+-- (SIGKILL: no summary to check) or "abrupt" (it exits at once by design,
+-- its descriptors still open: errors and leaks are checked, descriptors
+-- not). A no-op without valgrind.
+function H.valgrind_expect(pid, how)
+  if not H.VALGRIND then return end
+  assert(how == "killed" or how == "abrupt", how)
+  local log = ("%s/vg.%d.log"):format(H.VALGRIND, pid)
+  assert(os.rename(log, ("%s/vg.%d.%s.log"):format(H.VALGRIND, pid, how)))
 end
 
 function H.readfile(path)
@@ -85,7 +125,7 @@ function H.exec(args, opts)
   local out, err = H.tmpname(".out"), H.tmpname(".err")
   local input = opts.stdin and (" < " .. H.q(H.writefile(H.tmpname(".in"), opts.stdin))) or " < /dev/null"
   local _, rc = H.sh_cmd(string.format("timeout -s KILL %d %s %s > %s 2> %s%s",
-    opts.timeout or 20, H.q(H.BIN), args, out, err, input))
+    opts.timeout or 20, H.bin(), args, out, err, input))
   return H.readfile(out), H.readfile(err), rc
 end
 
@@ -119,22 +159,26 @@ end
 -- given, goes before the command (variables, or a wrapper that execs it, such
 -- as 'prlimit --nofile=64:64').
 function H.start(args, env)
-  return setmetatable(H.launch(("%s %s %s"):format(env or "", H.q(H.BIN), args), "sockhost"), Proc)
+  return setmetatable(H.launch(("%s %s %s"):format(env or "", H.bin(), args), "sockhost"), Proc)
 end
 
 function Proc:stdout() return H.readfile(self.out) or "" end
 function Proc:stderr() return H.readfile(self.err) or "" end
 
 -- Wait (bounded) until stdout matches the pattern; returns the capture.
+-- Under valgrind a process takes seconds to start: the default bound is wider.
+-- On failure the process is stopped, so that a failed test leaves none behind.
 function Proc:wait_output(pattern, timeout)
-  local deadline = H.socket.gettime() + (timeout or 5)
+  local deadline = H.socket.gettime() + (timeout or (H.VALGRIND and 30 or 5))
   repeat
     local m = self:stdout():match(pattern)
     if m then return m end
     if self:exited() then break end
     H.socket.sleep(0.01)
   until H.socket.gettime() > deadline
-  error(("no %q in output\nstdout: %s\nstderr: %s"):format(pattern, self:stdout(), self:stderr()))
+  local msg = ("no %q in output\nstdout: %s\nstderr: %s"):format(pattern, self:stdout(), self:stderr())
+  self:stop()
+  error(msg)
 end
 
 -- The exit code once it has exited, else nil.
@@ -162,7 +206,7 @@ end
 function Proc:stop()
   if self:exited() then return self:exited() end
   self:signal("TERM")
-  local rc = self:wait(5)
+  local rc = self:wait(H.VALGRIND and 30 or 5)   -- valgrind's leak check takes a while
   if not rc then self:signal("KILL"); rc = self:wait(5) end
   return rc
 end

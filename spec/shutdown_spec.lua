@@ -62,6 +62,7 @@ describe("graceful shutdown", function()
   it("a second signal exits at once", function()
     local proc, host, port = start("spec/fixtures/slow_reply.lua tcp://127.0.0.1:0 5")
     finally(function() proc:stop() end)
+    H.valgrind_expect(proc.pid, "abrupt")      -- _exit(1): its descriptors stay open
     local c = H.tcp(host, port, 5)
     c:send("slow\n")
     H.socket.sleep(0.1)

@@ -103,6 +103,30 @@ describe("conn:read formats", function()
   end)
 
   it("read_some returns what has arrived, at most max bytes", function()
+    if H.ONEBYTE then
+      -- One byte at a time "hello" arrives in pieces: read_some returns each
+      -- as it comes (1 to max bytes) without waiting for the rest, and every
+      -- byte comes once, in order.
+      local pieces, sent_bang, hello_before_bang = {}, false, nil
+      with_server(function(c)
+        while true do
+          local s = c:read_some(2)
+          if not s then break end
+          assert(#s >= 1 and #s <= 2, "read_some(2) returned " .. #s .. " bytes")
+          pieces[#pieces + 1] = s
+          if table.concat(pieces) == "hello" then hello_before_bang = not sent_bang end
+        end
+      end, function(c)
+        c:write("hello")
+        sh.sleep(0.05)
+        sent_bang = true
+        c:write("!")
+        sh.sleep(0.05)
+      end)
+      assert.equals("hello!", table.concat(pieces))
+      assert.is_true(hello_before_bang)
+      return
+    end
     local got = {}
     with_server(function(c)
       got[1] = c:read_some()
@@ -213,10 +237,12 @@ describe("conn:write", function()
   end)
 
   it("yields above the high-water mark and resumes as the peer reads", function()
-    local total, done = 8 * 1024 * 1024, false
+    -- one byte at a time (H.big): 128 KiB in 32 KiB writes, still twice the
+    -- 64 KiB high-water mark
+    local total, done = H.big(8 * 1024 * 1024, 128 * 1024), false
     local got = 0
     with_server(function(c)
-      local chunk = string.rep("z", 256 * 1024)
+      local chunk = string.rep("z", H.big(256 * 1024, 32 * 1024))
       for _ = 1, total / #chunk do assert(c:write(chunk)) end
       done = true
     end, function(c)
@@ -234,9 +260,10 @@ describe("conn:write", function()
 
   it("writers from several tasks take turns without interleaving", function()
     local got
+    local size = H.big(1024 * 1024, 80 * 1024)   -- one byte at a time: past the 64 KiB high-water mark
     with_server(function(c)
-      local big = string.rep("A", 1024 * 1024)
-      local t = sh.spawn(function() return c:write(string.rep("B", 1024 * 1024)) end)
+      local big = string.rep("A", size)
+      local t = sh.spawn(function() return c:write(string.rep("B", size)) end)
       assert(c:write(big))
       assert(t:join())
       c:shutdown()
@@ -244,18 +271,21 @@ describe("conn:write", function()
     end, function(c)
       got = c:read("a")
     end)
-    assert.equals(2 * 1024 * 1024, #got)
+    assert.equals(2 * size, #got)
     assert.truthy(got:match("^A+B+$") or got:match("^B+A+$"))
   end)
 
   it("five writers queued behind a parked one all get their turn, in order", function()
     local got
+    -- one byte at a time (H.big): 128 KiB and 5 x 8 KiB; the first still
+    -- parks with 64 KiB queued while the others arrive
+    local first_size, size = H.big(32 * 1024 * 1024, 128 * 1024), H.big(256 * 1024, 8 * 1024)
     with_server(function(c)
       local tasks = {}
-      local first = sh.spawn(function() return c:write(string.rep("A", 32 * 1024 * 1024)) end)
+      local first = sh.spawn(function() return c:write(string.rep("A", first_size)) end)
       sh.sleep(0.02)                 -- it fills the kernel and the queue, and parks
       for i, ch in ipairs({ "B", "C", "D", "E", "F" }) do
-        tasks[i] = sh.spawn(function() return c:write(string.rep(ch, 256 * 1024)) end)
+        tasks[i] = sh.spawn(function() return c:write(string.rep(ch, size)) end)
       end
       assert(first:join())
       for _, t in ipairs(tasks) do assert(t:join()) end
@@ -265,7 +295,7 @@ describe("conn:write", function()
       sh.sleep(0.1)
       got = c:read("a")
     end)
-    assert.equals(32 * 1024 * 1024 + 5 * 256 * 1024, #got)
+    assert.equals(first_size + 5 * size, #got)
     assert.truthy(got:match("^A+B+C+D+E+F+$"), "bytes interleaved or out of order")
   end)
 
@@ -321,9 +351,13 @@ describe("timeouts", function()
     with_server(function(c)
       c:settimeout(0.1)
       local chunk = string.rep("w", 1024 * 1024)
+      -- One byte at a time (H.big) the kernel is far from full after 0.1 s
+      -- and the queue has drained a little below the high-water mark when
+      -- the follower's turn comes: a follower bigger than that room parks too.
+      local after = H.big("after", string.rep("a", 128 * 1024))
       local follower = sh.spawn(function()
         sh.sleep(0.01)
-        return c:write("after")
+        return c:write(after)
       end)
       for _ = 1, 64 do
         local ok, err = c:write(chunk)

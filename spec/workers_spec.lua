@@ -46,6 +46,7 @@ describe("sockhost -w N", function()
     assert.is_number(old)
     -- kill worker 1: the master starts a new one
     os.execute("kill -KILL " .. old)
+    H.valgrind_expect(old, "killed")
     local new
     deadline = H.socket.gettime() + 10
     repeat
