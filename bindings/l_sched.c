@@ -7,9 +7,11 @@
 ** uses (closing a connection wakes its reader; a finished task wakes its
 ** joiners), so resumes never nest. */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include "../core/sh_util.h"
 
@@ -166,11 +168,24 @@ void shl_unpark (shl_task *t) {
 
 /* ====================== Time budget ====================== */
 
-static shl_sched *budget_sched;    /* the state whose tasks are timed */
+/* A task that runs past its budget without yielding is stopped. A Lua hook
+** costs on every VM instruction once set, so tasks run without one: a
+** profiling timer (ITIMER_PROF: it ticks only while the process uses CPU)
+** looks at the running task, and when the same resume is still running at
+** two ticks in a row, sets the count hook on its thread (lua_sethook may
+** be called from a signal handler). The hook then checks the clock. A
+** coroutine a script makes itself gets the hook from its start instead (the
+** timer cannot see which coroutine of a task is running). */
 
-/* A count hook: a task past its budget is made to yield (so that no pcall
-** can catch it) and then ended by shl_resume; where it cannot yield, it
-** gets an error instead. */
+#define HOOK_COUNT 1000              /* instructions between the hook's looks */
+
+static shl_sched *budget_sched;      /* the state whose tasks are timed */
+static volatile sig_atomic_t resumes;   /* bumped at every resume */
+static sig_atomic_t resumes_seen = -1;
+
+/* The count hook: a task past its budget is made to yield (so that no
+** pcall can catch it) and then ended by shl_resume; where it cannot yield,
+** it gets an error instead. */
 static void budget_hook (lua_State *L, lua_Debug *ar) {
   shl_sched *S = budget_sched;
   (void)ar;
@@ -183,14 +198,74 @@ static void budget_hook (lua_State *L, lua_Debug *ar) {
   luaL_error(L, "ran for more than %f s without yielding", S->budget);
 }
 
-void shl_set_budget (shl_sched *S, double seconds) {
-  S->budget = seconds > 0 ? seconds : 0;
-  budget_sched = S->budget > 0 ? S : NULL;
+static void on_prof_tick (int sig) {
+  shl_sched *S = budget_sched;
+  shl_task *t;
+  (void)sig;
+  if (S == NULL || (t = S->current) == NULL) return;
+  if (resumes != resumes_seen) { resumes_seen = resumes; return; }
+  lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
 }
 
-/* Give a new task's thread the budget hook (its coroutines inherit it). */
-void shl_budget_hook (shl_sched *S, lua_State *co) {
-  if (S->budget > 0) lua_sethook(co, budget_hook, LUA_MASKCOUNT, 10000);
+/* coroutine.create and coroutine.wrap, giving the new thread the hook. */
+static int hooked_create (lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));       /* the original */
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  if (lua_type(L, -1) == LUA_TTHREAD)
+    lua_sethook(lua_tothread(L, -1), budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  else if (lua_type(L, -1) == LUA_TFUNCTION && lua_getupvalue(L, -1, 1) != NULL) {
+    if (lua_type(L, -1) == LUA_TTHREAD)        /* wrap's function holds its thread */
+      lua_sethook(lua_tothread(L, -1), budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+static void hook_coroutines (lua_State *L) {
+  static const char *const names[] = {"create", "wrap"};
+  int i;
+  if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
+    for (i = 0; i < 2; i++) {
+      lua_getfield(L, -1, names[i]);
+      if (lua_tocfunction(L, -1) == hooked_create || !lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        continue;
+      }
+      lua_pushcclosure(L, hooked_create, 1);
+      lua_setfield(L, -2, names[i]);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+void shl_set_budget (shl_sched *S, double seconds) {
+  struct sigaction sa;
+  struct itimerval it;
+  double tick;
+  S->budget = seconds > 0 ? seconds : 0;
+  budget_sched = S->budget > 0 ? S : NULL;
+  memset(&it, 0, sizeof it);
+  if (S->budget > 0) {
+    hook_coroutines(S->L);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_prof_tick;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPROF, &sa, NULL);
+    tick = S->budget / 4;               /* hooked after 2 ticks of CPU at most */
+    if (tick < 0.01) tick = 0.01;
+    if (tick > 0.25) tick = 0.25;
+    it.it_interval.tv_sec = (time_t)tick;
+    it.it_interval.tv_usec = (suseconds_t)((tick - (double)(time_t)tick) * 1e6);
+    it.it_value = it.it_interval;
+  }
+  setitimer(ITIMER_PROF, &it, NULL);     /* zero: off */
+}
+
+/* A thread that got the hook from the timer loses it before its next run. */
+static void unhook (lua_State *co) {
+  if (lua_gethook(co) != NULL) lua_sethook(co, NULL, 0, 0);
 }
 
 void shl_resume (shl_task *t, int nargs) {
@@ -199,7 +274,11 @@ void shl_resume (shl_task *t, int nargs) {
   int nres = 0, status;
   t->state = TASK_RUNNING;
   S->current = t;
-  if (S->budget > 0) S->resumed_at = sh_now_coarse();
+  if (S->budget > 0) {
+    S->resumed_at = sh_now_coarse();
+    resumes++;
+    unhook(t->co);
+  }
   status = lua_resume(t->co, NULL, nargs, &nres);
   S->current = prev;
   if (status == LUA_YIELD) {

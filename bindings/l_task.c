@@ -50,7 +50,6 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
   luaL_checkstack(L, 6, NULL);
   if (!keep && S->pool != NULL) return reuse(S, L, nargs, owner);
   co = lua_newthread(L);
-  shl_budget_hook(S, co);
   t = (shl_task *)lua_newuserdatauv(L, sizeof *t, 3);
   memset(t, 0, sizeof *t);
   t->S = S;

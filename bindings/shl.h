@@ -114,7 +114,6 @@ void shl_wake(shl_task *t, int nargs);
 void shl_wake_fail(shl_task *t, const char *err);
 /* Stop any task that runs 'seconds' without yielding (0: no limit). */
 void shl_set_budget(shl_sched *S, double seconds);
-void shl_budget_hook(shl_sched *S, lua_State *co);
 /* Graceful shutdown: close listeners and handler sockets, run the
 ** on_shutdown hooks, let handlers finish for S->grace seconds, then stop. */
 void shl_shutdown(lua_State *L, shl_sched *S);
