@@ -192,10 +192,11 @@ static void fail (sh_stream *s, int err) {
   if (s->err == 0) s->err = err;
   if (s->out != NULL) evbuffer_drain(s->out, evbuffer_get_length(s->out));
   if (s->writing) { event_del(s->wev); s->writing = 0; }
-  if (!s->eof) {
-    set_eof(s, err);
-    event_active(&s->rev, EV_READ, 0);       /* tell the owner from the loop */
-  }
+  if (!s->eof) set_eof(s, err);
+  /* Tell the owner from the loop, also when the input had already ended (a
+  ** peer that sent its FIN, then reset while a writer waited): no other
+  ** event would ever wake that writer. */
+  event_active(&s->rev, EV_READ, 0);
 }
 
 static void update_write (sh_stream *s) {
