@@ -95,6 +95,7 @@ end
 local WELCOME = "* welcome, you are %s (/nick NAME, /who, /quit)"
 
 describe("scripts/chat.lua", function()
+  local it_unless_onebyte = H.ONEBYTE and pending or it
   local proc, port, clients
   local function start(opts)
     proc = H.start((opts or "") .. " scripts/chat.lua tcp://127.0.0.1:0")
@@ -200,7 +201,9 @@ describe("scripts/chat.lua", function()
     assert.truthy(proc:stderr():match("idle too long, closing"))
   end)
 
-  it("a client that never reads is dropped once 64 KiB wait for it; the others keep getting every line within 2 s", function()
+  -- The kernel takes a few MiB for the silent client before its queue fills:
+  -- too many for the one-byte shim (make test-onebyte), where this is pending.
+  it_unless_onebyte("a client that never reads is dropped once 64 KiB wait for it; the others keep getting every line within 2 s", function()
     start()
     local before = proc:rss_kib()
     -- 3 clients talk (up to 20000 lines of ~1 KiB each) until they see the
