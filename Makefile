@@ -126,9 +126,11 @@ $(ONEBYTE_SO): spec/shim/onebyte.c
 test-onebyte: deps
 	$(MAKE) all $(ONEBYTE_SO)
 	@mkdir -p spec/tmp && rm -f $(ONEBYTE_REPORT)
+	status=0; \
 	SOCKHOST_ONEBYTE=1 SOCKHOST_ONEBYTE_REPORT=$(CURDIR)/$(ONEBYTE_REPORT) \
-	  LD_PRELOAD=$(CURDIR)/$(ONEBYTE_SO) $(LUA) $(BUSTED) --lpath='./spec/?.lua' spec/
-	$(LUA) spec/shim/onebyte_report.lua $(ONEBYTE_REPORT)
+	  LD_PRELOAD=$(CURDIR)/$(ONEBYTE_SO) $(LUA) $(BUSTED) --lpath='./spec/?.lua' spec/ || status=1; \
+	$(LUA) spec/shim/onebyte_report.lua $(ONEBYTE_REPORT) || status=1; \
+	exit $$status
 
 # valgrind's memcheck on the normal build: the specs that start ./sockhost
 # processes, each process under valgrind (SOCKHOST_VALGRIND: H.bin in

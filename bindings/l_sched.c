@@ -357,6 +357,9 @@ static int sched_gc (lua_State *L) {
   S->loop = NULL;
   free(S->dgram_buf);
   S->dgram_buf = NULL;
+  /* The profiling timer must not look at S (nor at a task's thread) once
+  ** lua_close has freed it. */
+  if (budget_sched == S) shl_set_budget(S, 0);
   return 0;
 }
 
