@@ -30,6 +30,20 @@ static const char SCHED_KEY = 'S';   /* registry: the scheduler userdata */
 
 /* ====================== Helpers ====================== */
 
+const char *shl_push_nul_escaped (lua_State *L, const char *s, size_t len) {
+  luaL_Buffer b;
+  const char *end = s + len, *z;
+  luaL_buffinit(L, &b);
+  while ((z = memchr(s, '\0', (size_t)(end - s))) != NULL) {
+    luaL_addlstring(&b, s, (size_t)(z - s));
+    luaL_addstring(&b, "\\x00");
+    s = z + 1;
+  }
+  luaL_addlstring(&b, s, (size_t)(end - s));
+  luaL_pushresult(&b);
+  return lua_tostring(L, -1);
+}
+
 int shl_pushfail (lua_State *L, const char *err) {
   luaL_pushfail(L);
   lua_pushstring(L, err);

@@ -19,22 +19,6 @@ static int l_stop (lua_State *L) {
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 
-/* Push s[0..len) with each NUL written as "\x00": the log takes C strings,
-** and a NUL in peer data must not cut the line short unseen. */
-static const char *push_nul_escaped (lua_State *L, const char *s, size_t len) {
-  luaL_Buffer b;
-  const char *end = s + len, *z;
-  luaL_buffinit(L, &b);
-  while ((z = memchr(s, '\0', (size_t)(end - s))) != NULL) {
-    luaL_addlstring(&b, s, (size_t)(z - s));
-    luaL_addstring(&b, "\\x00");
-    s = z + 1;
-  }
-  luaL_addlstring(&b, s, (size_t)(end - s));
-  luaL_pushresult(&b);
-  return lua_tostring(L, -1);
-}
-
 /* sockhost.log(level, ...) -- one log line: the values, tostring'd, joined by
 ** spaces. Control bytes are escaped; long messages are cut. */
 static int l_log (lua_State *L) {
@@ -51,7 +35,7 @@ static int l_log (lua_State *L) {
   }
   luaL_pushresult(&b);
   msg = lua_tolstring(L, -1, &len);
-  if (strlen(msg) < len) msg = push_nul_escaped(L, msg, len);
+  if (strlen(msg) < len) msg = shl_push_nul_escaped(L, msg, len);
   sh_log((sh_log_level)level, "%s", msg);
   return 0;
 }

@@ -107,17 +107,8 @@ static int to_pool (shl_task *t) {
 ** short unseen. */
 static int tostring_raw (lua_State *L) {
   size_t len;
-  const char *s = luaL_tolstring(L, 1, &len), *end = s + len, *z;
-  luaL_Buffer b;
-  if (strlen(s) == len) return 1;
-  luaL_buffinit(L, &b);
-  while ((z = memchr(s, '\0', (size_t)(end - s))) != NULL) {
-    luaL_addlstring(&b, s, (size_t)(z - s));
-    luaL_addstring(&b, "\\x00");
-    s = z + 1;
-  }
-  luaL_addlstring(&b, s, (size_t)(end - s));
-  luaL_pushresult(&b);
+  const char *s = luaL_tolstring(L, 1, &len);
+  if (strlen(s) < len) shl_push_nul_escaped(L, s, len);
   return 1;
 }
 

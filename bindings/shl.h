@@ -211,6 +211,9 @@ int shl_sleep(lua_State *L);
 void shl_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
                   const luaL_Reg *methods);
 int shl_pushfail(lua_State *L, const char *err);        /* nil, err */
+/* Push s[0..len) with each NUL written as "\x00" and return it: the log
+** takes C strings, and a NUL in peer data must not cut a line short unseen. */
+const char *shl_push_nul_escaped(lua_State *L, const char *s, size_t len);
 /* Push the address string of fd's own (peer 0) or remote end (peer 1), in
 ** 'scheme' (< 0: tcp or unix, from the family); nil, err on failure, with
 ** 'notconn' (if not NULL) as the error for an unconnected peer. */
