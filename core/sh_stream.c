@@ -1,5 +1,10 @@
 /* sh_stream.c -- buffered non-blocking streams; see sh_stream.h.
 **
+** Two backends behind one interface: a socket the stream reads and writes
+** itself (the fast path, benchmarked), and any bufferevent (TLS, pairs),
+** which does its own I/O. Each public function branches once at its top on
+** 'bev'; the bufferevent half lives in its own section below.
+**
 ** Lifetime: a stream is freed in one place, destroy(). If that is asked for
 ** while the owner's callback runs, it is deferred until the callback returns
 ** (the owner may close the stream from inside it). */
@@ -7,6 +12,7 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <stdlib.h>
@@ -24,7 +30,10 @@
 struct sh_stream {
   sh_loop_item item;          /* first: tracked by the loop once orphaned */
   sh_loop *loop;
-  int fd;
+  int fd;                     /* the socket; -1 for a bufferevent without one */
+  struct bufferevent *bev;    /* the bufferevent backend, or NULL */
+  sh_stream_hook_fn on_shut;  /* bufferevent: called before our FIN (TLS
+                              ** sends its close_notify there), or NULL */
   struct event rev;           /* readable; added while 'reading' */
   struct event *wev;          /* writable; added while output is queued; made
                               ** on the first pushback (most never need it) */
@@ -52,6 +61,7 @@ struct sh_stream {
   unsigned holds_ref : 1;     /* keeps the loop alive while flushing */
   unsigned in_cb : 1;         /* inside the owner's callback */
   unsigned dead : 1;          /* destroy() was deferred */
+  unsigned detached : 1;      /* the fd was handed back: do not close it */
 };
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
@@ -60,11 +70,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg);
 ** the owner has taken them all (see sh_stream_set_cap): an idle connection
 ** holds no buffers at all. */
 static size_t inlen (const sh_stream *s) {
+  if (s->bev != NULL) return evbuffer_get_length(bufferevent_get_input(s->bev));
   return s->in != NULL ? evbuffer_get_length(s->in) : 0;
 }
 
 /* Queued output; the queue is made on first use (an idle connection has none). */
 static size_t outlen (const sh_stream *s) {
+  if (s->bev != NULL) return evbuffer_get_length(bufferevent_get_output(s->bev));
   return s->out != NULL ? evbuffer_get_length(s->out) : 0;
 }
 static void on_write(evutil_socket_t fd, short what, void *arg);
@@ -92,11 +104,16 @@ sh_stream *sh_stream_new (sh_loop *loop, int fd, sh_stream_fn cb, void *ctx) {
 static void destroy (sh_stream *s) {
   if (s->in_cb) { s->dead = 1; return; }   /* finish after the callback */
   sh_loop_untrack(s->loop, &s->item);
-  event_del(&s->rev);
-  if (s->wev) event_free(s->wev);
   if (s->linger) event_free(s->linger);
   if (s->holds_ref) sh_loop_unref(s->loop);
-  close(s->fd);
+  if (s->bev != NULL) {                     /* it owns the fd (BEV_OPT_CLOSE_ON_FREE) */
+    bufferevent_free(s->bev);
+    free(s);
+    return;
+  }
+  event_del(&s->rev);
+  if (s->wev) event_free(s->wev);
+  if (!s->detached) close(s->fd);
   if (s->in != NULL) evbuffer_free(s->in);
   if (s->out != NULL) evbuffer_free(s->out);
   free(s);
@@ -117,6 +134,12 @@ static int notify (sh_stream *s, int what) {
 static void update_read (sh_stream *s) {
   int want = !s->eof && inlen(s) < s->cap;
   if (s->closing) want = !s->eof && s->shut_done;   /* discard until FIN */
+  if (s->bev != NULL) {                  /* the read watermark applies the cap */
+    if (!s->closing) want = !s->eof;
+    if (want) bufferevent_enable(s->bev, EV_READ);
+    else bufferevent_disable(s->bev, EV_READ);
+    return;
+  }
   if (want && !s->reading) {
     if (event_add(&s->rev, NULL) == 0) s->reading = 1;
   } else if (!want && s->reading) {
@@ -127,6 +150,10 @@ static void update_read (sh_stream *s) {
 
 void sh_stream_set_cap (sh_stream *s, size_t cap) {
   s->cap = cap > 0 ? cap : 1;
+  if (s->bev != NULL) {
+    if (!s->closing) bufferevent_setwatermark(s->bev, EV_READ, 0, s->cap);
+    return;
+  }
   if (s->in != NULL && evbuffer_get_length(s->in) == 0) {
     evbuffer_free(s->in);                  /* all taken: give the buffer back */
     s->in = NULL;
@@ -134,7 +161,10 @@ void sh_stream_set_cap (sh_stream *s, size_t cap) {
   update_read(s);
 }
 
-void sh_stream_set_lowat (sh_stream *s, size_t lowat) { s->lowat = lowat; }
+void sh_stream_set_lowat (sh_stream *s, size_t lowat) {
+  s->lowat = lowat;
+  if (s->bev != NULL) bufferevent_setwatermark(s->bev, EV_WRITE, lowat, 0);
+}
 
 /* Mark the stream ended by 'err' (0: orderly end of input). */
 static void set_eof (sh_stream *s, int err) {
@@ -214,10 +244,13 @@ static void update_write (sh_stream *s) {
 
 static void do_shutdown (sh_stream *s) {
   s->shut_pending = 0;
-  if (!s->shut_done) {
-    shutdown(s->fd, SHUT_WR);
-    s->shut_done = 1;
+  if (s->shut_done) return;
+  s->shut_done = 1;
+  if (s->bev != NULL) {
+    if (s->on_shut != NULL) s->on_shut(s->bev);
+    if (s->fd < 0) { bufferevent_flush(s->bev, EV_WRITE, BEV_FINISHED); return; }
   }
+  shutdown(s->fd, SHUT_WR);
 }
 
 /* Send from the output queue. Returns -1 after a failure. */
@@ -261,6 +294,8 @@ static void on_write (evutil_socket_t fd, short what, void *arg) {
   if (before > s->lowat && after <= s->lowat) notify(s, SH_STREAM_DRAIN);
 }
 
+static ssize_t bev_write(sh_stream *s, const struct iovec *iov, int n, size_t limit);
+
 ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t limit) {
   size_t taken = 0, sent = 0;
   int i;
@@ -268,6 +303,7 @@ ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t li
     errno = s->err != 0 ? s->err : EPIPE;
     return -1;
   }
+  if (s->bev != NULL) return bev_write(s, iov, n, limit);
   if (outlen(s) == 0) {                      /* fast path: straight to the kernel */
     struct msghdr msg;
     ssize_t w;
@@ -333,7 +369,7 @@ void sh_stream_partial (sh_stream *s, int pending) {
 
 static int kernel_outq (const sh_stream *s) {
   int n = 0;
-  if (ioctl(s->fd, TIOCOUTQ, &n) != 0) n = 0;   /* SIOCOUTQ: bytes not yet acked */
+  if (s->fd < 0 || ioctl(s->fd, TIOCOUTQ, &n) != 0) n = 0;   /* SIOCOUTQ: bytes not yet acked */
   return n;
 }
 
@@ -364,6 +400,7 @@ int sh_stream_limit_passed (sh_stream *s, double now) {
 int sh_stream_fd (const sh_stream *s) { return s->fd; }
 void *sh_stream_ctx (const sh_stream *s) { return s->cb != NULL ? s->ctx : NULL; }
 struct evbuffer *sh_stream_input (sh_stream *s) {
+  if (s->bev != NULL) return bufferevent_get_input(s->bev);
   if (s->in == NULL) s->in = evbuffer_new();   /* NULL only without memory */
   return s->in;
 }
@@ -391,6 +428,11 @@ static void finish_close (sh_stream *s) {
   if (s->holds_ref) { sh_loop_unref(s->loop); s->holds_ref = 0; }
   if (s->eof || s->err != 0) { destroy(s); return; }
   do_shutdown(s);
+  if (s->bev != NULL) {                     /* discard without a cap */
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_setwatermark(s->bev, EV_READ, 0, 0);
+  }
   if (s->in != NULL) evbuffer_drain(s->in, evbuffer_get_length(s->in));
   update_read(s);
   arm_linger(s, FIN_WAIT);
@@ -425,8 +467,112 @@ void sh_stream_abort (sh_stream *s) {
   struct linger lg;
   lg.l_onoff = 1;
   lg.l_linger = 0;
-  setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  if (s->fd >= 0) setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   s->cb = NULL;
   s->ctx = NULL;
   destroy(s);
+}
+
+/* ====================== Handing the socket on ====================== */
+
+/* The stream forgets the socket without closing it; what it had buffered
+** either way is dropped. For a protocol that switches layers in place
+** (STARTTLS). */
+int sh_stream_detach (sh_stream *s) {
+  int fd = s->fd;
+  if (s->bev != NULL) return -1;
+  event_del(&s->rev);
+  s->reading = 0;
+  if (s->writing) { event_del(s->wev); s->writing = 0; }
+  s->detached = 1;
+  s->cb = NULL;
+  s->ctx = NULL;
+  destroy(s);                               /* after the callback, if inside it */
+  return fd;
+}
+
+/* ====================== The bufferevent backend ====================== */
+
+/* Bytes arrived (the bufferevent read them; its high watermark is the cap). */
+static void bev_on_read (struct bufferevent *bev, void *arg) {
+  sh_stream *s = arg;
+  if (s->limited) s->last_active = sh_now_coarse();
+  if (s->closing) {                          /* discarding until the peer's end */
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    return;
+  }
+  notify(s, SH_STREAM_READ);
+}
+
+/* Output fell to the write low watermark. */
+static void bev_on_write (struct bufferevent *bev, void *arg) {
+  sh_stream *s = arg;
+  size_t after = outlen(s);
+  (void)bev;
+  if (s->limited) s->last_active = sh_now_coarse();
+  if (after == 0 && s->shut_pending) do_shutdown(s);
+  if (s->closing) {
+    if (after == 0) finish_close(s);
+    return;
+  }
+  if (after <= s->lowat) notify(s, SH_STREAM_DRAIN);
+}
+
+static void bev_on_event (struct bufferevent *bev, short what, void *arg) {
+  sh_stream *s = arg;
+  int err = 0;
+  (void)bev;
+  if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
+  if (what & BEV_EVENT_ERROR) {
+    err = EVUTIL_SOCKET_ERROR();
+    if (err == 0 || err == EAGAIN) err = ECONNRESET;   /* a TLS-level failure */
+    if (s->err == 0) s->err = err;
+    if (outlen(s) > 0) evbuffer_drain(bufferevent_get_output(s->bev), outlen(s));
+  }
+  s->eof = 1;
+  update_read(s);
+  if (s->closing) { finish_close(s); return; }
+  notify(s, SH_STREAM_READ);
+}
+
+sh_stream *sh_stream_new_bev (sh_loop *loop, struct bufferevent *bev, sh_stream_fn cb,
+                              void *ctx) {
+  sh_stream *s = calloc(1, sizeof *s);
+  if (s == NULL) return NULL;
+  s->loop = loop;
+  s->bev = bev;
+  s->fd = (int)bufferevent_getfd(bev);
+  s->cb = cb;
+  s->ctx = ctx;
+  s->cap = 65536;
+  bufferevent_setcb(bev, bev_on_read, bev_on_write, bev_on_event, s);
+  bufferevent_setwatermark(bev, EV_READ, 0, s->cap);
+  bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+  bufferevent_enable(bev, EV_READ | EV_WRITE);
+  if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+    bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+  return s;
+}
+
+struct bufferevent *sh_stream_bev (const sh_stream *s) { return s->bev; }
+
+void sh_stream_set_shutdown_hook (sh_stream *s, sh_stream_hook_fn fn) { s->on_shut = fn; }
+
+/* Queue up to 'limit' bytes in all: the bufferevent writes them itself. */
+static ssize_t bev_write (sh_stream *s, const struct iovec *iov, int n, size_t limit) {
+  struct evbuffer *out = bufferevent_get_output(s->bev);
+  size_t have = evbuffer_get_length(out), room = have < limit ? limit - have : 0, taken = 0;
+  int i;
+  for (i = 0; i < n && room > 0; i++) {
+    size_t len = iov[i].iov_len < room ? iov[i].iov_len : room;
+    if (evbuffer_add(out, iov[i].iov_base, len) != 0) {
+      if (taken > 0) break;
+      errno = ENOMEM;
+      return -1;
+    }
+    taken += len;
+    room -= len;
+  }
+  return (ssize_t)taken;
 }

@@ -6,8 +6,8 @@
 ** Reads are eager: while the input buffer is below its cap, whatever arrives
 ** is read into it, and the owner is told.
 **
-** The interface is the one a TLS stream will offer too: an input evbuffer,
-** write, output length, half-close, flushing close and abort.
+** The same interface over any bufferevent (sh_stream_new_bev): TLS streams
+** use it, with libevent's OpenSSL bufferevents (see sh_tls.h).
 **
 ** Callbacks are only ever made from the event loop, never from inside one of
 ** the functions below, so an owner never sees re-entrant calls. An owner may
@@ -36,6 +36,32 @@ typedef void (*sh_stream_fn)(sh_stream *s, int what, void *ctx);
 ** failure (NULL) the caller still does. */
 sh_stream *sh_stream_new(sh_loop *loop, int fd, sh_stream_fn cb, void *ctx);
 
+/* Wrap any bufferevent (a TLS one, one of a pair, ...): the bufferevent
+** does the I/O, the stream keeps the interface and its semantics. On
+** success the stream owns 'bev' and frees it (make it with
+** BEV_OPT_CLOSE_ON_FREE if its socket is to be closed then, and with
+** BEV_OPT_DEFER_CALLBACKS, so that callbacks come from the loop, never from
+** inside the functions below); it replaces the bufferevent's callbacks and
+** watermarks. On failure (NULL) the caller still owns 'bev'. Input that is
+** already buffered in it is reported from the loop. Writes queue up to the
+** limit in all (nothing goes to the kernel at once). */
+struct bufferevent;
+sh_stream *sh_stream_new_bev(sh_loop *loop, struct bufferevent *bev, sh_stream_fn cb, void *ctx);
+/* The bufferevent of a stream made by sh_stream_new_bev, else NULL. */
+struct bufferevent *sh_stream_bev(const sh_stream *s);
+/* Bufferevent streams: 'fn' runs when the stream half-closes (shutdown, or
+** close once the output is out), before the socket's FIN (or the pair's
+** end of stream): a TLS stream sends its close_notify there. */
+typedef void (*sh_stream_hook_fn)(struct bufferevent *bev);
+void sh_stream_set_shutdown_hook(sh_stream *s, sh_stream_hook_fn fn);
+
+/* Socket streams: give the socket back and free the stream (after the
+** owner's callback, if called from inside it). Buffered input and queued
+** output are dropped: call it with the output flushed. The stream never
+** calls back again. Returns the fd, or -1 for a bufferevent stream. */
+int sh_stream_detach(sh_stream *s);
+
+/* The socket, or -1 (a bufferevent without one). */
 int sh_stream_fd(const sh_stream *s);
 /* The owner's context, or NULL once the stream is closed: owners re-check
 ** it after anything that may have run script code. */
