@@ -309,11 +309,53 @@ void shl_resume (shl_task *t, int nargs) {
   shl_task_finish(t, status, nres);
 }
 
+void shl_sched_shuffle (shl_sched *S, unsigned long long seed) {
+  S->shuffle = seed ? seed * 0x9E3779B97F4A7C15ULL | 1 : 0;
+}
+
+/* xorshift64*: the next draw in [0, n). */
+static int draw (shl_sched *S, int n) {
+  unsigned long long x = S->shuffle;
+  x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+  S->shuffle = x;
+  return (int)(((x * 0x2545F4914F6CDD1DULL) >> 33) % (unsigned long long)n);
+}
+
+/* Take the k-th task of the ready queue out of it. */
+static shl_task *unqueue (shl_sched *S, int k) {
+  shl_task *prev = NULL, *t = S->ready_head;
+  while (k-- > 0) { prev = t; t = t->next; }
+  if (prev != NULL) prev->next = t->next;
+  else S->ready_head = t->next;
+  if (S->ready_tail == t) S->ready_tail = prev;
+  t->next = NULL;
+  return t;
+}
+
+/* The seeded order: of the tasks queued when the batch began, a drawn one
+** runs next, until all of them ran. */
+static void run_shuffled (shl_sched *S) {
+  int n = 0;
+  shl_task *t;
+  for (t = S->ready_head; t != NULL; t = t->next) n++;
+  for (; n > 0 && S->ready_head != NULL; n--) {
+    int avail = 0;
+    for (t = S->ready_head; t != NULL && avail < n; t = t->next) avail++;
+    t = unqueue(S, draw(S, avail));
+    shl_resume(t, t->nargs);
+  }
+}
+
 static void on_ready (sh_timer *timer, void *ctx) {
   shl_sched *S = ctx;
   int n = 0;
   shl_task *t, *last = S->ready_tail;
   (void)timer;
+  if (S->shuffle) {
+    run_shuffled(S);
+    if (S->ready_head != NULL) sh_timer_start(S->ready_timer, 0, 0);
+    return;
+  }
   /* Run only what was queued before we started: a task that keeps yielding
   ** must not starve I/O. */
   while ((t = S->ready_head) != NULL) {

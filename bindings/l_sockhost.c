@@ -118,6 +118,7 @@ LUAMOD_API int luaopen_sockhost (lua_State *L) {
   lua_pushliteral(L, SH_VERSION);
   lua_setfield(L, -2, "version");
   shl_http_open(L);
+  shl_test_open(L);
   shl_modules_open(L);
   return 1;
 }

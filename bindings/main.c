@@ -45,10 +45,12 @@ static void usage (FILE *f) {
     "                   (SO_REUSEPORT); 'auto': one per core\n"
     "  -v, --version    print the version\n"
     "  -h, --help       print this help\n"
+    "  %s test [busted options] [specs]\n"
+    "                   run busted specs in this host, with sockhost.test\n"
     "The script runs as a task: sockhost.connect, conn:read and the other\n"
     "blocking calls yield to the event loop. The process exits 0 when nothing\n"
     "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM.\n",
-    progname);
+    progname, progname);
 }
 
 static int fail (const char *msg) {
@@ -444,6 +446,46 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   return S->exit_code;
 }
 
+/* ====================== sockhost test ====================== */
+
+/* `sockhost test [busted options] [paths]`: busted's runner in this host,
+** so that specs get sockhost and sockhost.test without a module to install;
+** arg[1..] are busted's. The specs run on the main thread: sockhost.test
+** drives the loop from there. */
+static const char test_runner[] =
+  "local ok, runner = pcall(require, 'busted.runner')\n"
+  "if not ok then\n"
+  "  io.stderr:write('sockhost test: busted is not installed (Debian: apt-get install lua-busted)\\n')\n"
+  "  os.exit(2)\n"
+  "end\n"
+  "runner({ standalone = false })\n";
+
+static int run_tests (int argc, char **argv) {
+  lua_State *L = luaL_newstate();
+  int i, status;
+  if (L == NULL) return fail("cannot create Lua state: not enough memory");
+  luaL_openlibs(L);
+  luaL_requiref(L, "sockhost", luaopen_sockhost, 1);
+  lua_pop(L, 1);
+  lua_createtable(L, argc, 1);
+  lua_pushfstring(L, "%s test", progname);
+  lua_rawseti(L, -2, 0);
+  for (i = 2; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - 1);
+  }
+  lua_setglobal(L, "arg");
+  status = luaL_loadbuffer(L, test_runner, sizeof test_runner - 1, "=sockhost test");
+  if (status == LUA_OK) status = lua_pcall(L, 0, 0, 0);
+  if (status != LUA_OK) {
+    fprintf(stderr, "%s test: %s\n", progname, lua_tostring(L, -1));
+    lua_close(L);
+    return 1;
+  }
+  lua_close(L);
+  return 0;
+}
+
 int main (int argc, char **argv) {
   opts o;
   int status, i;
@@ -451,6 +493,7 @@ int main (int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);            /* a server's output is a log */
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
+  if (argc > 1 && strcmp(argv[1], "test") == 0) return run_tests(argc, argv);
   if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
   for (i = 1; i < (o.script > 0 ? o.script : argc); i++)
     if (strcmp(argv[i], "--check") == 0) return check_only(argc, argv);

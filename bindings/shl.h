@@ -67,6 +67,8 @@ typedef struct shl_sched {
   int npool;
   int max_timers;            /* cap on those */
   double resumed_at;         /* when the current task was resumed */
+  unsigned long long shuffle;   /* sockhost.test: 0, or the state of the
+                             ** generator that picks the ready task to run */
 } shl_sched;
 
 struct shl_task {
@@ -112,6 +114,9 @@ void shl_resume(shl_task *t, int nargs);
 void shl_wake(shl_task *t, int nargs);
 /* Push nil, err onto t's stack and wake it later. */
 void shl_wake_fail(shl_task *t, const char *err);
+/* sockhost.test: run the ready queue in an order drawn from 'seed' (0: in
+** the order tasks were woken). */
+void shl_sched_shuffle(shl_sched *S, unsigned long long seed);
 /* Stop any task that runs 'seconds' without yielding (0: no limit). */
 void shl_set_budget(shl_sched *S, double seconds);
 /* Graceful shutdown: close listeners and handler sockets, run the
@@ -133,6 +138,9 @@ void shl_modules_open(lua_State *L);
 /* l_http.c: package.preload["sockhost.http.parser"], the C half of
 ** sockhost.http. */
 void shl_http_open(lua_State *L);
+/* l_test.c: package.preload["sockhost.test.core"], the C half of
+** sockhost.test. */
+void shl_test_open(lua_State *L);
 
 /* ---------------- l_task.c: tasks ---------------- */
 /* Make a task of the function below the 'nargs' values on top of L (popped).

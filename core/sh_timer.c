@@ -15,7 +15,58 @@ struct sh_timer {
   double repeat;        /* seconds between firings, 0 for one-shot */
   int keep_alive;       /* hold a loop reference while active */
   int active;           /* armed */
+  double due;           /* virtual clock: when it fires */
+  double due_real;      /* real clock: when it fires (sh_now_real) */
+  sh_timer *aprev, *anext;   /* link in 'all' */
+  sh_timer *vprev, *vnext;   /* virtual clock: link in 'waiting' */
+  int listed;           /* in 'waiting' */
 };
+
+/* Timers armed under the virtual clock, earliest first (equal times in the
+** order they were armed). Tests keep few timers; a list is enough. */
+static sh_timer *waiting;
+/* Every timer, so that switching clocks can find the armed ones. */
+static sh_timer *all;
+
+static void unlist (sh_timer *t) {
+  if (!t->listed) return;
+  if (t->vprev) t->vprev->vnext = t->vnext;
+  else waiting = t->vnext;
+  if (t->vnext) t->vnext->vprev = t->vprev;
+  t->vprev = t->vnext = NULL;
+  t->listed = 0;
+}
+
+static void list_at (sh_timer *t, double due) {
+  sh_timer *p = NULL, *q = waiting;
+  unlist(t);
+  t->due = due;
+  while (q != NULL && q->due <= due) { p = q; q = q->vnext; }
+  t->vprev = p;
+  t->vnext = q;
+  if (p) p->vnext = t; else waiting = t;
+  if (q) q->vprev = t;
+  t->listed = 1;
+}
+
+/* Arm on whichever clock is in use. */
+static int arm (sh_timer *t, double seconds) {
+  if (sh_clock_is_virtual()) {
+    evtimer_del(&t->ev);
+    if (seconds <= 0) {
+      unlist(t);
+      event_active(&t->ev, EV_TIMEOUT, 1);
+    } else {
+      list_at(t, sh_now() + seconds);
+    }
+    return 0;
+  } else {
+    struct timeval tv = sh_timeval(seconds);
+    unlist(t);
+    t->due_real = sh_now_real() + seconds;
+    return evtimer_add(&t->ev, &tv);
+  }
+}
 
 static void set_active (sh_timer *t, int on) {
   if (t->active == on) return;
@@ -30,8 +81,7 @@ static void on_fire (evutil_socket_t fd, short what, void *arg) {
   sh_timer *t = arg;
   (void)fd; (void)what;
   if (t->repeat > 0) {
-    struct timeval tv = sh_timeval(t->repeat);
-    evtimer_add(&t->ev, &tv);
+    arm(t, t->repeat);
   } else {
     set_active(t, 0);
   }
@@ -46,18 +96,21 @@ sh_timer *sh_timer_new (sh_loop *loop, int keep_alive, sh_timer_fn cb, void *ctx
   t->ctx = ctx;
   t->keep_alive = keep_alive;
   evtimer_assign(&t->ev, sh_loop_base(loop), on_fire, t);
+  t->anext = all;
+  if (all) all->aprev = t;
+  all = t;
   return t;
 }
 
 int sh_timer_start (sh_timer *t, double seconds, double repeat) {
-  struct timeval tv = sh_timeval(seconds);
   t->repeat = repeat > 0 ? repeat : 0;
-  if (evtimer_add(&t->ev, &tv) != 0) return -1;
+  if (arm(t, seconds) != 0) return -1;
   set_active(t, 1);
   return 0;
 }
 
 void sh_timer_stop (sh_timer *t) {
+  unlist(t);
   evtimer_del(&t->ev);
   set_active(t, 0);
 }
@@ -66,5 +119,48 @@ int sh_timer_active (const sh_timer *t) { return t->active; }
 
 void sh_timer_free (sh_timer *t) {
   sh_timer_stop(t);
+  if (t->aprev) t->aprev->anext = t->anext;
+  else all = t->anext;
+  if (t->anext) t->anext->aprev = t->aprev;
   free(t);
+}
+
+double sh_timer_next_due (sh_loop *loop) {
+  sh_timer *t;
+  for (t = waiting; t != NULL; t = t->vnext)
+    if (t->loop == loop) return t->due;
+  return -1;
+}
+
+int sh_timer_fire_due (sh_loop *loop) {
+  double now = sh_now();
+  int n = 0;
+  sh_timer *t = waiting, *next;
+  for (; t != NULL && t->due <= now; t = next) {
+    next = t->vnext;
+    if (t->loop != loop) continue;
+    unlist(t);
+    event_active(&t->ev, EV_TIMEOUT, 1);
+    n++;
+  }
+  return n;
+}
+
+void sh_timer_clock_real (double now) {
+  while (waiting != NULL) {
+    sh_timer *t = waiting;
+    struct timeval tv = sh_timeval(t->due > now ? t->due - now : 0);
+    unlist(t);
+    evtimer_add(&t->ev, &tv);
+  }
+}
+
+void sh_timer_clock_virtual (void) {
+  double real = sh_now_real(), now = sh_now();
+  sh_timer *t;
+  for (t = all; t != NULL; t = t->anext) {
+    if (t->listed || !evtimer_pending(&t->ev, NULL)) continue;
+    evtimer_del(&t->ev);
+    list_at(t, now + (t->due_real > real ? t->due_real - real : 0));
+  }
 }
