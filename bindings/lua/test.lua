@@ -36,8 +36,8 @@ local active                -- the open session
 -- Bytes as a spec reader wants them: printable ASCII, escapes for the rest,
 -- cut after 'max' bytes.
 local function show(s, max)
-  max = max or 200
-  local cut = #s > max and #s - max or 0
+  max = math.min(max or 200, #s)
+  local cut = #s - max
   local out = s:sub(1, max):gsub('[%c"\\\128-\255]', function(c)
     if c == "\n" then return "\\n" elseif c == "\r" then return "\\r"
     elseif c == "\t" then return "\\t" elseif c == '"' then return '\\"'
@@ -91,8 +91,10 @@ local OPTIONS = { transport = 1, seed = 1, within = 1, split = 1, idle_timeout =
 -- drawn), within (an expectation's default deadline, 5 s), split (how
 -- peers cut what they send by default: nil, a size, or "random"),
 -- idle_timeout, line_timeout, max_line, max_conns, budget (the host's
--- defaults, as on the command line), log (true: let the script's log through
--- to stderr; default false, the lines are kept in session.logs).
+-- defaults, as on the command line; budget 0 by default), log (true: the
+-- script's sockhost.log lines and the host's own info lines go to stderr too;
+-- by default only errors do). The script's log lines are kept in
+-- session.logs either way.
 function T.new(opts)
   opts = opts or {}
   for k in pairs(opts) do
@@ -113,6 +115,7 @@ function T.new(opts)
   }, Session)
   t.saved = { listen = sh.listen, udp = sh.udp, connect = sh.connect, spawn = sh.spawn,
               after = sh.after, every = sh.every, log = sh.log }
+  t.log_level = sh.log_level(opts.log and "info" or "error")
   t.defaults = core.defaults({ idle_timeout = opts.idle_timeout, line_timeout = opts.line_timeout,
                                max_line = opts.max_line, max_conns = opts.max_conns,
                                budget = opts.budget or 0 })
@@ -327,6 +330,7 @@ function Session:close(ignore_errors)
   pcall(self.advance, self, 3600)
   for k, v in pairs(self.saved) do sh[k] = v end
   core.defaults(self.defaults)
+  sh.log_level(self.log_level)
   core.shuffle(0)
   core.virtual(false)
   active = nil

@@ -4,10 +4,14 @@
 require "sockhost"
 local T = require "sockhost.test"
 
-describe("chat.lua (virtual time)", function()
+-- Both transports, always: the in-memory one and real loopback TCP (the
+-- switch a user sets with SOCKHOST_TEST_TRANSPORT or T.new's transport).
+for _, transport in ipairs { "mem", "loopback" } do
+describe("chat.lua (virtual time, " .. transport .. ")", function()
   local t
   before_each(function()
-    t = T.new { idle_timeout = 60 }          -- as `sockhost --idle-timeout 60 scripts/chat.lua`
+    -- as `sockhost --idle-timeout 60 scripts/chat.lua`
+    t = T.new { idle_timeout = 60, transport = transport }
     t:script("scripts/chat.lua")
   end)
   after_each(function() t:close() end)
@@ -142,3 +146,4 @@ describe("chat.lua (virtual time)", function()
     b:expect_close()
   end)
 end)
+end
