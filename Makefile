@@ -17,7 +17,7 @@
 # 'run', 'test' and 'stress' first install missing Debian packages (make deps).
 
 LUA_PC  ?= lua5.4
-PKGS    := $(LUA_PC) libevent
+PKGS    := $(LUA_PC) libevent libevent_openssl openssl
 PREFIX  ?= /usr/local
 OPT     ?= -O2 -g
 LUA     ?= lua5.4
@@ -34,6 +34,7 @@ FINAL_LDFLAGS = $(SAN) $(LDFLAGS)
 LIBS_EVENT    = $(shell pkg-config --libs libevent)
 LIBS_LUA      = $(shell pkg-config --libs $(LUA_PC))
 LIBS_HTTP     = -lhttp_parser
+LIBS_TLS      = $(shell pkg-config --libs libevent_openssl openssl)
 
 CORE_OBJ = core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_net.o core/sh_timer.o core/sh_log.o core/sh_resolve.o core/sh_dgram.o
@@ -44,10 +45,14 @@ BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 # Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
 LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
+# TLS streams (tls://) on libevent's OpenSSL bufferevents.
+CORE_OBJ += core/sh_tls.o
+BIND_OBJ += bindings/l_tls.o
 
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
-              lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools
+              lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools \
+              libssl-dev openssl
 
 .PHONY: all run test stress sanitize test-onebyte valgrind check-layers install uninstall \
         clean deps fuzz
@@ -55,11 +60,11 @@ DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
 all: sockhost sockhost.so
 
 sockhost: $(OBJ) bindings/main.o
-	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm -Wl,-E
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_LUA) $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm -Wl,-E
 
 # The module for plain lua5.4: Lua's symbols come from the interpreter.
 sockhost.so: $(OBJ)
-	$(CC) $(FINAL_LDFLAGS) -shared -o $@ $^ $(LIBS_EVENT) $(LIBS_HTTP)
+	$(CC) $(FINAL_LDFLAGS) -shared -o $@ $^ $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP)
 
 %.o: %.c
 	$(CC) $(FINAL_CFLAGS) -c -o $@ $<
@@ -164,9 +169,9 @@ fuzz: deps bindings/modules_gen.c
 	@command -v $(FUZZ_CC) >/dev/null || $(SUDO_APT) clang
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/addr_fuzz fuzz/addr_fuzz.c core/sh_addr.c
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/read_fuzz fuzz/read_fuzz.c $(CORE_OBJ:.o=.c) \
-	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm
+	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/http_fuzz fuzz/http_fuzz.c $(CORE_OBJ:.o=.c) \
-	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm
+	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
 	@for t in addr_fuzz read_fuzz http_fuzz; do \
 	  echo "fuzz/$$t for $(FUZZ_TIME) s"; \
 	  ASAN_OPTIONS=detect_leaks=0 ./fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \

@@ -12,9 +12,16 @@
 ** low-water mark. Writers from several tasks take turns, in order, so their
 ** bytes never interleave.
 **
-** What this file does not do: resolve names, TLS (a later stream backend). */
+** TLS: a tls:// connection is the same object over a TLS stream (a
+** bufferevent stream, core/sh_tls.c); sockhost.connect() runs the handshake
+** before it hands the conn out, conn:starttls() runs one in place, conn:tls()
+** describes the session. Options and the session table: l_tls.c.
+**
+** What this file does not do: resolve names. */
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,6 +30,7 @@
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
 #include "../core/sh_stream.h"
+#include "../core/sh_tls.h"
 #include "../core/sh_util.h"
 #include "shl.h"
 
@@ -57,6 +65,8 @@ struct lconn {
   int tracked;           /* on that list */
   unsigned id;           /* for logs: "conn #7" */
   unsigned char rmode;   /* reader: RD_* */
+  sh_tls_hs *hs;         /* starttls: the handshake running (s is NULL) */
+  shl_task *hs_task;     /* ... and the task parked in starttls */
 };
 
 static lconn *checkconn (lua_State *L, int arg) {
@@ -466,9 +476,9 @@ static void on_stream (sh_stream *s, int what, void *ctx) {
 
 /* ====================== Lifetime ====================== */
 
-lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
+static lconn *conn_alloc (lua_State *L, shl_sched *S) {
   lconn *lc;
-  if (!lua_checkstack(L, 2)) { close(fd); return NULL; }
+  if (!lua_checkstack(L, 2)) return NULL;
   lc = (lconn *)lua_newuserdatauv(L, sizeof *lc, 0);
   memset(lc, 0, sizeof *lc);
   lc->S = S;
@@ -476,6 +486,12 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
   lc->max_line = (size_t)S->max_line;
   lc->max_all = MAX_ALL;
   luaL_setmetatable(L, CONN_MT);
+  return lc;
+}
+
+lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
+  lconn *lc = conn_alloc(L, S);
+  if (lc == NULL) { close(fd); return NULL; }
   lc->s = sh_stream_new(S->loop, fd, on_stream, lc);
   if (lc->s == NULL) {
     close(fd);
@@ -483,6 +499,28 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
     return NULL;
   }
   sh_stream_set_lowat(lc->s, OUT_LOW);
+  lc->id = ++S->next_id;
+  return lc;
+}
+
+/* Wrap 'bev' in a stream for 'lc' (TLS: with close_notify on shutdown). */
+static sh_stream *bev_stream (lconn *lc, struct bufferevent *bev) {
+  sh_stream *s = sh_stream_new_bev(lc->S->loop, bev, on_stream, lc);
+  if (s == NULL) return NULL;
+  if (sh_tls_is_tls(bev)) sh_stream_set_shutdown_hook(s, sh_tls_close_notify);
+  sh_stream_set_lowat(s, OUT_LOW);
+  return s;
+}
+
+lconn *shl_conn_new_bev (lua_State *L, shl_sched *S, struct bufferevent *bev) {
+  lconn *lc = conn_alloc(L, S);
+  if (lc == NULL) { bufferevent_free(bev); return NULL; }
+  lc->s = bev_stream(lc, bev);
+  if (lc->s == NULL) {
+    bufferevent_free(bev);
+    lua_pop(L, 1);
+    return NULL;
+  }
   lc->id = ++S->next_id;
   return lc;
 }
@@ -570,6 +608,15 @@ void shl_conn_setmaxline (lconn *lc, size_t max_line) { lc->max_line = max_line;
 ** finalizer (CLOSE_GC), without touching tasks, which may be gone. */
 static void close_internal (lconn *lc, int how) {
   sh_stream *s = lc->s;
+  if (s == NULL && lc->hs != NULL) {       /* in starttls's handshake */
+    shl_task *t = lc->hs_task;
+    sh_tls_cancel(lc->hs);
+    lc->hs = NULL;
+    lc->hs_task = NULL;
+    uncount(lc);
+    if (how != CLOSE_GC && t != NULL) shl_wake_fail(t, "closed");
+    return;
+  }
   if (s == NULL) return;
   lc->s = NULL;
   if (how == CLOSE_ABORT) sh_stream_abort(s);
@@ -649,7 +696,8 @@ static int conn_settimeout (lua_State *L) {
 
 static int push_sockname (lua_State *L, lconn *lc, int peer) {
   if (lc->s == NULL) return shl_pushfail(L, "closed");
-  return shl_push_sockname(L, sh_stream_fd(lc->s), peer, -1, NULL);
+  return shl_push_sockname(L, sh_stream_fd(lc->s), peer,
+                           sh_tls_is_tls(sh_stream_bev(lc->s)) ? SH_TLS : -1, NULL);
 }
 
 static int conn_peer (lua_State *L) { return push_sockname(L, checkconn(L, 1), 1); }
@@ -687,7 +735,89 @@ static void on_connected (int fd, const char *err, void *ctx) {
   shl_resume(t, 1);
 }
 
-static const char *const connect_opts[] = {"timeout", NULL};
+/* ---------------- tls:// : connect, then the handshake ---------------- */
+
+/* What a task parked in a TLS connect waits for: first the connection,
+** then the handshake. */
+typedef struct tls_connect {
+  shl_task *t;
+  sh_connect *req;       /* connecting, or NULL */
+  sh_tls_hs *hs;         /* in the handshake, or NULL */
+  sh_tls_ctx *ctx;       /* our reference, until the handshake has its own */
+  double hs_timeout;
+  char name[256];        /* server name: SNI and the certificate check */
+} tls_connect;
+
+static void tls_connect_free (tls_connect *x) {
+  if (x->req != NULL) sh_connect_cancel(x->req);
+  if (x->hs != NULL) sh_tls_cancel(x->hs);
+  sh_tls_ctx_free(x->ctx);
+  free(x);
+}
+
+/* The deadline of the whole connect + handshake ('timeout'). */
+static int tls_connect_timeout (void *obj, shl_task *t, int cancel) {
+  tls_connect *x = obj;
+  int in_hs = x->hs != NULL;
+  tls_connect_free(x);
+  if (cancel) return 0;
+  return shl_pushfail(t->co, in_hs ? "handshake timeout" : "timeout");
+}
+
+static void on_tls_done (struct bufferevent *bev, const char *err, void *ctx) {
+  tls_connect *x = ctx;
+  shl_task *t = x->t;
+  x->hs = NULL;                          /* freed before this call */
+  tls_connect_free(x);
+  shl_unpark(t);
+  lua_checkstack(t->co, 3);
+  if (bev == NULL) { shl_resume(t, shl_pushfail(t->co, err)); return; }
+  if (shl_conn_new_bev(t->co, t->S, bev) == NULL) {
+    shl_resume(t, shl_pushfail(t->co, "out of memory"));
+    return;
+  }
+  shl_resume(t, 1);
+}
+
+static void on_tls_connected (int fd, const char *err, void *ctx) {
+  tls_connect *x = ctx;
+  shl_task *t = x->t;
+  x->req = NULL;                         /* freed before this call */
+  if (err == NULL) {
+    x->hs = sh_tls_start(t->S->loop, x->ctx, fd, x->name, x->hs_timeout, on_tls_done, x);
+    if (x->hs != NULL) return;           /* still parked, now on the handshake */
+    err = "out of memory";
+  }
+  tls_connect_free(x);
+  shl_unpark(t);
+  lua_checkstack(t->co, 3);
+  shl_resume(t, shl_pushfail(t->co, err));
+}
+
+static const char *const connect_opts[] = {
+  "timeout", "cert", "key", "ca", "verify", "servername", "alpn", "min_version",
+  "handshake_timeout", NULL
+};
+
+static int connect_tls (lua_State *L, shl_sched *S, const sh_addr *a, double timeout) {
+  const char *name = a->host;
+  tls_connect *x;
+  double hs_timeout;
+  char err[400];
+  shl_task *t = shl_checktask(L, "sockhost.connect()");
+  sh_tls_ctx *ctx = shl_tls_ctx(L, 2, 0, &name, &hs_timeout, err, sizeof err);
+  if (ctx == NULL) return shl_pushfail(L, err);
+  x = calloc(1, sizeof *x);
+  if (x == NULL) { sh_tls_ctx_free(ctx); return luaL_error(L, "out of memory"); }
+  x->t = t;
+  x->ctx = ctx;
+  x->hs_timeout = hs_timeout;
+  snprintf(x->name, sizeof x->name, "%s", name);
+  x->req = sh_connect_start(S->loop, a->resolved ? NULL : shl_resolver(L, S), a,
+                            on_tls_connected, x);
+  if (x->req == NULL) { tls_connect_free(x); return luaL_error(L, "out of memory"); }
+  return shl_park(L, t, timeout < 0 ? -1 : timeout, tls_connect_timeout, x, 0, NULL);
+}
 
 /* sockhost.connect(addr [, opts]) -> conn, or nil, err. */
 int shl_connect (lua_State *L) {
@@ -703,10 +833,95 @@ int shl_connect (lua_State *L) {
   if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
+  if (a.scheme == SH_TLS) return connect_tls(L, S, &a, timeout);
+  if (shl_tls_has_options(L, 2))
+    return luaL_argerror(L, 2, "TLS options need a tls:// address (or conn:starttls)");
   t = shl_checktask(L, "sockhost.connect()");
   req = sh_connect_start(S->loop, a.resolved ? NULL : shl_resolver(L, S), &a, on_connected, t);
   if (req == NULL) return luaL_error(L, "out of memory");
   return shl_park(L, t, timeout < 0 ? -1 : timeout, connect_timeout, req, 0, NULL);
+}
+
+/* ====================== TLS on a connection ====================== */
+
+/* conn:tls() -> the session table, or nil for a plain connection. */
+static int conn_tls (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  return shl_tls_push_info(L, sh_stream_bev(lc->s));
+}
+
+static void on_starttls_done (struct bufferevent *bev, const char *err, void *ctx) {
+  lconn *lc = ctx;
+  shl_task *t = lc->hs_task;
+  lc->hs = NULL;
+  lc->hs_task = NULL;
+  if (bev != NULL && (lc->s = bev_stream(lc, bev)) == NULL) {
+    bufferevent_free(bev);
+    err = "out of memory";
+  }
+  if (lc->s == NULL) uncount(lc);        /* the handshake failed: closed */
+  else shl_conn_setlimits(lc, lc->idle, lc->line);
+  if (t == NULL) return;
+  shl_unpark(t);
+  lua_checkstack(t->co, 2);
+  if (lc->s == NULL) { shl_resume(t, shl_pushfail(t->co, err)); return; }
+  lua_pushboolean(t->co, 1);
+  shl_resume(t, 1);
+}
+
+static int starttls_cancel (void *obj, shl_task *t, int cancel) {
+  lconn *lc = obj;
+  (void)t;
+  lc->hs_task = NULL;
+  close_internal(lc, CLOSE_GC);
+  return cancel ? 0 : shl_pushfail(t->co, "closed");
+}
+
+static const char *const starttls_opts[] = {
+  "server", "cert", "key", "ca", "verify", "servername", "alpn", "min_version",
+  "certs", "handshake_timeout", NULL
+};
+
+/* conn:starttls([opts]) -> true, or nil, err (the conn is closed then).
+** A server side if opts.server, else if the conn was accepted. */
+static int conn_starttls (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  int server = lc->counter != NULL, fd;
+  const char *name = NULL;
+  struct sockaddr_storage ss;
+  socklen_t sslen = sizeof ss;
+  char host[160] = "", err[400];
+  double hs_timeout;
+  sh_tls_ctx *ctx;
+  shl_task *t;
+  shl_checkoptions(L, 2, starttls_opts);
+  if (lua_istable(L, 2)) {
+    if (lua_getfield(L, 2, "server") != LUA_TNIL) server = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  if (sh_stream_bev(lc->s) != NULL) return shl_pushfail(L, "already TLS");
+  if (lc->reader != NULL || lc->whead != NULL || sh_stream_outlen(lc->s) > 0)
+    return shl_pushfail(L, "busy");
+  t = shl_checktask(L, "conn:starttls()");
+  if (!server && getpeername(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &sslen) == 0 &&
+      ss.ss_family != AF_UNIX)
+    sh_addr_host((struct sockaddr *)&ss, host, sizeof host);
+  name = host;
+  ctx = shl_tls_ctx(L, 2, server, &name, &hs_timeout, err, sizeof err);
+  if (ctx == NULL) return shl_pushfail(L, err);
+  fd = sh_stream_detach(lc->s);          /* drops plaintext already buffered */
+  lc->s = NULL;
+  lc->hs = sh_tls_start(lc->S->loop, ctx, fd, name, hs_timeout, on_starttls_done, lc);
+  sh_tls_ctx_free(ctx);                  /* the handshake holds its own */
+  if (lc->hs == NULL) {
+    uncount(lc);
+    return shl_pushfail(L, "out of memory");
+  }
+  lc->hs_task = t;
+  lua_settop(L, 1);                      /* the conn stays on the stack */
+  return shl_park(L, t, -1, starttls_cancel, lc, 0, NULL);
 }
 
 /* conn:peercred() -> { pid =, uid =, gid = } for a Unix-domain connection;
@@ -740,7 +955,7 @@ static const luaL_Reg conn_methods[] = {
   {"lines", conn_lines}, {"write", conn_write}, {"settimeout", conn_settimeout},
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
-  {"setlimits", conn_setlimits},
+  {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},
   {NULL, NULL}
 };
 

@@ -2,8 +2,13 @@
 ** accept stream connections and run the handler in a task per connection.
 **
 ** An open listener is anchored in the registry, so a script need not keep
-** it: `sockhost.listen(addr, handler)` serves until closed or stopped. */
+** it: `sockhost.listen(addr, handler)` serves until closed or stopped.
+**
+** tls:// listeners run the TLS handshake first; only a connection whose
+** handshake succeeds gets a conn and a handler task. A failure is logged
+** (info) with the peer and the reason, and the socket closed. */
 #include <errno.h>
+#include <event2/bufferevent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,6 +19,7 @@
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
 #include "../core/sh_stream.h"
+#include "../core/sh_tls.h"
 #include "../core/sh_util.h"
 #include "shl.h"
 
@@ -35,6 +41,8 @@ typedef struct llistener {
   int busy_ref;           /* message for those refused at the limit, or LUA_NOREF */
   double refused_at;      /* last time a refusal was logged */
   int refused;            /* refusals since */
+  sh_tls_ctx *tls;        /* tls:// listeners: the context, else NULL */
+  double hs_timeout;      /* seconds a handshake may take */
 } llistener;
 
 static llistener *checklistener (lua_State *L, int arg) {
@@ -80,16 +88,121 @@ static void refuse (llistener *ll, int fd) {
   }
 }
 
+/* What an accepted connection gets from its listener. */
+typedef struct conn_conf {
+  double timeout, max_line, idle, line;
+  shl_counter *counter;
+} conn_conf;
+
+/* The conn at the top of L, with its handler below it: set it up and run
+** the handler in a task of its own. */
+static void start_handler (shl_sched *S, lconn *lc, const conn_conf *cc) {
+  lua_State *L = S->L;
+  shl_task *t;
+  shl_conn_settimeout(lc, cc->timeout);
+  shl_conn_setmaxline(lc, (size_t)cc->max_line);
+  shl_conn_setlimits(lc, cc->idle, cc->line);
+  shl_conn_count(lc, cc->counter);
+  t = shl_task_new(S, L, 1, lua_gettop(L), 0);   /* handler(conn); owner: conn */
+  t->on_exit = shl_conn_handler_exit;
+  t->exit_ctx = lc;
+  shl_resume(t, 1);
+}
+
+/* ---------------- tls:// : the handshake comes first ---------------- */
+
+typedef struct tls_accept {
+  shl_pending node;       /* on the list of handshakes no task owns */
+  shl_sched *S;
+  sh_tls_hs *hs;
+  int handler_ref;        /* the listener's handler (its own reference) */
+  conn_conf cc;           /* counts the connection while it shakes hands */
+  char peer[160];         /* for the log */
+} tls_accept;
+
+static void tls_accept_free (tls_accept *x) {
+  shl_pending_remove(&x->node);
+  luaL_unref(x->S->L, LUA_REGISTRYINDEX, x->handler_ref);
+  x->cc.counter->live--;
+  shl_counter_release(x->cc.counter);
+  free(x);
+}
+
+static void tls_accept_cancel (shl_pending *p) {
+  tls_accept *x = (tls_accept *)p;
+  if (x->hs != NULL) sh_tls_cancel(x->hs);
+  x->hs = NULL;
+  tls_accept_free(x);
+}
+
+static void on_tls_accepted (struct bufferevent *bev, const char *err, void *ctx) {
+  tls_accept *x = ctx;
+  shl_sched *S = x->S;
+  lua_State *L = S->L;
+  conn_conf cc = x->cc;
+  lconn *lc;
+  x->hs = NULL;
+  if (bev == NULL) {
+    sh_log(SH_LOG_INFO, "tls: handshake with %s failed: %s", x->peer, err);
+    tls_accept_free(x);
+    return;
+  }
+  if (S->draining || !lua_checkstack(L, 8)) {
+    bufferevent_free(bev);
+    tls_accept_free(x);
+    return;
+  }
+  cc.counter->refs++;                    /* kept across the free below */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, x->handler_ref);
+  tls_accept_free(x);
+  lc = shl_conn_new_bev(L, S, bev);
+  if (lc == NULL) {
+    lua_pop(L, 1);
+    sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
+  } else {
+    start_handler(S, lc, &cc);
+  }
+  shl_counter_release(cc.counter);
+}
+
+static void tls_accept_start (llistener *ll, int fd, const struct sockaddr *peer, socklen_t len) {
+  shl_sched *S = ll->S;
+  tls_accept *x = calloc(1, sizeof *x);
+  if (x == NULL) { close(fd); return; }
+  x->S = S;
+  x->cc.timeout = ll->timeout;
+  x->cc.max_line = ll->max_line;
+  x->cc.idle = ll->idle;
+  x->cc.line = ll->line;
+  x->cc.counter = ll->counter;
+  ll->counter->live++;
+  ll->counter->refs++;
+  sh_addr_format(peer, len, SH_TLS, x->peer, sizeof x->peer);
+  lua_rawgeti(S->L, LUA_REGISTRYINDEX, ll->handler_ref);
+  x->handler_ref = luaL_ref(S->L, LUA_REGISTRYINDEX);
+  shl_pending_add(S->L, &x->node);
+  x->node.cancel = tls_accept_cancel;
+  x->hs = sh_tls_start(S->loop, ll->tls, fd, NULL, ll->hs_timeout, on_tls_accepted, x);
+  if (x->hs == NULL) {
+    sh_log(SH_LOG_WARN, "listener: cannot start a TLS handshake (out of memory)");
+    tls_accept_free(x);
+  }
+}
+
 /* A connection arrived: make its conn and its task, and start the handler. */
 static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void *ctx) {
   llistener *ll = ctx;
   shl_sched *S = ll->S;
   lua_State *L = S->L;
   lconn *lc;
-  shl_task *t;
-  (void)peer; (void)len;
-  if (ll->counter->live >= ll->max_conns) { refuse(ll, fd); return; }
+  conn_conf cc;
+  if (ll->counter->live >= ll->max_conns) {
+    if (ll->tls != NULL) close(fd);      /* no plaintext busy_message on TLS */
+    else refuse(ll, fd);
+    return;
+  }
   if (!lua_checkstack(L, 8)) { close(fd); return; }
+  if (ll->tls != NULL) { tls_accept_start(ll, fd, peer, len); return; }
   lua_rawgeti(L, LUA_REGISTRYINDEX, ll->handler_ref);
   lc = shl_conn_new(L, S, fd);
   if (lc == NULL) {
@@ -97,14 +210,12 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
     sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
     return;
   }
-  shl_conn_settimeout(lc, ll->timeout);
-  shl_conn_setmaxline(lc, (size_t)ll->max_line);
-  shl_conn_setlimits(lc, ll->idle, ll->line);
-  shl_conn_count(lc, ll->counter);
-  t = shl_task_new(S, L, 1, lua_gettop(L), 0);   /* handler(conn); owner: conn */
-  t->on_exit = shl_conn_handler_exit;
-  t->exit_ctx = lc;
-  shl_resume(t, 1);
+  cc.timeout = ll->timeout;
+  cc.max_line = ll->max_line;
+  cc.idle = ll->idle;
+  cc.line = ll->line;
+  cc.counter = ll->counter;
+  start_handler(S, lc, &cc);
 }
 
 static void close_internal (lua_State *L, llistener *ll) {
@@ -121,11 +232,14 @@ static void close_internal (lua_State *L, llistener *ll) {
   ll->handler_ref = ll->self_ref = ll->busy_ref = LUA_NOREF;
   shl_counter_release(ll->counter);
   ll->counter = NULL;
+  sh_tls_ctx_free(ll->tls);               /* handshakes running hold their own */
+  ll->tls = NULL;
 }
 
 static const char *const listen_opts[] = {
   "backlog", "timeout", "max_line", "reuseport", "ipv6only", "mode",
-  "idle_timeout", "line_timeout", "max_conns", "busy_message", NULL
+  "idle_timeout", "line_timeout", "max_conns", "busy_message",
+  "cert", "key", "ca", "verify", "alpn", "min_version", "certs", "handshake_timeout", NULL
 };
 
 /* Socket options from the options table at 'arg' (raises on bad values). */
@@ -168,6 +282,14 @@ static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, in
   ll->counter = calloc(1, sizeof *ll->counter);
   if (ll->counter == NULL) return luaL_error(L, "out of memory");
   ll->counter->refs = 1;
+  if (a->scheme == SH_TLS) {
+    const char *unused = NULL;
+    ll->tls = shl_tls_ctx(L, opts, 1, &unused, &ll->hs_timeout, err, sizeof err);
+    if (ll->tls == NULL) {
+      close_internal(L, ll);
+      return shl_pushfail(L, err);
+    }
+  }
   if (!lua_isnoneornil(L, opts) && lua_getfield(L, opts, "busy_message") != LUA_TNIL) {
     ll->busy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else if (!lua_isnoneornil(L, opts)) {
@@ -213,6 +335,8 @@ int shl_listen (lua_State *L) {
   if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
+  if (a.scheme != SH_TLS && shl_tls_has_options(L, 3))
+    return luaL_argerror(L, 3, "TLS options need a tls:// address");
   lua_settop(L, 3);
   if (!lua_isnil(L, 3) && lua_getfield(L, 3, "busy_message") != LUA_TNIL && !lua_isstring(L, -1))
     return luaL_argerror(L, 3, "busy_message must be a string");

@@ -214,6 +214,31 @@ int shl_after(lua_State *L);
 int shl_every(lua_State *L);
 int shl_sleep(lua_State *L);
 
+/* ---------------- l_tls.c: TLS options, sessions, handshakes ---------------- */
+struct sh_tls_ctx;
+struct bufferevent;
+/* A TLS context from the options table at 'arg' (nil: defaults) for a
+** server or a client. Raises on malformed options; NULL with a message in
+** 'err' when a file cannot be used. Sets '*name' to the 'servername'
+** option (client) if given, and '*hs_timeout' (default 10 s). */
+struct sh_tls_ctx *shl_tls_ctx(lua_State *L, int arg, int server, const char **name,
+                               double *hs_timeout, char *err, size_t errlen);
+/* Whether the table at 'arg' holds any TLS option. */
+int shl_tls_has_options(lua_State *L, int arg);
+/* Push conn:tls()'s table for 'bev' (nil when it is not TLS); returns 1. */
+int shl_tls_push_info(lua_State *L, struct bufferevent *bev);
+/* Work on the loop that no task owns (a listener's handshakes): cancelled
+** at lua_close, before the scheduler's last run of the loop. */
+typedef struct shl_pending {
+  struct shl_pending *prev, *next;
+  void (*cancel)(struct shl_pending *p);   /* free it; no Lua calls but unref */
+} shl_pending;
+void shl_pending_add(lua_State *L, shl_pending *p);
+void shl_pending_remove(shl_pending *p);    /* idempotent */
+/* l_conn.c: a connection over bufferevent 'bev' (a finished TLS handshake),
+** pushed; on failure 'bev' is freed, nothing pushed, NULL returned. */
+lconn *shl_conn_new_bev(lua_State *L, shl_sched *S, struct bufferevent *bev);
+
 /* ---------------- helpers ---------------- */
 /* Create metatable 'name' with metamethods 'meta' and __index = 'methods'. */
 void shl_newclass(lua_State *L, const char *name, const luaL_Reg *meta,

@@ -9,7 +9,7 @@
 #include <sys/un.h>
 
 static const struct { const char *prefix; sh_scheme scheme; } schemes[] = {
-  {"tcp://", SH_TCP}, {"udp://", SH_UDP},
+  {"tcp://", SH_TCP}, {"udp://", SH_UDP}, {"tls://", SH_TLS},
   {"unixgram:", SH_UNIXGRAM}, {"unix:", SH_UNIX},   /* longest first */
 };
 
@@ -36,7 +36,7 @@ size_t sh_addr_host (const struct sockaddr *sa, char *buf, size_t n) {
 }
 
 int sh_addr_is_stream (sh_scheme scheme) {
-  return scheme == SH_TCP || scheme == SH_UNIX;
+  return scheme == SH_TCP || scheme == SH_UNIX || scheme == SH_TLS;
 }
 
 static int fail (char *err, size_t errlen, const char *text, const char *why) {
@@ -136,6 +136,7 @@ static const char *scheme_name (sh_scheme scheme) {
     case SH_TCP: return "tcp";
     case SH_UDP: return "udp";
     case SH_UNIX: return "unix";
+    case SH_TLS: return "tls";
     default: return "unixgram";
   }
 }

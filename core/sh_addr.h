@@ -4,6 +4,7 @@
 **   tcp://host:port     udp://host:port     host:port (means tcp)
 **   tcp://[::1]:port    unix:/path/to.sock  unixgram:/path/to.sock
 **   unix:@name          (a Linux abstract socket)
+**   tls://host:port     (TCP with TLS on it: see sh_tls.h)
 **
 ** Parsing never blocks: IP literals and "localhost" are resolved here; any
 ** other host name is left for the resolver (sh_addr.resolved == 0). */
@@ -13,7 +14,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-typedef enum { SH_TCP, SH_UDP, SH_UNIX, SH_UNIXGRAM } sh_scheme;
+typedef enum { SH_TCP, SH_UDP, SH_UNIX, SH_UNIXGRAM, SH_TLS } sh_scheme;   /* tls: TCP + TLS */
 
 typedef struct sh_addr {
   sh_scheme scheme;
@@ -41,7 +42,7 @@ void sh_addr_set(sh_addr *a, const struct sockaddr *sa, socklen_t len);
 /* The bare host of an IP socket address: "127.0.0.1", "::1". */
 size_t sh_addr_host(const struct sockaddr *sa, char *buf, size_t n);
 
-/* True for a stream scheme (tcp, unix). */
+/* True for a stream scheme (tcp, tls, unix). */
 int sh_addr_is_stream(sh_scheme scheme);
 
 #endif
