@@ -136,7 +136,13 @@ function Session:_fail(msg, level)
   for _, e in ipairs(self.errors) do lines[#lines + 1] = "  the script failed: " .. e end
   lines[#lines + 1] = ("  seed %d (%s transport): SOCKHOST_TEST_SEED=%d replays this run")
                       :format(self.seed, self.transport, self.seed)
-  error(table.concat(lines, "\n"), level or caller_level())
+  local msg = table.concat(lines, "\n")
+  level = level or caller_level()
+  -- Under busted, a failure rather than an error: luassert's assert raises
+  -- through busted's fail there.
+  local la = package.loaded["busted.core"] and package.loaded["luassert"]
+  if la then la(false, msg, la:level(level)) end
+  error(msg, level)
 end
 
 -- The address a script's listen or udp gets instead of 'addr'.
