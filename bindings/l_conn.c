@@ -883,10 +883,18 @@ static const char *const starttls_opts[] = {
   "certs", "handshake_timeout", NULL
 };
 
-/* conn:starttls([opts]) -> true, or nil, err (the conn is closed then).
-** A server side if opts.server, else if the conn was accepted. */
-static int conn_starttls (lua_State *L) {
-  lconn *lc = checkconn(L, 1);
+static int starttls_k (lua_State *L, int status, lua_KContext ctx);
+
+/* Queued output must reach the peer before the handshake: wait for it as
+** a writer does, until the queue is empty. */
+static int starttls_flush (lua_State *L, lconn *lc, shl_task *t) {
+  lc->whead = lc->wtail = t;
+  sh_stream_set_lowat(lc->s, 0);
+  return shl_park(L, t, lc->timeout, write_timeout, lc, 0, starttls_k);
+}
+
+/* Start the handshake (the output is flushed). Options at 2. */
+static int starttls_go (lua_State *L, lconn *lc, shl_task *t) {
   int server = lc->counter != NULL, fd;
   const char *name = NULL;
   struct sockaddr_storage ss;
@@ -894,17 +902,10 @@ static int conn_starttls (lua_State *L) {
   char host[160] = "", err[400];
   double hs_timeout;
   sh_tls_ctx *ctx;
-  shl_task *t;
-  shl_checkoptions(L, 2, starttls_opts);
   if (lua_istable(L, 2)) {
     if (lua_getfield(L, 2, "server") != LUA_TNIL) server = lua_toboolean(L, -1);
     lua_pop(L, 1);
   }
-  if (lc->s == NULL) return shl_pushfail(L, "closed");
-  if (sh_stream_bev(lc->s) != NULL) return shl_pushfail(L, "already TLS");
-  if (lc->reader != NULL || lc->whead != NULL || sh_stream_outlen(lc->s) > 0)
-    return shl_pushfail(L, "busy");
-  t = shl_checktask(L, "conn:starttls()");
   if (!server && getpeername(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &sslen) == 0 &&
       ss.ss_family != AF_UNIX)
     sh_addr_host((struct sockaddr *)&ss, host, sizeof host);
@@ -922,6 +923,36 @@ static int conn_starttls (lua_State *L) {
   lc->hs_task = t;
   lua_settop(L, 1);                      /* the conn stays on the stack */
   return shl_park(L, t, -1, starttls_cancel, lc, 0, NULL);
+}
+
+/* Resumed while flushing: the queue drained (nothing pushed), or the wait
+** failed (nil, err pushed: "timeout", "closed"). */
+static int starttls_k (lua_State *L, int status, lua_KContext kctx) {
+  lconn *lc = checkconn(L, 1);
+  shl_task *t = shl_current(L);
+  (void)status; (void)kctx;
+  if (lc->s != NULL) sh_stream_set_lowat(lc->s, OUT_LOW);
+  if (t != NULL && lua_gettop(L) > t->top) return lua_gettop(L) - t->top;
+  writer_done(lc, L);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  if (sh_stream_outlen(lc->s) > 0) return starttls_flush(L, lc, t);
+  lua_settop(L, 2);
+  return starttls_go(L, lc, t);
+}
+
+/* conn:starttls([opts]) -> true, or nil, err (the conn is closed then).
+** A server side if opts.server, else if the conn was accepted. */
+static int conn_starttls (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  shl_task *t;
+  shl_checkoptions(L, 2, starttls_opts);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  if (sh_stream_bev(lc->s) != NULL) return shl_pushfail(L, "already TLS");
+  if (lc->reader != NULL || lc->whead != NULL) return shl_pushfail(L, "busy");
+  t = shl_checktask(L, "conn:starttls()");
+  lua_settop(L, 2);
+  if (sh_stream_outlen(lc->s) > 0) return starttls_flush(L, lc, t);
+  return starttls_go(L, lc, t);
 }
 
 /* conn:peercred() -> { pid =, uid =, gid = } for a Unix-domain connection;

@@ -17,7 +17,7 @@ end
 local addr = arg[3] or "tls://127.0.0.1:7443"
 local srv = assert(sh.listen(addr, function(conn)
   local t = conn:tls()
-  sh.log("info", conn:peer(), " ", t.protocol, " ", t.cipher)
+  sh.log("info", conn:peer(), t.protocol, t.cipher)
   while true do
     local data = conn:read_some()
     if not data then return end            -- the peer closed

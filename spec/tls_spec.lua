@@ -352,6 +352,40 @@ describe("TLS", function()
       assert.same({ "inside", "real" }, r.server)
     end)
 
+    it("starttls waits for output still queued to reach the peer in plain text first", function()
+      local r = { got = 0, other = 0 }
+      local n = H.big(32, 1) * 1024 * 1024     -- more than the kernel's buffers take
+      H.run(function()
+        local srv = assert(sh.listen("tcp://127.0.0.1:0", function(c)
+          c:settimeout(0.2)
+          r.write = { c:write(string.rep("p", n)) }   -- times out with output queued
+          c:settimeout(nil)
+          r.server = { c:starttls(server_opts("srv")) }
+          if r.server[1] then c:write("inside\n") end
+        end))
+        local c = assert(sh.connect(srv:address()))
+        sh.sleep(0.5)                          -- the server is in starttls by now
+        c:settimeout(0.3)
+        while true do                          -- the plain text, until it stops
+          local d = c:read_some()
+          if not d then break end
+          r.got = r.got + #d
+          r.other = r.other + #d:gsub("p", "")
+        end
+        c:settimeout(nil)
+        r.ok = { c:starttls(client_opts({ servername = "localhost" })) }
+        r.inside = c:read()
+        c:close()
+        srv:close()
+      end, 30)
+      assert.same({ nil, "timeout" }, r.write)
+      assert.is_true(r.got > 65536, tostring(r.got))   -- the kernel's share and our queue
+      assert.equals(0, r.other)
+      assert.same({ true }, r.ok)
+      assert.same({ true }, r.server)
+      assert.equals("inside", r.inside)
+    end)
+
     it("starttls failures are nil, err and leave the conn closed", function()
       local r = {}
       H.run(function()
