@@ -3,7 +3,13 @@
 ** and the handshakes that a listener has started and nobody else owns.
 **
 ** The objects stay where they are: listeners (l_listener.c) start server
-** handshakes, connections (l_conn.c) client ones and starttls. */
+** handshakes, connections (l_conn.c) client ones and starttls.
+**
+** Client contexts that use the system's CA store are kept and shared, one
+** per set of options (verify, alpn, min_version): loading the store costs
+** about 25 ms, more than the handshake. Those with files of their own
+** (ca, cert) are built at each call, so that a changed file is read. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/sh_tls.h"
@@ -12,6 +18,22 @@
 #define MAX_CERTS 64         /* names in 'certs' */
 #define MAX_ALPN 32          /* protocols in 'alpn' */
 #define HANDSHAKE_TIMEOUT 10.0
+#define CACHED 8             /* client contexts kept */
+
+/* What this file keeps per Lua state, in a registry userdata made on first
+** use (after the scheduler, so finalized before it): the handshakes no task
+** owns, and the shared client contexts. */
+typedef struct tls_state {
+  shl_pending head;          /* sentinel of a circular list */
+  struct {
+    char *key;               /* the options, as a string */
+    size_t keylen;
+    sh_tls_ctx *ctx;
+  } cache[CACHED];
+  int next;                  /* the slot to replace next */
+} tls_state;
+
+static tls_state *get_state(lua_State *L);
 
 /* ====================== Options ====================== */
 
@@ -69,6 +91,35 @@ static int sni_certs (lua_State *L, int arg, sh_tls_cert *certs) {
   return n;
 }
 
+/* A shared client context for 'c' (no files of its own): one more
+** reference to a kept one, or a new one, kept. */
+static sh_tls_ctx *cached_ctx (lua_State *L, const sh_tls_conf *c, char *err, size_t errlen) {
+  tls_state *st = get_state(L);
+  char key[MAX_ALPN * 256 + 16];
+  size_t len;
+  int i;
+  sh_tls_ctx *t;
+  key[0] = (char)c->verify;
+  key[1] = (char)(c->min_version & 0xff);
+  memcpy(key + 2, c->alpn != NULL ? (const char *)c->alpn : "", c->alpn_len);
+  len = 2 + c->alpn_len;
+  for (i = 0; i < CACHED; i++)
+    if (st->cache[i].ctx != NULL && st->cache[i].keylen == len && memcmp(st->cache[i].key, key, len) == 0)
+      return sh_tls_ctx_ref(st->cache[i].ctx);
+  if ((t = sh_tls_ctx_new(c, err, errlen)) == NULL) return NULL;
+  i = st->next;
+  st->next = (st->next + 1) % CACHED;
+  sh_tls_ctx_free(st->cache[i].ctx);      /* handshakes still using it keep it */
+  free(st->cache[i].key);
+  st->cache[i].ctx = NULL;
+  st->cache[i].key = malloc(len);
+  if (st->cache[i].key == NULL) return t;  /* not kept */
+  memcpy(st->cache[i].key, key, len);
+  st->cache[i].keylen = len;
+  st->cache[i].ctx = sh_tls_ctx_ref(t);
+  return t;
+}
+
 /* Build a context from the options table at 'arg' (nil: none). Raises on
 ** malformed options; returns NULL with a message in 'err' when a file
 ** cannot be used. For a client, '*name' is set to 'servername' if given,
@@ -115,6 +166,7 @@ sh_tls_ctx *shl_tls_ctx (lua_State *L, int arg, int server, const char **name,
   if (server && c.verify && c.ca == NULL)
     luaL_error(L, "bad option 'verify' (a server checks client certificates against 'ca': give it)");
   if (c.key != NULL && c.cert == NULL) luaL_error(L, "bad option 'key' (no 'cert')");
+  if (!server && c.ca == NULL && c.cert == NULL) return cached_ctx(L, &c, err, errlen);
   return sh_tls_ctx_new(&c, err, errlen);
 }
 
@@ -174,40 +226,48 @@ int shl_tls_push_info (lua_State *L, struct bufferevent *bev) {
 ** (a finished one would start a handler in a closing state): a userdata in
 ** the registry, made after the scheduler and so finalized before it,
 ** cancels those still running. */
-static const char PENDING_KEY = 'p';
+static const char STATE_KEY = 's';
 
-typedef struct pending_list {
-  shl_pending head;          /* sentinel of a circular list */
-} pending_list;
-
-static int pending_gc (lua_State *L) {
-  pending_list *pl = (pending_list *)lua_touserdata(L, 1);
-  while (pl->head.next != &pl->head) {
-    shl_pending *p = pl->head.next;
+static int state_gc (lua_State *L) {
+  tls_state *st = (tls_state *)lua_touserdata(L, 1);
+  int i;
+  while (st->head.next != &st->head) {
+    shl_pending *p = st->head.next;
     shl_pending_remove(p);
     p->cancel(p);
+  }
+  for (i = 0; i < CACHED; i++) {
+    sh_tls_ctx_free(st->cache[i].ctx);
+    free(st->cache[i].key);
+    st->cache[i].ctx = NULL;
+    st->cache[i].key = NULL;
   }
   return 0;
 }
 
-void shl_pending_add (lua_State *L, shl_pending *p) {
-  pending_list *pl;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &PENDING_KEY);
-  pl = (pending_list *)lua_touserdata(L, -1);
+static tls_state *get_state (lua_State *L) {
+  tls_state *st;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  st = (tls_state *)lua_touserdata(L, -1);
   lua_pop(L, 1);
-  if (pl == NULL) {
-    pl = (pending_list *)lua_newuserdatauv(L, sizeof *pl, 0);
-    pl->head.next = pl->head.prev = &pl->head;
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, pending_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &PENDING_KEY);
-  }
-  p->next = pl->head.next;
-  p->prev = &pl->head;
-  pl->head.next->prev = p;
-  pl->head.next = p;
+  if (st != NULL) return st;
+  st = (tls_state *)lua_newuserdatauv(L, sizeof *st, 0);
+  memset(st, 0, sizeof *st);
+  st->head.next = st->head.prev = &st->head;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  return st;
+}
+
+void shl_pending_add (lua_State *L, shl_pending *p) {
+  tls_state *st = get_state(L);
+  p->next = st->head.next;
+  p->prev = &st->head;
+  st->head.next->prev = p;
+  st->head.next = p;
 }
 
 void shl_pending_remove (shl_pending *p) {

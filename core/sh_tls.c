@@ -207,6 +207,11 @@ fail:
   return NULL;
 }
 
+sh_tls_ctx *sh_tls_ctx_ref (sh_tls_ctx *t) {
+  t->refs++;
+  return t;
+}
+
 void sh_tls_ctx_free (sh_tls_ctx *t) {
   int i;
   if (t == NULL || --t->refs > 0) return;

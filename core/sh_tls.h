@@ -52,6 +52,7 @@ typedef struct sh_tls_ctx sh_tls_ctx;
 ** counted: each handshake holds one while it runs. */
 sh_tls_ctx *sh_tls_ctx_new(const sh_tls_conf *c, char *err, size_t errlen);
 void sh_tls_ctx_free(sh_tls_ctx *t);        /* drops the caller's reference */
+sh_tls_ctx *sh_tls_ctx_ref(sh_tls_ctx *t);  /* one more reference; returns t */
 
 /* ---------------- Handshakes ---------------- */
 
