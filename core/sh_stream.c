@@ -348,6 +348,8 @@ void sh_stream_shutdown (sh_stream *s) {
   if (s->closing || s->shut_done) return;
   if (outlen(s) == 0) do_shutdown(s);
   else s->shut_pending = 1;
+  if (s->shut_pending && s->bev != NULL)      /* be told when the output is out */
+    bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 }
 
 /* ====================== Time limits ====================== */
@@ -460,6 +462,7 @@ void sh_stream_close (sh_stream *s, double linger) {
   }
   s->holds_ref = 1;                         /* delivering keeps us alive */
   sh_loop_ref(s->loop);
+  if (s->bev != NULL) bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);   /* told when out */
   arm_linger(s, linger);
 }
 
