@@ -48,13 +48,14 @@ local function cmd(s, secs)
 end
 
 -- Run openssl s_client against 127.0.0.1:PORT with extra arguments and
--- 'input' on its standard input, which stays open 'secs' (0.5) longer so
+-- 'input' on its standard input, which stays open 'secs' (0.5; 3 under
+-- valgrind) longer so
 -- that replies arrive before s_client quits at its end; returns its output
 -- (stdout and stderr).
 local function s_client(port, args, input, secs)
   local f = H.writefile(H.tmpname(".in"), input or "")
   return (cmd(("(cat %s; sleep %s) | openssl s_client -connect 127.0.0.1:%d -CAfile %s -no_ign_eof %s")
-    :format(H.q(f), secs or 0.5, port, H.q(path("ca.pem")), args or "")))
+    :format(H.q(f), secs or (H.VALGRIND and 3 or 0.5), port, H.q(path("ca.pem")), args or "")))
 end
 
 describe("TLS", function()
