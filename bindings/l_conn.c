@@ -445,8 +445,8 @@ static void on_limit (sh_stream *s, lconn *lc, int reason) {
   socklen_t len = sizeof ss;
   char peer[160] = "?";
   if (getpeername(sh_stream_fd(s), (struct sockaddr *)&ss, &len) == 0)
-    sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX : SH_TCP,
-                   peer, sizeof peer);
+    sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX
+                   : sh_tls_is_tls(sh_stream_bev(s)) ? SH_TLS : SH_TCP, peer, sizeof peer);
   sh_log(SH_LOG_INFO, "conn #%u %s: %s, closing", lc->id, peer,
          reason == 2 ? "line not finished in time" : "idle too long");
   close_internal(lc, CLOSE_ABORT);
@@ -507,7 +507,10 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
 static sh_stream *bev_stream (lconn *lc, struct bufferevent *bev) {
   sh_stream *s = sh_stream_new_bev(lc->S->loop, bev, on_stream, lc);
   if (s == NULL) return NULL;
-  if (sh_tls_is_tls(bev)) sh_stream_set_shutdown_hook(s, sh_tls_close_notify);
+  if (sh_tls_is_tls(bev)) {
+    sh_stream_set_shutdown_hook(s, sh_tls_close_notify);
+    sh_stream_set_counter(s, sh_tls_moved);
+  }
   sh_stream_set_lowat(s, OUT_LOW);
   return s;
 }

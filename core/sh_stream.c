@@ -34,6 +34,8 @@ struct sh_stream {
   struct bufferevent *bev;    /* the bufferevent backend, or NULL */
   sh_stream_hook_fn on_shut;  /* bufferevent: called before our FIN (TLS
                               ** sends its close_notify there), or NULL */
+  sh_stream_count_fn moved_fn;  /* bufferevent: bytes it moved, or NULL */
+  unsigned long long moved;   /* ... as last read */
   struct event rev;           /* readable; added while 'reading' */
   struct event *wev;          /* writable; added while output is queued; made
                               ** on the first pushback (most never need it) */
@@ -375,20 +377,33 @@ static int kernel_outq (const sh_stream *s) {
   return n;
 }
 
+/* What waits for the peer: the kernel's queue, and for a bufferevent
+** stream also its output buffer, which it sends from without telling us
+** each time (its write callback comes only at the low-water mark). */
+static int queued (const sh_stream *s) {
+  int n = kernel_outq(s);
+  if (s->bev != NULL) n += (int)(outlen(s) < (1u << 30) ? outlen(s) : (1u << 30));
+  return n;
+}
+
 /* Idle means no byte moved between us and the kernel, but a slow reader
 ** may still be draining what the kernel holds for it: that is progress.
 ** The kernel's queue is sampled once halfway through an idle period and
 ** compared once at its end (two ioctls at most per period and stream). */
 int sh_stream_limit_passed (sh_stream *s, double now) {
   if (s->closing || !s->limited) return 0;
+  if (s->moved_fn != NULL) {                     /* progress out of our sight */
+    unsigned long long m = s->moved_fn(s->bev);
+    if (m != s->moved) { s->moved = m; s->last_active = now; }
+  }
   if (s->partial > 0 && s->partial_since > 0 && now >= s->partial_since + s->partial) return 2;
   if (s->idle > 0 && now >= s->last_active + s->idle / 2) {
     if (s->outq_at < s->last_active) {           /* first look in this period */
       s->outq_at = now;
-      s->outq = kernel_outq(s);
+      s->outq = queued(s);
     }
     if (now >= s->last_active + s->idle) {
-      int n = kernel_outq(s);
+      int n = queued(s);
       if (n >= s->outq) return 1;
       s->last_active = s->outq_at = now;         /* the peer took some */
       s->outq = n;
@@ -561,6 +576,11 @@ sh_stream *sh_stream_new_bev (sh_loop *loop, struct bufferevent *bev, sh_stream_
 struct bufferevent *sh_stream_bev (const sh_stream *s) { return s->bev; }
 
 void sh_stream_set_shutdown_hook (sh_stream *s, sh_stream_hook_fn fn) { s->on_shut = fn; }
+
+void sh_stream_set_counter (sh_stream *s, sh_stream_count_fn fn) {
+  s->moved_fn = fn;
+  if (fn != NULL) s->moved = fn(s->bev);
+}
 
 /* Queue up to 'limit' bytes in all: the bufferevent writes them itself. */
 static ssize_t bev_write (sh_stream *s, const struct iovec *iov, int n, size_t limit) {

@@ -54,6 +54,12 @@ struct bufferevent *sh_stream_bev(const sh_stream *s);
 ** end of stream): a TLS stream sends its close_notify there. */
 typedef void (*sh_stream_hook_fn)(struct bufferevent *bev);
 void sh_stream_set_shutdown_hook(sh_stream *s, sh_stream_hook_fn fn);
+/* Bufferevent streams: 'fn' tells how many bytes the bufferevent has moved
+** to and from its socket so far, for the idle limit, which would otherwise
+** not see bytes that move out of sight (a TLS record going out a few bytes
+** at a time to a slow reader). Read at each sh_stream_limit_passed. */
+typedef unsigned long long (*sh_stream_count_fn)(struct bufferevent *bev);
+void sh_stream_set_counter(sh_stream *s, sh_stream_count_fn fn);
 
 /* Socket streams: give the socket back and free the stream (after the
 ** owner's callback, if called from inside it). Buffered input and queued

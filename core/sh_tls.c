@@ -415,6 +415,13 @@ void sh_tls_close_notify (struct bufferevent *bev) {
   ERR_clear_error();
 }
 
+unsigned long long sh_tls_moved (struct bufferevent *bev) {
+  SSL *ssl = bufferevent_openssl_get_ssl(bev);
+  if (ssl == NULL) return 0;
+  return (unsigned long long)BIO_number_written(SSL_get_wbio(ssl)) +
+         (unsigned long long)BIO_number_read(SSL_get_rbio(ssl));
+}
+
 int sh_tls_is_tls (struct bufferevent *bev) {
   return bev != NULL && bufferevent_openssl_get_ssl(bev) != NULL;
 }

@@ -80,6 +80,10 @@ void sh_tls_cancel(sh_tls_hs *h);
 /* A stream's shutdown hook (sh_stream_set_shutdown_hook): send close_notify. */
 void sh_tls_close_notify(struct bufferevent *bev);
 
+/* A stream's byte counter (sh_stream_set_counter): bytes written to and
+** read from the socket so far, records and handshake included. */
+unsigned long long sh_tls_moved(struct bufferevent *bev);
+
 /* True for a TLS bufferevent. */
 int sh_tls_is_tls(struct bufferevent *bev);
 

@@ -335,8 +335,10 @@ describe("TLS", function()
         assert(i:write("STARTTLS\nINJECTED\n"))
         r.go2 = i:read()
         r.ok2 = { i:starttls(client_opts({ servername = "localhost" })) }
-        assert(i:write("real\n"))
-        r.reply2 = i:read()
+        if r.ok2[1] then
+          assert(i:write("real\n"))
+          r.reply2 = i:read()
+        end
         i:close()
         sh.sleep(0.05)
         srv:close()
@@ -348,6 +350,13 @@ describe("TLS", function()
       assert.equals("TLSv1.3", r.proto)
       assert.same({ nil, "already TLS" }, r.again)
       assert.equals("GO", r.go2)
+      if H.ONEBYTE and not r.ok2[1] then
+        -- one byte at a time, part of "INJECTED\n" arrives after the server
+        -- has switched: the handshake sees it and fails, never reads it
+        assert.equals("inside", r.server[1])
+        assert.matches("^not TLS", r.server[2])
+        return
+      end
       assert.same({ true }, r.ok2)
       assert.equals("secret:real", r.reply2)
       assert.same({ "inside", "real" }, r.server)
@@ -355,7 +364,8 @@ describe("TLS", function()
 
     it("starttls waits for output still queued to reach the peer in plain text first", function()
       local r = { got = 0, other = 0 }
-      local n = H.big(32, 1) * 1024 * 1024     -- more than the kernel's buffers take
+      -- more than the kernel's buffers take (one byte at a time: any amount)
+      local n = math.floor(H.big(32, 0.25) * 1024 * 1024)
       H.run(function()
         local srv = assert(sh.listen("tcp://127.0.0.1:0", function(c)
           c:settimeout(0.2)
@@ -380,7 +390,7 @@ describe("TLS", function()
         srv:close()
       end, 30)
       assert.same({ nil, "timeout" }, r.write)
-      assert.is_true(r.got > 65536, tostring(r.got))   -- the kernel's share and our queue
+      assert.is_true(r.got >= 65536, tostring(r.got))  -- our queue, and what the kernel took
       assert.equals(0, r.other)
       assert.same({ true }, r.ok)
       assert.same({ true }, r.server)
@@ -408,6 +418,7 @@ describe("TLS", function()
 
     it("keeps settimeout, max_line, line and idle limits, close flushing and abort", function()
       local r = {}
+      local flood = math.floor(H.big(3, 0.25) * 1024 * 1024)   -- far past the 64 KiB queue
       H.run(function()
         local srv = assert(sh.listen("tls://127.0.0.1:0", function(c)
           local cmd = c:read()
@@ -419,7 +430,7 @@ describe("TLS", function()
           elseif cmd == "long" then
             r.long = { c:read() }
           elseif cmd == "flood" then
-            c:write(string.rep("z", 3 * 1024 * 1024))    -- then the handler returns: close flushes
+            c:write(string.rep("z", flood))    -- then the handler returns: close flushes
           elseif cmd == "abort" then
             c:abort()
           elseif cmd == "linger" then
@@ -461,7 +472,7 @@ describe("TLS", function()
       assert.same({ nil, "timeout", "" }, r.timeout)
       assert.equals("late", r.after_timeout)
       assert.same({ nil, "line too long" }, r.long)
-      assert.equals(3 * 1024 * 1024, r.flood)
+      assert.equals(flood, r.flood)
       assert.same({ nil, "closed" }, r.abort)
       assert.same({ nil, "closed" }, r.linger)
       assert.same({ nil, "closed" }, r.linger_read)
