@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -151,6 +153,11 @@ static int t_connect (lua_State *L) {
     return shl_pushfail(L, e == ECONNREFUSED || e == ENOENT ? "connection refused" : strerror(e));
   }
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  if (a.scheme == SH_TCP) {     /* a piece sent must not wait in the kernel
+                                ** while the spec decides nothing moves */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   newpeer(L, fd, 0, a.scheme);
   return 1;
 }
@@ -176,31 +183,37 @@ static int t_datagram (lua_State *L) {
   return 1;
 }
 
-/* peer:send(data) -> bytes taken now (maybe 0: the kernel is full; a
-** datagram is all or nothing), or nil, err. */
+/* peer:send(data) -> bytes taken now (maybe 0: the kernel is full), or nil,
+** err. A datagram is all or nothing: nil, "kernel full" when refused. */
 static int peer_send (lua_State *L) {
   tpeer *p = checkpeer(L);
   size_t len;
   const char *s = luaL_checklstring(L, 2, &len);
   ssize_t n = send(p->fd, s, len, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) n = 0;
-    else return errfail(L, errno);
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errfail(L, errno);
+    if (p->dgram) return shl_pushfail(L, "kernel full");  /* 0 would be an empty datagram */
+    n = 0;
   }
   lua_pushinteger(L, n);
   return 1;
 }
 
-/* peer:recv() -> what has arrived (a datagram: one of them), "" if
-** nothing yet; nil, "closed" at the end of the stream; nil, "reset". */
+/* peer:recv() -> what has arrived, "" if nothing yet; nil, "closed" at the
+** end of the stream; nil, "reset". A datagram peer gets one datagram (maybe
+** ""), or false when none waits. */
 static int peer_recv (lua_State *L) {
   tpeer *p = checkpeer(L);
   luaL_Buffer b;
   char *buf = luaL_buffinitsize(L, &b, RECV_CHUNK);
   ssize_t n = recv(p->fd, buf, RECV_CHUNK, MSG_DONTWAIT);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) n = 0;
-    else return errfail(L, errno);
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errfail(L, errno);
+    if (p->dgram) {                 /* "" is an empty datagram: nothing is false */
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    n = 0;
   } else if (n == 0 && !p->dgram) {
     return shl_pushfail(L, "closed");
   }

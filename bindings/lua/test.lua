@@ -167,12 +167,13 @@ end
 -- Run 'fn' as a script's code runs: its failure is kept for the spec (and
 -- raised again, so the host logs it and closes what it served, as usual).
 function Session:_guard(fn)
+  local function note(e)
+    self.errors[#self.errors + 1] = debug.traceback(tostring(e), 2)
+    return e
+  end
   return function(...)
-    local r = table.pack(xpcall(fn, debug.traceback, ...))
-    if not r[1] then
-      self.errors[#self.errors + 1] = tostring(r[2])
-      error(r[2], 0)
-    end
+    local r = table.pack(xpcall(fn, note, ...))
+    if not r[1] then error(r[2], 0) end
     return table.unpack(r, 2, r.n)
   end
 end
@@ -575,9 +576,8 @@ end
 -- peer:send_line(line [, opts]) -- send line .. "\n".
 function Peer:send_line(line, opts) return self:send(line .. "\n", opts) end
 
--- peer:pause(seconds): stop reading (what the server sends stays in the
--- kernel, which fills up) until resume(); with seconds, the clock moves on
--- that long first.
+-- peer:pause(): stop reading (what the server sends stays in the kernel,
+-- which fills up, and the server's writes meet backpressure) until resume().
 function Peer:pause() self.paused = true; return self end
 function Peer:resume() self.paused = false; self.t:settle(); return self end
 
@@ -689,8 +689,8 @@ function Dgram:_pull()
   local any = false
   for _ = 1, 64 do
     local data = self.sock:recv()
-    if not data or data == "" then break end
-    self.queue[#self.queue + 1] = data
+    if not data then break end                -- false: nothing waiting
+    self.queue[#self.queue + 1] = data        -- "" is an empty datagram
     self.transcript[#self.transcript + 1] = { self.t:now(), "<", data }
     any = true
   end
@@ -699,7 +699,7 @@ end
 
 function Dgram:send(data)
   local n, err = self.sock:send(data)
-  if not n or n == 0 then self.t:_fail(("%s could not send: %s"):format(self.name, err or "kernel full")) end
+  if not n then self.t:_fail(("%s could not send: %s"):format(self.name, err or "kernel full")) end
   self.transcript[#self.transcript + 1] = { self.t:now(), ">", data }
   self.t:settle()
   return self

@@ -208,4 +208,48 @@ describe("sockhost.test", function()
     local example = section:match("```lua\n(.-)```")
     assert.equal(H.readfile("spec/virtual/readme_spec.lua"), example)
   end)
+
+  it("checks the order of arrivals across peers, and read timeouts run on the virtual clock", function()
+    t = T.new()
+    t:script(FIX .. "relay.lua")
+    local a = t:connect("tcp://127.0.0.1:7103", "a")
+    local b = t:connect("tcp://127.0.0.1:7103", "b")
+    t:expect_order({ a, "first" }, { b, "second" })
+    local a2 = t:connect("tcp://127.0.0.1:7103", "a2")
+    local b2 = t:connect("tcp://127.0.0.1:7103", "b2")
+    local ok, err = pcall(t.expect_order, t, { b2, "second" }, { a2, "first" })
+    assert.is_false(ok)
+    assert.matches("expected a2's line \"first\" to arrive after b2's line \"second\", but it came first",
+                   tostring(err), 1, true)
+
+    -- a's conn has a 10 s read timeout, and 2 s have passed
+    a:expect_silence(7.5)
+    a:expect_line("read: timeout", 1)
+    assert.is_true(t:now() >= 10 and t:now() <= 11.01)
+  end)
+
+  it("cuts a line that takes longer than line_timeout, in virtual time", function()
+    t = T.new { line_timeout = 10 }
+    t:script("scripts/echo.lua")
+    local p = t:connect("tcp://127.0.0.1:7000")
+    p:send("a line that never ends")        -- echo.lua reads with read_some: no line to wait for
+    p:expect("a line that never ends")
+    t:close()
+    t = T.new { line_timeout = 10, idle_timeout = 0 }
+    t:script("scripts/chat.lua")
+    local c = t:connect("tcp://127.0.0.1:7010")
+    c:expect_line()
+    c:send("half a li")
+    c:expect_silence(9.5)
+    c:expect_close(1)
+  end)
+
+  it("passes the chat spec 100 times in a row (`sockhost test --repeat=100`)", function()
+    local out, err, rc = H.exec([[test --repeat=100 --filter="virtual time, mem" spec/virtual/chat_spec.lua]],
+                                { timeout = 120 })
+    assert.equal(0, rc, out .. err)
+    assert.matches("run 100 of 100", out, 1, true)
+    assert.matches("5 successes / 0 failures / 0 errors", out, 1, true)
+    assert.is_nil(out:match("[1-9]%d* failures") or out:match("[1-9]%d* errors"))
+  end)
 end)
