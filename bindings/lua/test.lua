@@ -302,16 +302,16 @@ end
 -- its line, and each line arrived in a step of the loop strictly before the
 -- next one's. Returns the lines.
 function Session:expect_order(...)
-  local steps, prev = {}, nil
-  for i, e in ipairs({ ... }) do
-    e[1]:expect_line(e[2], e[3])
-    steps[i] = e[1].last_step
-    if prev and steps[i] <= steps[prev] then
+  local prev
+  for _, e in ipairs({ ... }) do
+    local peer, line = e[1], e[2]
+    peer:expect_line(line, e[3])
+    if prev and peer.last_step <= prev.step then
       self:_fail(("expected %s's line %s to arrive after %s's line %s, but it came %s")
-        :format(e[1].name, show(e[2]), ({ ... })[prev][1].name, show(({ ... })[prev][2]),
-                steps[i] == steps[prev] and "in the same step" or "first"))
+        :format(peer.name, show(line), prev.name, show(prev.line),
+                peer.last_step == prev.step and "in the same step" or "first"))
     end
-    prev = i
+    prev = { name = peer.name, line = line, step = peer.last_step }
   end
 end
 
@@ -355,10 +355,11 @@ function Session:connect(addr, opts)
   opts = opts or {}
   local real = self.addrs[key(addr)]
   if not real then
-    self:_fail(("nothing listens on %s (the script listened on: %s)"):format(addr,
-      next(self.addrs) and table.concat((function()
-        local l = {} for k in pairs(self.addrs) do l[#l + 1] = k end table.sort(l) return l end)(), ", ")
-      or "nothing"))
+    local known = {}
+    for k in pairs(self.addrs) do known[#known + 1] = k end
+    table.sort(known)
+    self:_fail(("nothing listens on %s (the script listened on: %s)")
+      :format(addr, #known > 0 and table.concat(known, ", ") or "nothing"))
   end
   local sock, err = core.connect(real)
   if not sock then self:_fail(("cannot connect to %s: %s"):format(addr, err)) end
