@@ -37,7 +37,7 @@ LIBS_HTTP     = -lhttp_parser
 LIBS_TLS      = $(shell pkg-config --libs libevent_openssl openssl)
 
 CORE_OBJ = core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
-           core/sh_net.o core/sh_timer.o core/sh_log.o core/sh_resolve.o core/sh_dgram.o
+           core/sh_stream_sock.o core/sh_stream_bev.o core/sh_net.o core/sh_timer.o core/sh_log.o core/sh_resolve.o core/sh_dgram.o
 BIND_OBJ = bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
            bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o \
@@ -180,10 +180,16 @@ fuzz: deps bindings/modules_gen.c
 	  grep -E 'stat::number_of_executed_units|stat::new_units_added' fuzz/$$t.log; \
 	done
 
-# core/ must stay free of Lua.
-check-layers:
+# The layers: core/ must stay free of Lua, bindings/ free of libevent (it
+# reaches the loop and streams only through core/'s headers), and no two
+# object files may depend on each other, directly or in a longer circle
+# (spec/layers.sh: from the symbols each object defines and uses).
+check-layers: $(OBJ) bindings/main.o
 	@if grep -n 'include.*\(lua\|lauxlib\|lualib\)' core/*.c core/*.h; then \
 	  echo "core/ must not include Lua headers"; exit 1; fi
+	@if grep -n 'include.*event2/' bindings/*.c bindings/*.h; then \
+	  echo "bindings/ must not include libevent headers (event2/): use core/"; exit 1; fi
+	@sh spec/layers.sh $(OBJ) bindings/main.o
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4

@@ -19,8 +19,6 @@
 **
 ** What this file does not do: resolve names. */
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -78,46 +76,46 @@ static void close_internal(lconn *lc, int how);
 /* ====================== Reading ====================== */
 
 /* Push the first n input bytes, then remove n + extra. */
-static void take (lua_State *L, struct evbuffer *in, size_t n, size_t extra) {
-  if (n == 0) lua_pushliteral(L, "");
-  else lua_pushlstring(L, (const char *)evbuffer_pullup(in, (ev_ssize_t)n), n);
-  if (n + extra > 0) evbuffer_drain(in, n + extra);
+static void take (lua_State *L, sh_stream *s, size_t n, size_t extra) {
+  const char *p = sh_stream_peek(s, n);
+  if (p == NULL) lua_pushliteral(L, "");
+  else lua_pushlstring(L, p, n);
+  sh_stream_consume(s, n + extra);
 }
 
 /* Push a copy of what is buffered, leaving it there. */
-static void peek (lua_State *L, struct evbuffer *in) {
-  size_t len = in != NULL ? evbuffer_get_length(in) : 0;
-  if (len == 0) lua_pushliteral(L, "");
-  else lua_pushlstring(L, (const char *)evbuffer_pullup(in, -1), len);
+static void peek (lua_State *L, sh_stream *s) {
+  size_t len = sh_stream_inlen(s);
+  const char *p = sh_stream_peek(s, len);
+  if (p == NULL) lua_pushliteral(L, "");
+  else lua_pushlstring(L, p, len);
 }
 
 /* Find the reader's delimiter ("\n" for lines), resuming the search where
 ** the last one stopped so that a line arriving byte by byte costs O(n). */
-static ev_ssize_t find_delim (lconn *lc, struct evbuffer *in, const char *d, size_t dlen) {
-  struct evbuffer_ptr start, found;
+static ssize_t find_delim (lconn *lc, const char *d, size_t dlen) {
   size_t from = lc->scanned >= dlen ? lc->scanned - (dlen - 1) : 0;
-  if (in == NULL) return -1;
-  if (evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) != 0) return -1;
-  found = evbuffer_search(in, d, dlen, &start);
-  if (found.pos < 0) lc->scanned = evbuffer_get_length(in);
-  return found.pos;
+  ssize_t pos = sh_stream_find(lc->s, d, dlen, from);
+  if (pos < 0) lc->scanned = sh_stream_inlen(lc->s);
+  return pos;
 }
 
-static int read_line (lua_State *L, lconn *lc, struct evbuffer *in, size_t len, int eof) {
-  ev_ssize_t pos = find_delim(lc, in, "\n", 1);
+static int read_line (lua_State *L, lconn *lc, size_t len, int eof) {
+  ssize_t pos = find_delim(lc, "\n", 1);
   if (pos >= 0) {
     size_t n = (size_t)pos, cut = 1;
-    const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n + 1);
+    const char *p = sh_stream_peek(lc->s, n + 1);
     if (n > lc->max_line) return shl_pushfail(L, "line too long");
+    if (p == NULL) return shl_pushfail(L, "out of memory");
     if (lc->rmode == RD_LINE_KEEP) { n++; cut = 0; }
     else if (n > 0 && p[n - 1] == '\r') { n--; cut = 2; }
     lua_pushlstring(L, p, n);
-    evbuffer_drain(in, n + cut);
+    sh_stream_consume(lc->s, n + cut);
     return 1;
   }
   if (len > lc->max_line) return shl_pushfail(L, "line too long");
   if (eof && len > 0) {                 /* the last line, without its end */
-    take(L, in, len, 0);
+    take(L, lc->s, len, 0);
     return 1;
   }
   return -1;
@@ -128,9 +126,8 @@ static int read_line (lua_State *L, lconn *lc, struct evbuffer *in, size_t len, 
 static int try_read (lua_State *L, lconn *lc) {
   size_t len = sh_stream_inlen(lc->s);
   int eof = sh_stream_eof(lc->s), n;
-  struct evbuffer *in;
+  sh_stream *in = lc->s;
   if (len == 0 && !eof) return -1;        /* the common case: nothing yet */
-  in = len > 0 ? sh_stream_input(lc->s) : NULL;
   switch (lc->rmode) {
     case RD_SOME:
       if (len > 0) { take(L, in, len < lc->want ? len : lc->want, 0); return 1; }
@@ -143,13 +140,13 @@ static int try_read (lua_State *L, lconn *lc) {
       if (len >= lc->max_all) return shl_pushfail(L, "too large");
       return -1;
     case RD_UNTIL: {
-      ev_ssize_t pos = find_delim(lc, in, lc->delim, lc->dlen);
+      ssize_t pos = find_delim(lc, lc->delim, lc->dlen);
       if (pos >= 0 && (size_t)pos <= lc->want) { take(L, in, (size_t)pos, lc->dlen); return 1; }
       if (pos >= 0 || len > lc->want + lc->dlen) return shl_pushfail(L, "line too long");
       break;
     }
     default:
-      if ((n = read_line(L, lc, in, len, eof)) >= 0) return n;
+      if ((n = read_line(L, lc, len, eof)) >= 0) return n;
       break;
   }
   if (!eof) {
@@ -179,7 +176,7 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
   if (!cancel && lc->s != NULL && lc->rmode != RD_SOME) {
     luaL_pushfail(t->co);
     lua_pushliteral(t->co, "timeout");
-    peek(t->co, sh_stream_inlen(lc->s) > 0 ? sh_stream_input(lc->s) : NULL);  /* stays buffered */
+    peek(t->co, lc->s);                  /* stays buffered */
     n = 3;
   } else if (!cancel) {
     shl_pushfail(t->co, "timeout");
@@ -446,7 +443,7 @@ static void on_limit (sh_stream *s, lconn *lc, int reason) {
   char peer[160] = "?";
   if (getpeername(sh_stream_fd(s), (struct sockaddr *)&ss, &len) == 0)
     sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX
-                   : sh_tls_is_tls(sh_stream_bev(s)) ? SH_TLS : SH_TCP, peer, sizeof peer);
+                   : sh_tls_is_tls(s) ? SH_TLS : SH_TCP, peer, sizeof peer);
   sh_log(SH_LOG_INFO, "conn #%u %s: %s, closing", lc->id, peer,
          reason == 2 ? "line not finished in time" : "idle too long");
   close_internal(lc, CLOSE_ABORT);
@@ -503,27 +500,17 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
   return lc;
 }
 
-/* Wrap 'bev' in a stream for 'lc' (TLS: with close_notify on shutdown). */
-static sh_stream *bev_stream (lconn *lc, struct bufferevent *bev) {
-  sh_stream *s = sh_stream_new_bev(lc->S->loop, bev, on_stream, lc);
-  if (s == NULL) return NULL;
-  if (sh_tls_is_tls(bev)) {
-    sh_stream_set_shutdown_hook(s, sh_tls_close_notify);
-    sh_stream_set_counter(s, sh_tls_moved);
-  }
+/* Take over stream 's', handed out without an owner (a TLS handshake). */
+static void adopt (lconn *lc, sh_stream *s) {
+  lc->s = s;
+  sh_stream_set_owner(s, on_stream, lc);
   sh_stream_set_lowat(s, OUT_LOW);
-  return s;
 }
 
-lconn *shl_conn_new_bev (lua_State *L, shl_sched *S, struct bufferevent *bev) {
+lconn *shl_conn_new_stream (lua_State *L, shl_sched *S, sh_stream *s) {
   lconn *lc = conn_alloc(L, S);
-  if (lc == NULL) { bufferevent_free(bev); return NULL; }
-  lc->s = bev_stream(lc, bev);
-  if (lc->s == NULL) {
-    bufferevent_free(bev);
-    lua_pop(L, 1);
-    return NULL;
-  }
+  if (lc == NULL) { sh_stream_abort(s); return NULL; }
+  adopt(lc, s);
   lc->id = ++S->next_id;
   return lc;
 }
@@ -700,7 +687,7 @@ static int conn_settimeout (lua_State *L) {
 static int push_sockname (lua_State *L, lconn *lc, int peer) {
   if (lc->s == NULL) return shl_pushfail(L, "closed");
   return shl_push_sockname(L, sh_stream_fd(lc->s), peer,
-                           sh_tls_is_tls(sh_stream_bev(lc->s)) ? SH_TLS : -1, NULL);
+                           sh_tls_is_tls(lc->s) ? SH_TLS : -1, NULL);
 }
 
 static int conn_peer (lua_State *L) { return push_sockname(L, checkconn(L, 1), 1); }
@@ -767,15 +754,15 @@ static int tls_connect_timeout (void *obj, shl_task *t, int cancel) {
   return shl_pushfail(t->co, in_hs ? "handshake timeout" : "timeout");
 }
 
-static void on_tls_done (struct bufferevent *bev, const char *err, void *ctx) {
+static void on_tls_done (sh_stream *s, const char *err, void *ctx) {
   tls_connect *x = ctx;
   shl_task *t = x->t;
   x->hs = NULL;                          /* freed before this call */
   tls_connect_free(x);
   shl_unpark(t);
   lua_checkstack(t->co, 3);
-  if (bev == NULL) { shl_resume(t, shl_pushfail(t->co, err)); return; }
-  if (shl_conn_new_bev(t->co, t->S, bev) == NULL) {
+  if (s == NULL) { shl_resume(t, shl_pushfail(t->co, err)); return; }
+  if (shl_conn_new_stream(t->co, t->S, s) == NULL) {
     shl_resume(t, shl_pushfail(t->co, "out of memory"));
     return;
   }
@@ -851,18 +838,15 @@ int shl_connect (lua_State *L) {
 static int conn_tls (lua_State *L) {
   lconn *lc = checkconn(L, 1);
   if (lc->s == NULL) return shl_pushfail(L, "closed");
-  return shl_tls_push_info(L, sh_stream_bev(lc->s));
+  return shl_tls_push_info(L, lc->s);
 }
 
-static void on_starttls_done (struct bufferevent *bev, const char *err, void *ctx) {
+static void on_starttls_done (sh_stream *s, const char *err, void *ctx) {
   lconn *lc = ctx;
   shl_task *t = lc->hs_task;
   lc->hs = NULL;
   lc->hs_task = NULL;
-  if (bev != NULL && (lc->s = bev_stream(lc, bev)) == NULL) {
-    bufferevent_free(bev);
-    err = "out of memory";
-  }
+  if (s != NULL) adopt(lc, s);
   if (lc->s == NULL) uncount(lc);        /* the handshake failed: closed */
   else shl_conn_setlimits(lc, lc->idle, lc->line);
   if (t == NULL) return;
@@ -950,7 +934,7 @@ static int conn_starttls (lua_State *L) {
   shl_task *t;
   shl_checkoptions(L, 2, starttls_opts);
   if (lc->s == NULL) return shl_pushfail(L, "closed");
-  if (sh_stream_bev(lc->s) != NULL) return shl_pushfail(L, "already TLS");
+  if (sh_tls_is_tls(lc->s)) return shl_pushfail(L, "already TLS");
   if (lc->reader != NULL || lc->whead != NULL) return shl_pushfail(L, "busy");
   t = shl_checktask(L, "conn:starttls()");
   lua_settop(L, 2);

@@ -8,7 +8,6 @@
 ** handshake succeeds gets a conn and a handler task. A failure is logged
 ** (info) with the peer and the reason, and the socket closed. */
 #include <errno.h>
-#include <event2/bufferevent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -135,27 +134,27 @@ static void tls_accept_cancel (shl_pending *p) {
   tls_accept_free(x);
 }
 
-static void on_tls_accepted (struct bufferevent *bev, const char *err, void *ctx) {
+static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
   tls_accept *x = ctx;
   shl_sched *S = x->S;
   lua_State *L = S->L;
   conn_conf cc = x->cc;
   lconn *lc;
   x->hs = NULL;
-  if (bev == NULL) {
+  if (s == NULL) {
     sh_log(SH_LOG_INFO, "tls: handshake with %s failed: %s", x->peer, err);
     tls_accept_free(x);
     return;
   }
   if (S->draining || !lua_checkstack(L, 8)) {
-    bufferevent_free(bev);
+    sh_stream_abort(s);
     tls_accept_free(x);
     return;
   }
   cc.counter->refs++;                    /* kept across the free below */
   lua_rawgeti(L, LUA_REGISTRYINDEX, x->handler_ref);
   tls_accept_free(x);
-  lc = shl_conn_new_bev(L, S, bev);
+  lc = shl_conn_new_stream(L, S, s);
   if (lc == NULL) {
     lua_pop(L, 1);
     sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");

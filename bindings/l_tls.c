@@ -196,10 +196,10 @@ static void setnum (lua_State *L, const char *k, double v) {
   lua_setfield(L, -2, k);
 }
 
-/* Push the session table of TLS bufferevent 'bev'; nil if it is not one. */
-int shl_tls_push_info (lua_State *L, struct bufferevent *bev) {
+/* Push the session table of TLS stream 's'; nil if it is not one. */
+int shl_tls_push_info (lua_State *L, const sh_stream *s) {
   sh_tls_info in;
-  if (sh_tls_info_get(bev, &in) != 0) { lua_pushnil(L); return 1; }
+  if (sh_tls_info_get(s, &in) != 0) { lua_pushnil(L); return 1; }
   lua_createtable(L, 0, 5);
   setstr(L, "protocol", in.protocol);
   setstr(L, "cipher", in.cipher);

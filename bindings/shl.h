@@ -216,7 +216,7 @@ int shl_sleep(lua_State *L);
 
 /* ---------------- l_tls.c: TLS options, sessions, handshakes ---------------- */
 struct sh_tls_ctx;
-struct bufferevent;
+struct sh_stream;
 /* A TLS context from the options table at 'arg' (nil: defaults) for a
 ** server or a client. Raises on malformed options; NULL with a message in
 ** 'err' when a file cannot be used. Sets '*name' to the 'servername'
@@ -225,8 +225,8 @@ struct sh_tls_ctx *shl_tls_ctx(lua_State *L, int arg, int server, const char **n
                                double *hs_timeout, char *err, size_t errlen);
 /* Whether the table at 'arg' holds any TLS option. */
 int shl_tls_has_options(lua_State *L, int arg);
-/* Push conn:tls()'s table for 'bev' (nil when it is not TLS); returns 1. */
-int shl_tls_push_info(lua_State *L, struct bufferevent *bev);
+/* Push conn:tls()'s table for stream 's' (nil when it is not TLS); returns 1. */
+int shl_tls_push_info(lua_State *L, const struct sh_stream *s);
 /* Work on the loop that no task owns (a listener's handshakes): cancelled
 ** at lua_close, before the scheduler's last run of the loop. */
 typedef struct shl_pending {
@@ -235,9 +235,10 @@ typedef struct shl_pending {
 } shl_pending;
 void shl_pending_add(lua_State *L, shl_pending *p);
 void shl_pending_remove(shl_pending *p);    /* idempotent */
-/* l_conn.c: a connection over bufferevent 'bev' (a finished TLS handshake),
-** pushed; on failure 'bev' is freed, nothing pushed, NULL returned. */
-lconn *shl_conn_new_bev(lua_State *L, shl_sched *S, struct bufferevent *bev);
+/* l_conn.c: a connection over stream 's' (handed out by a finished TLS
+** handshake, without an owner), pushed; on failure 's' is aborted, nothing
+** pushed, NULL returned. */
+lconn *shl_conn_new_stream(lua_State *L, shl_sched *S, struct sh_stream *s);
 
 /* ---------------- helpers ---------------- */
 /* Create metatable 'name' with metamethods 'meta' and __index = 'methods'. */

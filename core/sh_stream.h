@@ -1,13 +1,17 @@
-/* sh_stream.h -- a buffered, non-blocking byte stream over a connected
-** socket (TCP or Unix). Knows nothing about Lua; see bindings/l_conn.c.
+/* sh_stream.h -- a buffered, non-blocking byte stream: the one interface
+** every stream transport of the host is used through (plain TCP and Unix
+** sockets, TLS). Knows nothing about Lua; see bindings/l_conn.c.
 **
-** Writes go to the kernel at once; only what the kernel refuses is buffered,
-** and only then is the write event armed (DESIGN.md, "Performance notes").
-** Reads are eager: while the input buffer is below its cap, whatever arrives
-** is read into it, and the owner is told.
+** A transport is a small table of operations (core/sh_transport.h) with one
+** implementation each: core/sh_stream_sock.c reads and writes a socket
+** itself (the fast path, benchmarked), core/sh_stream_bev.c drives a
+** libevent bufferevent (TLS streams, core/sh_tls.c). Owners see only this
+** header; nothing here exposes a libevent type.
 **
-** The same interface over any bufferevent (sh_stream_new_bev): TLS streams
-** use it, with libevent's OpenSSL bufferevents (see sh_tls.h).
+** Socket streams: writes go to the kernel at once; only what the kernel
+** refuses is buffered, and only then is the write event armed. Reads are
+** eager: while the input buffer is below its cap, whatever arrives is read
+** into it, and the owner is told.
 **
 ** Callbacks are only ever made from the event loop, never from inside one of
 ** the functions below, so an owner never sees re-entrant calls. An owner may
@@ -21,8 +25,6 @@
 
 #include "sh_loop.h"
 
-struct evbuffer;
-
 typedef struct sh_stream sh_stream;
 
 enum {
@@ -30,50 +32,32 @@ enum {
   SH_STREAM_DRAIN = 2    /* output fell to the low-water mark or below */
 };
 
+#define SH_STREAM_CAP 65536   /* input read ahead before pausing, by default */
+
 typedef void (*sh_stream_fn)(sh_stream *s, int what, void *ctx);
 
 /* Wrap a connected non-blocking socket. On success the stream owns 'fd'; on
 ** failure (NULL) the caller still does. */
 sh_stream *sh_stream_new(sh_loop *loop, int fd, sh_stream_fn cb, void *ctx);
 
-/* Wrap any bufferevent (a TLS one, one of a pair, ...): the bufferevent
-** does the I/O, the stream keeps the interface and its semantics. On
-** success the stream owns 'bev' and frees it (make it with
-** BEV_OPT_CLOSE_ON_FREE if its socket is to be closed then, and with
-** BEV_OPT_DEFER_CALLBACKS, so that callbacks come from the loop, never from
-** inside the functions below); it replaces the bufferevent's callbacks and
-** watermarks. On failure (NULL) the caller still owns 'bev'. Input that is
-** already buffered in it is reported from the loop. Writes queue up to the
-** limit in all (nothing goes to the kernel at once). */
-struct bufferevent;
-sh_stream *sh_stream_new_bev(sh_loop *loop, struct bufferevent *bev, sh_stream_fn cb, void *ctx);
-/* The bufferevent of a stream made by sh_stream_new_bev, else NULL. */
-struct bufferevent *sh_stream_bev(const sh_stream *s);
-/* Bufferevent streams: 'fn' runs when the stream half-closes (shutdown, or
-** close once the output is out), before the socket's FIN (or the pair's
-** end of stream): a TLS stream sends its close_notify there. */
-typedef void (*sh_stream_hook_fn)(struct bufferevent *bev);
-void sh_stream_set_shutdown_hook(sh_stream *s, sh_stream_hook_fn fn);
-/* Bufferevent streams: 'fn' tells how many bytes the bufferevent has moved
-** to and from its socket so far, for the idle limit, which would otherwise
-** not see bytes that move out of sight (a TLS record going out a few bytes
-** at a time to a slow reader). Read at each sh_stream_limit_passed. */
-typedef unsigned long long (*sh_stream_count_fn)(struct bufferevent *bev);
-void sh_stream_set_counter(sh_stream *s, sh_stream_count_fn fn);
+/* Give a stream that was handed out without an owner (by a TLS handshake,
+** sh_tls.h) its owner. Input already buffered is reported from the loop. */
+void sh_stream_set_owner(sh_stream *s, sh_stream_fn cb, void *ctx);
 
 /* Socket streams: give the socket back and free the stream (after the
 ** owner's callback, if called from inside it). Buffered input and queued
 ** output are dropped: call it with the output flushed. The stream never
-** calls back again. Returns the fd, or -1 for a bufferevent stream. */
+** calls back again. Returns the fd, or -1 for a transport that cannot hand
+** its socket on (TLS). */
 int sh_stream_detach(sh_stream *s);
 
-/* The socket, or -1 (a bufferevent without one). */
+/* The socket, or -1 (a transport without one). */
 int sh_stream_fd(const sh_stream *s);
+/* The transport's name: "socket" or "tls". */
+const char *sh_stream_transport(const sh_stream *s);
 /* The owner's context, or NULL once the stream is closed: owners re-check
 ** it after anything that may have run script code. */
 void *sh_stream_ctx(const sh_stream *s);
-/* The input buffer (made on demand; NULL only when out of memory). */
-struct evbuffer *sh_stream_input(sh_stream *s);
 /* Bytes buffered, without making a buffer. */
 size_t sh_stream_inlen(const sh_stream *s);
 size_t sh_stream_outlen(const sh_stream *s);
@@ -81,6 +65,17 @@ size_t sh_stream_outlen(const sh_stream *s);
 int sh_stream_eof(const sh_stream *s);
 /* errno of the failure that ended the stream, or 0. */
 int sh_stream_error(const sh_stream *s);
+
+/* ---------------- The input buffer ---------------- */
+
+/* The offset of the first 'd' (dlen bytes) in the input at or after 'from',
+** or -1 if there is none yet. */
+ssize_t sh_stream_find(sh_stream *s, const char *d, size_t dlen, size_t from);
+/* The first 'n' input bytes, made contiguous; they stay buffered. NULL when
+** fewer are buffered or out of memory. */
+const char *sh_stream_peek(sh_stream *s, size_t n);
+/* Remove the first 'n' input bytes (all of them if fewer). */
+void sh_stream_consume(sh_stream *s, size_t n);
 
 /* Read until the input holds 'cap' bytes, then pause. Call after taking
 ** bytes from the input too: it resumes reading when there is room. */

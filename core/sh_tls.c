@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sh_transport.h"
 #include "sh_util.h"
 
 /* A name served with its own context (SNI). */
@@ -326,15 +327,39 @@ static void hs_free (sh_tls_hs *h, int free_bev) {
   free(h);
 }
 
+/* ====================== The "tls" transport ====================== */
+
+/* Our end: close_notify, before the socket's FIN. */
+static void close_notify (struct bufferevent *bev) {
+  SSL *ssl = bufferevent_openssl_get_ssl(bev);
+  if (ssl == NULL) return;
+  SSL_shutdown(ssl);                        /* sends close_notify; no waiting */
+  ERR_clear_error();
+}
+
+/* Bytes written to and read from the socket so far, records and handshake
+** included: the idle limit sees a record trickling out to a slow reader. */
+static unsigned long long moved (struct bufferevent *bev) {
+  SSL *ssl = bufferevent_openssl_get_ssl(bev);
+  if (ssl == NULL) return 0;
+  return (unsigned long long)BIO_number_written(SSL_get_wbio(ssl)) +
+         (unsigned long long)BIO_number_read(SSL_get_rbio(ssl));
+}
+
+static const sh_bev_hooks tls_hooks = {"tls", close_notify, moved};
+
 static void hs_finish (sh_tls_hs *h, struct bufferevent *bev, const char *err) {
   sh_tls_done_fn cb = h->cb;
   void *arg = h->arg;
+  sh_stream *s = NULL;
   if (bev != NULL) {
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-    h->bev = NULL;                          /* the callee's now */
+    s = sh_stream_new_bev(h->loop, bev, &tls_hooks, NULL, NULL);
+    if (s != NULL) h->bev = NULL;           /* the stream's now */
+    else err = "out of memory";
   }
   hs_free(h, 1);
-  cb(bev, err, arg);
+  cb(s, err, arg);
 }
 
 static void hs_on_event (struct bufferevent *bev, short what, void *arg) {
@@ -408,23 +433,12 @@ void sh_tls_cancel (sh_tls_hs *h) { hs_free(h, 1); }
 
 /* ====================== Sessions ====================== */
 
-void sh_tls_close_notify (struct bufferevent *bev) {
-  SSL *ssl = bufferevent_openssl_get_ssl(bev);
-  if (ssl == NULL) return;
-  SSL_shutdown(ssl);                        /* sends close_notify; no waiting */
-  ERR_clear_error();
+static SSL *stream_ssl (const sh_stream *s) {
+  struct bufferevent *bev = s != NULL ? sh_stream_bev(s) : NULL;
+  return bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
 }
 
-unsigned long long sh_tls_moved (struct bufferevent *bev) {
-  SSL *ssl = bufferevent_openssl_get_ssl(bev);
-  if (ssl == NULL) return 0;
-  return (unsigned long long)BIO_number_written(SSL_get_wbio(ssl)) +
-         (unsigned long long)BIO_number_read(SSL_get_rbio(ssl));
-}
-
-int sh_tls_is_tls (struct bufferevent *bev) {
-  return bev != NULL && bufferevent_openssl_get_ssl(bev) != NULL;
-}
+int sh_tls_is_tls (const sh_stream *s) { return stream_ssl(s) != NULL; }
 
 static double asn1_seconds (const ASN1_TIME *at) {
   struct tm tm;
@@ -445,8 +459,8 @@ static void name_text (X509_NAME *nm, char *buf, size_t n) {
   BIO_free(b);
 }
 
-int sh_tls_info_get (struct bufferevent *bev, sh_tls_info *out) {
-  SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+int sh_tls_info_get (const sh_stream *s, sh_tls_info *out) {
+  SSL *ssl = stream_ssl(s);
   const unsigned char *alpn = NULL;
   unsigned alpn_len = 0;
   const char *sni;

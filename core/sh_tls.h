@@ -7,9 +7,9 @@
 ** failures come back as short stable messages ("certificate expired",
 ** "unknown CA", "name mismatch", "not TLS", "handshake timeout", ...) with
 ** OpenSSL's detail after a colon; and what a finished session says about
-** itself and its peer. The stream itself is a plain sh_stream over the
-** bufferevent (sh_stream_new_bev), with sh_tls_close_notify as its shutdown
-** hook.
+** itself and its peer. A finished handshake hands out a stream (sh_stream.h)
+** of the "tls" transport: a bufferevent stream that sends close_notify
+** before its end and counts the bytes its records move.
 **
 ** Callbacks come only from the event loop. */
 #ifndef SH_TLS_H
@@ -18,8 +18,7 @@
 #include <stddef.h>
 
 #include "sh_loop.h"
-
-struct bufferevent;
+#include "sh_stream.h"
 
 /* One certificate served for a name (SNI). */
 typedef struct sh_tls_cert {
@@ -58,11 +57,10 @@ sh_tls_ctx *sh_tls_ctx_ref(sh_tls_ctx *t);  /* one more reference; returns t */
 
 typedef struct sh_tls_hs sh_tls_hs;
 
-/* The outcome: 'bev' (now the callee's: a TLS bufferevent made with
-** BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS, ready for
-** sh_stream_new_bev) and err NULL; or bev NULL and a message. The handshake
+/* The outcome: stream 's' (now the callee's, without an owner until
+** sh_stream_set_owner) and err NULL; or s NULL and a message. The handshake
 ** is freed before the call. */
-typedef void (*sh_tls_done_fn)(struct bufferevent *bev, const char *err, void *arg);
+typedef void (*sh_tls_done_fn)(sh_stream *s, const char *err, void *arg);
 
 /* Start a handshake on connected non-blocking socket 'fd', which the
 ** handshake owns from now on (closed on failure). A client checks the
@@ -77,15 +75,8 @@ void sh_tls_cancel(sh_tls_hs *h);
 
 /* ---------------- Sessions ---------------- */
 
-/* A stream's shutdown hook (sh_stream_set_shutdown_hook): send close_notify. */
-void sh_tls_close_notify(struct bufferevent *bev);
-
-/* A stream's byte counter (sh_stream_set_counter): bytes written to and
-** read from the socket so far, records and handshake included. */
-unsigned long long sh_tls_moved(struct bufferevent *bev);
-
-/* True for a TLS bufferevent. */
-int sh_tls_is_tls(struct bufferevent *bev);
+/* True for a stream of the TLS transport. */
+int sh_tls_is_tls(const sh_stream *s);
 
 typedef struct sh_tls_info {
   char protocol[16];       /* "TLSv1.3" */
@@ -101,7 +92,7 @@ typedef struct sh_tls_info {
   double not_after;
 } sh_tls_info;
 
-/* Fill 'out' for TLS bufferevent 'bev'; -1 if it is not one. */
-int sh_tls_info_get(struct bufferevent *bev, sh_tls_info *out);
+/* Fill 'out' for TLS stream 's'; -1 if it is not one. */
+int sh_tls_info_get(const sh_stream *s, sh_tls_info *out);
 
 #endif
