@@ -41,13 +41,17 @@
 
 enum { RD_LINE, RD_LINE_KEEP, RD_ALL, RD_N, RD_UNTIL, RD_SOME };
 enum { CLOSE_FLUSH, CLOSE_ABORT, CLOSE_GC };
+/* A connection's state: its stream is set only while CONN_OPEN. */
+typedef enum { CONN_OPEN, CONN_HANDSHAKE, CONN_CLOSED } conn_state;
+/* write_k's context: where the parked writer goes on. */
+enum { WRITE_TURN = 0 };           /* its turn came: from argument 2 */
 
 struct lconn {
   sh_stream *s;          /* NULL once closed */
   shl_sched *S;
-  shl_task *reader;      /* the task parked in a read, or NULL */
-  shl_task *whead;       /* the writer whose turn it is (parked or ready) */
-  shl_task *wtail;       /* the last writer waiting for its turn */
+  conn_state state;      /* open, in starttls's handshake, or closed */
+  shl_waitq readers;     /* the task parked in a read (one at a time) */
+  shl_waitq writers;     /* writers in turn; the head is writing */
   double timeout;        /* seconds for each blocking call; < 0: none */
   size_t max_line;       /* longest line / read_until result */
   size_t max_all;        /* most bytes read("a") gathers */
@@ -162,7 +166,7 @@ static int try_read (lua_State *L, lconn *lc) {
 }
 
 static void reader_done (lconn *lc) {
-  lc->reader = NULL;
+  shl_waitq_pop(&lc->readers);
   lc->delim = NULL;
   if (lc->s != NULL) {
     sh_stream_set_cap(lc->s, INPUT_CAP);
@@ -183,7 +187,7 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
   } else {
     n = 0;
   }
-  lc->reader = NULL;
+  shl_waitq_remove(&lc->readers, t);
   lc->delim = NULL;
   if (lc->s != NULL) sh_stream_set_cap(lc->s, INPUT_CAP);
   return n;
@@ -207,14 +211,13 @@ static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
     return k != NULL ? k(L, LUA_OK, 0) : n;
   }
   t = shl_checktask(L, "conn:read()");
-  lc->reader = t;
   sh_stream_set_cap(lc->s, cap);
-  return shl_park(L, t, lc->timeout, read_timeout, lc, 0, k);
+  return shl_wait(L, &lc->readers, t, SHL_WAIT_READ, lc->timeout, read_timeout, lc, 0, k);
 }
 
 static int check_reader (lua_State *L, lconn *lc) {
   if (lc->s == NULL) return shl_pushfail(L, "closed");
-  if (lc->reader != NULL) return shl_pushfail(L, "busy");
+  if (lc->readers.head != NULL) return shl_pushfail(L, "busy");
   return 0;
 }
 
@@ -320,32 +323,15 @@ static int conn_lines (lua_State *L) {
 
 /* The current writer is finished: hand the turn to the next one. */
 static void writer_done (lconn *lc, lua_State *L) {
-  shl_task *t = lc->whead;
+  shl_task *t = lc->writers.head;
   if (t == NULL || t->co != L) return;
-  lc->whead = t->wnext;
-  t->wnext = NULL;
-  if (lc->whead == NULL) lc->wtail = NULL;
-  else { shl_unpark(lc->whead); shl_wake(lc->whead, 0); }   /* its turn */
-}
-
-/* Remove t from the writers' queue. */
-static void writer_remove (lconn *lc, shl_task *t) {
-  shl_task **p = &lc->whead, *prev = NULL;
-  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->wnext; }
-  if (*p == NULL) return;
-  *p = t->wnext;
-  if (lc->wtail == t) lc->wtail = prev;
-  t->wnext = NULL;
+  shl_waitq_pop(&lc->writers);
+  shl_waitq_wake_head(&lc->writers);     /* the next one's turn */
 }
 
 static int write_timeout (void *obj, shl_task *t, int cancel) {
   lconn *lc = obj;
-  int was_head = lc->whead == t;
-  writer_remove(lc, t);
-  if (was_head && lc->whead != NULL && !cancel) {
-    shl_unpark(lc->whead);
-    shl_wake(lc->whead, 0);
-  }
+  if (shl_waitq_remove(&lc->writers, t) == 1 && !cancel) shl_waitq_wake_head(&lc->writers);
   if (cancel) return 0;
   return shl_pushfail(t->co, "timeout");
 }
@@ -388,9 +374,8 @@ static int write_from (lua_State *L, lconn *lc, int i, size_t off) {
     return 1;
   }
   t = shl_checktask(L, "conn:write()");
-  if (lc->whead == NULL) lc->whead = lc->wtail = t;
   lc->woff = off;
-  return shl_park(L, t, lc->timeout, write_timeout, lc, i, write_k);
+  return shl_wait(L, &lc->writers, t, SHL_WAIT_WRITE, lc->timeout, write_timeout, lc, i, write_k);
 }
 
 /* Resumed: the queue drained (nothing pushed), or the wait failed (nil, err
@@ -404,7 +389,7 @@ static int write_k (lua_State *L, int status, lua_KContext ctx) {
     writer_done(lc, L);
     return shl_pushfail(L, "closed");
   }
-  return ctx == 0 ? write_from(L, lc, 2, 0) : write_from(L, lc, (int)ctx, lc->woff);
+  return ctx == WRITE_TURN ? write_from(L, lc, 2, 0) : write_from(L, lc, (int)ctx, lc->woff);
 }
 
 /* conn:write(...) -- strings or numbers; true, or nil, err. */
@@ -413,28 +398,16 @@ static int conn_write (lua_State *L) {
   int i, top = lua_gettop(L);
   for (i = 2; i <= top; i++) luaL_checklstring(L, i, NULL);
   if (lc->s == NULL) return shl_pushfail(L, "closed");
-  if (lc->whead != NULL) {              /* another task is writing: queue up */
+  if (lc->writers.head != NULL) {        /* another task is writing: queue up */
     shl_task *t = shl_checktask(L, "conn:write()");
-    lc->wtail->wnext = t;
-    lc->wtail = t;
-    t->wnext = NULL;
-    return shl_park(L, t, lc->timeout, write_timeout, lc, 0, write_k);
+    return shl_wait(L, &lc->writers, t, SHL_WAIT_WRITE, lc->timeout, write_timeout, lc,
+                    WRITE_TURN, write_k);
   }
   return write_from(L, lc, 2, 0);
 }
 
 /* ====================== Stream events ====================== */
 
-static void fail_writers (lconn *lc) {
-  shl_task *t;
-  while ((t = lc->whead) != NULL) {
-    lc->whead = t->wnext;
-    t->wnext = NULL;
-    if (t->state == TASK_PARKED) shl_wake_fail(t, "closed");
-    /* a READY writer will find the stream failed when it runs */
-  }
-  lc->wtail = NULL;
-}
 
 /* A time limit passed: say so in the log and close. */
 static void on_limit (sh_stream *s, lconn *lc, int reason) {
@@ -451,8 +424,8 @@ static void on_limit (sh_stream *s, lconn *lc, int reason) {
 
 static void on_stream (sh_stream *s, int what, void *ctx) {
   lconn *lc = ctx;
-  if ((what & SH_STREAM_READ) && lc->reader != NULL) {
-    shl_task *t = lc->reader;
+  if ((what & SH_STREAM_READ) && lc->readers.head != NULL) {
+    shl_task *t = lc->readers.head;
     int n;
     lua_checkstack(t->co, 4);
     n = try_read(t->co, lc);
@@ -463,9 +436,10 @@ static void on_stream (sh_stream *s, int what, void *ctx) {
       if ((lc = sh_stream_ctx(s)) == NULL) return;   /* closed meanwhile */
     }
   }
-  if (sh_stream_error(s) != 0 && lc->whead != NULL) fail_writers(lc);
-  if ((what & SH_STREAM_DRAIN) && lc->whead != NULL && lc->whead->state == TASK_PARKED) {
-    shl_task *t = lc->whead;
+  if (sh_stream_error(s) != 0) shl_waitq_fail_all(&lc->writers, "closed");
+  if ((what & SH_STREAM_DRAIN) && lc->writers.head != NULL &&
+      lc->writers.head->state == TASK_PARKED) {
+    shl_task *t = lc->writers.head;
     shl_unpark(t);
     shl_resume(t, 0);
   }
@@ -478,6 +452,7 @@ static lconn *conn_alloc (lua_State *L, shl_sched *S) {
   if (!lua_checkstack(L, 2)) return NULL;
   lc = (lconn *)lua_newuserdatauv(L, sizeof *lc, 0);
   memset(lc, 0, sizeof *lc);
+  lc->state = CONN_CLOSED;               /* until it has a stream */
   lc->S = S;
   lc->timeout = -1;
   lc->max_line = (size_t)S->max_line;
@@ -495,6 +470,7 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
     lua_pop(L, 1);
     return NULL;
   }
+  lc->state = CONN_OPEN;
   sh_stream_set_lowat(lc->s, OUT_LOW);
   lc->id = ++S->next_id;
   return lc;
@@ -503,6 +479,7 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
 /* Take over stream 's', handed out without an owner (a TLS handshake). */
 static void adopt (lconn *lc, sh_stream *s) {
   lc->s = s;
+  lc->state = CONN_OPEN;
   sh_stream_set_owner(s, on_stream, lc);
   sh_stream_set_lowat(s, OUT_LOW);
 }
@@ -589,39 +566,39 @@ void shl_conn_drain_idle (shl_sched *S) {
   lconn *lc = S->accepted, *next;
   for (; lc != NULL; lc = next) {
     next = lc->next;
-    if (lc->reader != NULL && drain_now(lc)) close_internal(lc, CLOSE_FLUSH);
+    if (lc->readers.head != NULL && drain_now(lc)) close_internal(lc, CLOSE_FLUSH);
   }
 }
 void shl_conn_setmaxline (lconn *lc, size_t max_line) { lc->max_line = max_line; }
 
 /* Close: flush first (CLOSE_FLUSH), drop output (CLOSE_ABORT), or, from a
 ** finalizer (CLOSE_GC), without touching tasks, which may be gone. */
+static void close_handshake (lconn *lc, int how) {
+  shl_task *t = lc->hs_task;
+  sh_tls_cancel(lc->hs);
+  lc->hs = NULL;
+  lc->hs_task = NULL;
+  lc->state = CONN_CLOSED;
+  uncount(lc);
+  if (how != CLOSE_GC && t != NULL) shl_wake_fail(t, "closed");
+}
+
 static void close_internal (lconn *lc, int how) {
   sh_stream *s = lc->s;
-  if (s == NULL && lc->hs != NULL) {       /* in starttls's handshake */
-    shl_task *t = lc->hs_task;
-    sh_tls_cancel(lc->hs);
-    lc->hs = NULL;
-    lc->hs_task = NULL;
-    uncount(lc);
-    if (how != CLOSE_GC && t != NULL) shl_wake_fail(t, "closed");
-    return;
-  }
-  if (s == NULL) return;
+  if (lc->state == CONN_HANDSHAKE) { close_handshake(lc, how); return; }
+  if (lc->state == CONN_CLOSED) return;
+  lc->state = CONN_CLOSED;
   lc->s = NULL;
   if (how == CLOSE_ABORT) sh_stream_abort(s);
   else sh_stream_close(s, lc->S->linger);
   uncount(lc);
-  if (how == CLOSE_GC) {
-    lc->reader = lc->whead = lc->wtail = NULL;
+  if (how == CLOSE_GC) {                   /* the tasks may be gone */
+    lc->readers.head = lc->readers.tail = NULL;
+    lc->writers.head = lc->writers.tail = NULL;
     return;
   }
-  if (lc->reader != NULL) {
-    shl_task *t = lc->reader;
-    lc->reader = NULL;
-    shl_wake_fail(t, "closed");
-  }
-  fail_writers(lc);
+  shl_waitq_fail_all(&lc->readers, "closed");
+  shl_waitq_fail_all(&lc->writers, "closed");
 }
 
 void shl_conn_handler_exit (shl_task *t, void *ctx) {
@@ -806,7 +783,8 @@ static int connect_tls (lua_State *L, shl_sched *S, const sh_addr *a, double tim
   x->req = sh_connect_start(S->loop, a->resolved ? NULL : shl_resolver(L, S), a,
                             on_tls_connected, x);
   if (x->req == NULL) { tls_connect_free(x); return luaL_error(L, "out of memory"); }
-  return shl_park(L, t, timeout < 0 ? -1 : timeout, tls_connect_timeout, x, 0, NULL);
+  return shl_park(L, t, SHL_WAIT_CONNECT, timeout < 0 ? -1 : timeout, tls_connect_timeout, x,
+                  0, NULL);
 }
 
 /* sockhost.connect(addr [, opts]) -> conn, or nil, err. */
@@ -829,7 +807,8 @@ int shl_connect (lua_State *L) {
   t = shl_checktask(L, "sockhost.connect()");
   req = sh_connect_start(S->loop, a.resolved ? NULL : shl_resolver(L, S), &a, on_connected, t);
   if (req == NULL) return luaL_error(L, "out of memory");
-  return shl_park(L, t, timeout < 0 ? -1 : timeout, connect_timeout, req, 0, NULL);
+  return shl_park(L, t, SHL_WAIT_CONNECT, timeout < 0 ? -1 : timeout, connect_timeout, req,
+                  0, NULL);
 }
 
 /* ====================== TLS on a connection ====================== */
@@ -847,6 +826,7 @@ static void on_starttls_done (sh_stream *s, const char *err, void *ctx) {
   lc->hs = NULL;
   lc->hs_task = NULL;
   if (s != NULL) adopt(lc, s);
+  else lc->state = CONN_CLOSED;           /* the handshake failed */
   if (lc->s == NULL) uncount(lc);        /* the handshake failed: closed */
   else shl_conn_setlimits(lc, lc->idle, lc->line);
   if (t == NULL) return;
@@ -875,9 +855,9 @@ static int starttls_k (lua_State *L, int status, lua_KContext ctx);
 /* Queued output must reach the peer before the handshake: wait for it as
 ** a writer does, until the queue is empty. */
 static int starttls_flush (lua_State *L, lconn *lc, shl_task *t) {
-  lc->whead = lc->wtail = t;
   sh_stream_set_lowat(lc->s, 0);
-  return shl_park(L, t, lc->timeout, write_timeout, lc, 0, starttls_k);
+  return shl_wait(L, &lc->writers, t, SHL_WAIT_WRITE, lc->timeout, write_timeout, lc, 0,
+                  starttls_k);
 }
 
 /* Start the handshake (the output is flushed). Options at 2. */
@@ -901,15 +881,17 @@ static int starttls_go (lua_State *L, lconn *lc, shl_task *t) {
   if (ctx == NULL) return shl_pushfail(L, err);
   fd = sh_stream_detach(lc->s);          /* drops plaintext already buffered */
   lc->s = NULL;
+  lc->state = CONN_HANDSHAKE;
   lc->hs = sh_tls_start(lc->S->loop, ctx, fd, name, hs_timeout, on_starttls_done, lc);
   sh_tls_ctx_free(ctx);                  /* the handshake holds its own */
   if (lc->hs == NULL) {
+    lc->state = CONN_CLOSED;
     uncount(lc);
     return shl_pushfail(L, "out of memory");
   }
   lc->hs_task = t;
   lua_settop(L, 1);                      /* the conn stays on the stack */
-  return shl_park(L, t, -1, starttls_cancel, lc, 0, NULL);
+  return shl_park(L, t, SHL_WAIT_HANDSHAKE, -1, starttls_cancel, lc, 0, NULL);
 }
 
 /* Resumed while flushing: the queue drained (nothing pushed), or the wait
@@ -935,7 +917,7 @@ static int conn_starttls (lua_State *L) {
   shl_checkoptions(L, 2, starttls_opts);
   if (lc->s == NULL) return shl_pushfail(L, "closed");
   if (sh_tls_is_tls(lc->s)) return shl_pushfail(L, "already TLS");
-  if (lc->reader != NULL || lc->whead != NULL) return shl_pushfail(L, "busy");
+  if (lc->readers.head != NULL || lc->writers.head != NULL) return shl_pushfail(L, "busy");
   t = shl_checktask(L, "conn:starttls()");
   lua_settop(L, 2);
   if (sh_stream_outlen(lc->s) > 0) return starttls_flush(L, lc, t);

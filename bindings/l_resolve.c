@@ -45,7 +45,7 @@ int shl_resolve_park (lua_State *L, shl_task *t, const char *host, int port, int
   shl_sched *S = t->S;
   sh_resolve *q = sh_resolve_start(shl_resolver(L, S), host, port, socktype, on_resolved, t);
   if (q == NULL) return luaL_error(L, "out of memory");
-  return shl_park(L, t, timeout, resolve_timeout, q, ctx, k);
+  return shl_park(L, t, SHL_WAIT_RESOLVE, timeout, resolve_timeout, q, ctx, k);
 }
 
 const sh_addrlist *shl_resolved (lua_State *L) {

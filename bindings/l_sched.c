@@ -158,9 +158,10 @@ static void on_deadline (sh_timer *timer, void *ctx) {
   shl_resume(t, n);
 }
 
-int shl_park (lua_State *L, shl_task *t, double timeout, shl_timeout_fn fn, void *obj,
-              lua_KContext ctx, lua_KFunction k) {
+int shl_park (lua_State *L, shl_task *t, shl_reason why, double timeout, shl_timeout_fn fn,
+              void *obj, lua_KContext ctx, lua_KFunction k) {
   t->state = TASK_PARKED;
+  t->waiting = why;
   t->top = lua_gettop(L);
   t->on_timeout = fn;
   t->wait_obj = obj;
@@ -176,6 +177,60 @@ void shl_unpark (shl_task *t) {
   if (t->deadline != NULL) sh_timer_stop(t->deadline);
   t->on_timeout = NULL;
   t->wait_obj = NULL;
+  t->waiting = SHL_WAIT_NONE;
+}
+
+/* ====================== Wait queues ====================== */
+
+void shl_waitq_push (shl_waitq *q, shl_task *t) {
+  t->wnext = NULL;
+  if (q->tail != NULL) q->tail->wnext = t;
+  else q->head = t;
+  q->tail = t;
+}
+
+shl_task *shl_waitq_pop (shl_waitq *q) {
+  shl_task *t = q->head;
+  if (t == NULL) return NULL;
+  q->head = t->wnext;
+  if (q->head == NULL) q->tail = NULL;
+  t->wnext = NULL;
+  return t;
+}
+
+int shl_waitq_remove (shl_waitq *q, shl_task *t) {
+  shl_task **p = &q->head, *prev = NULL;
+  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->wnext; }
+  if (*p == NULL) return -1;
+  *p = t->wnext;
+  if (q->tail == t) q->tail = prev;
+  t->wnext = NULL;
+  return prev == NULL;
+}
+
+void shl_waitq_wake_head (shl_waitq *q) {
+  if (q->head == NULL) return;
+  shl_unpark(q->head);
+  shl_wake(q->head, 0);
+}
+
+void shl_waitq_fail_all (shl_waitq *q, const char *err) {
+  shl_task *t;
+  while ((t = shl_waitq_pop(q)) != NULL)
+    if (t->state == TASK_PARKED) shl_wake_fail(t, err);
+}
+
+static int in_queue (const shl_waitq *q, const shl_task *t) {
+  const shl_task *p;
+  for (p = q->head; p != NULL; p = p->wnext) if (p == t) return 1;
+  return 0;
+}
+
+/* A task already in q (the head, parking again) keeps its place. */
+int shl_wait (lua_State *L, shl_waitq *q, shl_task *t, shl_reason why, double timeout,
+              shl_timeout_fn fn, void *obj, lua_KContext ctx, lua_KFunction k) {
+  if (!in_queue(q, t)) shl_waitq_push(q, t);
+  return shl_park(L, t, why, timeout, fn, obj, ctx, k);
 }
 
 /* ====================== Resuming ====================== */

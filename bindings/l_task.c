@@ -82,7 +82,7 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
 static int to_pool (shl_task *t) {
   shl_sched *S = t->S;
   lua_State *L = S->L;
-  if (!t->poolable || t->joiners != NULL || S->npool >= POOL_MAX || !lua_checkstack(L, 3))
+  if (!t->poolable || t->joiners.head != NULL || S->npool >= POOL_MAX || !lua_checkstack(L, 3))
     return 0;
   lua_settop(t->co, 0);                        /* drop the results */
   shl_task_push(L, t);
@@ -173,9 +173,7 @@ void shl_task_finish (shl_task *t, int status, int nres) {
     t->nres = 0;
     record_failure(t);
   }
-  while ((j = t->joiners) != NULL) {           /* wake joiners, in order */
-    t->joiners = j->wnext;
-    j->wnext = NULL;
+  while ((j = shl_waitq_pop(&t->joiners)) != NULL) {   /* wake joiners, in order */
     shl_unpark(j);
     if (t->state == TASK_DONE) push_results(t, j->co);
     shl_wake(j, t->state == TASK_DONE ? t->nres : 0);
@@ -205,7 +203,7 @@ static int join_k (lua_State *L, int status, lua_KContext ctx) {
 
 /* task:join() -> the results of the task's function; raises its error. */
 static int task_join (lua_State *L) {
-  shl_task *t = checktask(L, 1), *me, **p;
+  shl_task *t = checktask(L, 1), *me;
   lua_settop(L, 1);
   if (t->state == TASK_DONE) {
     push_results(t, L);
@@ -214,10 +212,7 @@ static int task_join (lua_State *L) {
   if (t->state == TASK_FAILED) return raise_failure(L, 1);
   me = shl_checktask(L, "task:join()");
   if (me == t) return luaL_error(L, "a task cannot join itself");
-  for (p = &t->joiners; *p != NULL; p = &(*p)->wnext) {}
-  *p = me;
-  me->wnext = NULL;
-  return shl_park(L, me, -1, NULL, NULL, 0, join_k);
+  return shl_wait(L, &t->joiners, me, SHL_WAIT_JOIN, -1, NULL, NULL, 0, join_k);
 }
 
 static const char *const state_names[] = {

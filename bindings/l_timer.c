@@ -107,7 +107,7 @@ int shl_sleep (lua_State *L) {
   luaL_argcheck(L, s >= 0, 1, "seconds must be non-negative");
   t = shl_checktask(L, "sockhost.sleep()");
   lua_settop(L, 0);
-  return shl_park(L, t, s, sleep_done, NULL, 0, NULL);
+  return shl_park(L, t, SHL_WAIT_SLEEP, s, sleep_done, NULL, 0, NULL);
 }
 
 static const luaL_Reg timer_methods[] = { {"cancel", timer_cancel}, {NULL, NULL} };

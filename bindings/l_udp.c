@@ -45,9 +45,8 @@ typedef struct lreply {
 typedef struct ludp {
   sh_dgram *d;           /* NULL when closed or not made yet (unbound client) */
   shl_sched *S;
-  shl_task *reader;      /* parked in recvfrom()/recv() */
-  shl_task *whead;       /* writers waiting for room in the kernel, FIFO */
-  shl_task *wtail;
+  shl_waitq readers;     /* the task parked in recvfrom()/recv() (one) */
+  shl_waitq writers;     /* writers waiting for room in the kernel, in turn */
   int handler_ref;       /* handler mode: the function; the loop is held */
   int self_ref;          /* anchors the object while a handler is installed */
   double timeout;        /* seconds for each blocking call; < 0: none */
@@ -74,10 +73,10 @@ static ludp *checkudp (lua_State *L, int arg) {
 static void update_watch (ludp *u) {
   int w = 0;
   if (u->d == NULL) return;
-  if (u->reader != NULL || u->handler_ref != LUA_NOREF) w |= SH_DGRAM_READ;
+  if (u->readers.head != NULL || u->handler_ref != LUA_NOREF) w |= SH_DGRAM_READ;
   /* A full Unix datagram peer does not make our socket unwritable: polling
   ** would spin, so those senders retry on a timer instead. */
-  if (u->whead != NULL && sh_dgram_family(u->d) != AF_UNIX) w |= SH_DGRAM_WRITE;
+  if (u->writers.head != NULL && sh_dgram_family(u->d) != AF_UNIX) w |= SH_DGRAM_WRITE;
   sh_dgram_watch(u->d, w);
 }
 
@@ -247,7 +246,7 @@ static int try_recv (lua_State *L, ludp *u) {
 
 static int recv_timeout (void *obj, shl_task *t, int cancel) {
   ludp *u = obj;
-  u->reader = NULL;
+  shl_waitq_remove(&u->readers, t);
   if (cancel) return 0;
   update_watch(u);
   return shl_pushfail(t->co, "timeout");
@@ -262,15 +261,15 @@ static int do_recv (lua_State *L, int from) {
   if (u->closed) return shl_pushfail(L, "closed");
   if (u->handler_ref != LUA_NOREF) return luaL_error(L, "this socket has a handler");
   if (u->d == NULL) return shl_pushfail(L, "not bound");
-  if (u->reader != NULL) return shl_pushfail(L, "busy");
+  if (u->readers.head != NULL) return shl_pushfail(L, "busy");
   u->rmax = (size_t)max;
   u->rfrom = from;
   lua_settop(L, 1);
   if ((n = try_recv(L, u)) >= 0) return n;
   t = shl_checktask(L, from ? "udp:recvfrom()" : "udp:recv()");
-  u->reader = t;
+  shl_waitq_push(&u->readers, t);
   update_watch(u);
-  return shl_park(L, t, u->timeout, recv_timeout, u, 0, NULL);
+  return shl_wait(L, &u->readers, t, SHL_WAIT_RECV, u->timeout, recv_timeout, u, 0, NULL);
 }
 
 /* udp:recvfrom([max]) -> data, from; nil, "truncated", partial, from when
@@ -305,12 +304,12 @@ static void on_dgram (sh_dgram *d, int what, void *ctx) {
   if (what & SH_DGRAM_READ) {
     if (u->handler_ref != LUA_NOREF) {
       run_handlers(u);
-    } else if (u->reader != NULL) {
-      shl_task *t = u->reader;
+    } else if (u->readers.head != NULL) {
+      shl_task *t = u->readers.head;
       int n;
       lua_checkstack(t->co, 4);
       if ((n = try_recv(t->co, u)) >= 0) {
-        u->reader = NULL;
+        shl_waitq_pop(&u->readers);
         update_watch(u);
         shl_unpark(t);
         shl_resume(t, n);
@@ -318,8 +317,9 @@ static void on_dgram (sh_dgram *d, int what, void *ctx) {
     }
     if ((u = sh_dgram_ctx(d)) == NULL) return;   /* closed meanwhile */
   }
-  if ((what & SH_DGRAM_WRITE) && u->whead != NULL && u->whead->state == TASK_PARKED) {
-    shl_task *t = u->whead;
+  if ((what & SH_DGRAM_WRITE) && u->writers.head != NULL &&
+      u->writers.head->state == TASK_PARKED) {
+    shl_task *t = u->writers.head;
     shl_unpark(t);
     shl_resume(t, 0);                   /* it retries its send */
   }
@@ -333,12 +333,11 @@ static void new_head (ludp *u) {
 }
 
 static void writer_done (ludp *u, lua_State *L) {
-  shl_task *t = u->whead;
+  shl_task *t = u->writers.head;
   if (t == NULL || t->co != L) return;
-  u->whead = t->wnext;
-  t->wnext = NULL;
-  if (u->whead == NULL) u->wtail = NULL;
-  else { new_head(u); shl_unpark(u->whead); shl_wake(u->whead, 0); }   /* its turn */
+  shl_waitq_pop(&u->writers);
+  if (u->writers.head != NULL) new_head(u);
+  shl_waitq_wake_head(&u->writers);      /* the next one's turn */
   update_watch(u);
 }
 
@@ -348,18 +347,9 @@ static int send_retry (void *obj, shl_task *t, int cancel);
 
 static int send_timeout (void *obj, shl_task *t, int cancel) {
   ludp *u = obj;
-  shl_task **p = &u->whead, *prev = NULL;
-  while (*p != NULL && *p != t) { prev = *p; p = &(*p)->wnext; }
-  if (*p != NULL) {
-    int was_head = p == &u->whead;
-    *p = t->wnext;
-    if (u->wtail == t) u->wtail = prev;
-    t->wnext = NULL;
-    if (was_head && u->whead != NULL && !cancel) {
-      new_head(u);
-      shl_unpark(u->whead);
-      shl_wake(u->whead, 0);
-    }
+  if (shl_waitq_remove(&u->writers, t) == 1 && u->writers.head != NULL && !cancel) {
+    new_head(u);
+    shl_waitq_wake_head(&u->writers);
   }
   if (cancel) return 0;
   update_watch(u);
@@ -387,6 +377,13 @@ static int ensure_socket (lua_State *L, ludp *u, int family) {
   u->scheme = family == AF_UNIX ? SH_UNIXGRAM : SH_UDP;
   return 0;
 }
+
+/* Where sendto_k goes on. */
+enum {
+  SEND_TO_ADDR = 1,     /* after EAGAIN: the packed sh_addr is in stack slot 4 */
+  SEND_CONNECTED = 2,   /* after EAGAIN, on a connected socket */
+  SEND_RESOLVED = 3     /* the destination's name was resolved */
+};
 
 static int sendto_k (lua_State *L, int status, lua_KContext ctx);
 
@@ -417,15 +414,12 @@ static int send_now (lua_State *L, ludp *u, const sh_addr *a) {
     lua_settop(L, 3);
     lua_pushlstring(L, (const char *)a, sizeof *a);
   }
-  if (u->whead == NULL) {                 /* first to wait: the head */
-    u->whead = u->wtail = t;
-    t->wnext = NULL;
+  if (u->writers.head == NULL) {          /* first to wait: the head */
+    shl_waitq_push(&u->writers, t);
     new_head(u);
-  } else if (u->whead != t) {             /* others wait already: after them */
-    u->wtail->wnext = t;
-    u->wtail = t;
-    t->wnext = NULL;
-    return shl_park(L, t, u->timeout, send_timeout, u, a != NULL ? 1 : 2, sendto_k);
+  } else if (u->writers.head != t) {      /* others wait already: after them */
+    return shl_wait(L, &u->writers, t, SHL_WAIT_SEND, u->timeout, send_timeout, u,
+                    a != NULL ? SEND_TO_ADDR : SEND_CONNECTED, sendto_k);
   }
   {
     double now = sh_now(), left = u->wdeadline < 0 ? -1 : u->wdeadline - now;
@@ -438,9 +432,11 @@ static int send_now (lua_State *L, ludp *u, const sh_addr *a) {
       double wait = u->wbackoff;
       if (left >= 0 && left < wait) wait = left;
       u->wbackoff = u->wbackoff * 2 < 0.05 ? u->wbackoff * 2 : 0.05;
-      return shl_park(L, t, wait, send_retry, u, a != NULL ? 1 : 2, sendto_k);
+      return shl_wait(L, &u->writers, t, SHL_WAIT_SEND, wait, send_retry, u,
+                      a != NULL ? SEND_TO_ADDR : SEND_CONNECTED, sendto_k);
     }
-    return shl_park(L, t, left, send_timeout, u, a != NULL ? 1 : 2, sendto_k);
+    return shl_wait(L, &u->writers, t, SHL_WAIT_SEND, left, send_timeout, u,
+                    a != NULL ? SEND_TO_ADDR : SEND_CONNECTED, sendto_k);
   }
 }
 
@@ -451,13 +447,13 @@ static int sendto_k (lua_State *L, int status, lua_KContext ctx) {
   shl_task *t = shl_current(L);
   sh_addr a;
   (void)status;
-  if (ctx == 3) {                         /* the host name was resolved */
+  if (ctx == SEND_RESOLVED) {             /* the host name was resolved */
     if (shl_resolved_first(L, 3, &a) != 0) return 2;
     lua_settop(L, 3);
     return send_now(L, u, &a);
   }
   if (t != NULL && lua_gettop(L) > t->top) return lua_gettop(L) - t->top;
-  if (ctx == 2) return send_now(L, u, NULL);
+  if (ctx == SEND_CONNECTED) return send_now(L, u, NULL);
   memcpy(&a, lua_tostring(L, 4), sizeof a);
   lua_settop(L, 3);
   return send_now(L, u, &a);
@@ -471,7 +467,7 @@ static int udp_sendto (lua_State *L) {
   lua_settop(L, 3);
   if (destination(L, u, 3, &a)) {
     shl_task *t = shl_checktask(L, "udp:sendto() to a host name");
-    return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, 3, sendto_k);
+    return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, SEND_RESOLVED, sendto_k);
   }
   return send_now(L, u, &a);
 }
@@ -581,7 +577,6 @@ static int udp_leave (lua_State *L) { return membership(L, 0); }
 /* ====================== Lifetime ====================== */
 
 static void close_internal (lua_State *L, ludp *u, int gc) {
-  shl_task *t;
   free_froms(L, u);
   if (u->closed) return;
   u->closed = 1;
@@ -596,14 +591,13 @@ static void close_internal (lua_State *L, ludp *u, int gc) {
   luaL_unref(L, LUA_REGISTRYINDEX, u->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, u->self_ref);
   u->handler_ref = u->self_ref = LUA_NOREF;
-  if (gc) { u->reader = u->whead = u->wtail = NULL; return; }
-  if ((t = u->reader) != NULL) { u->reader = NULL; shl_wake_fail(t, "closed"); }
-  while ((t = u->whead) != NULL) {
-    u->whead = t->wnext;
-    t->wnext = NULL;
-    if (t->state == TASK_PARKED) shl_wake_fail(t, "closed");
+  if (gc) {                               /* the tasks may be gone */
+    u->readers.head = u->readers.tail = NULL;
+    u->writers.head = u->writers.tail = NULL;
+    return;
   }
-  u->wtail = NULL;
+  shl_waitq_fail_all(&u->readers, "closed");
+  shl_waitq_fail_all(&u->writers, "closed");
 }
 
 static int udp_close (lua_State *L) {

@@ -38,6 +38,20 @@ typedef void (*shl_exit_fn)(shl_task *t, void *ctx);
 
 typedef enum { TASK_NEW, TASK_READY, TASK_RUNNING, TASK_PARKED, TASK_DONE, TASK_FAILED } shl_state;
 
+/* What a parked task waits for (for logs and stats). */
+typedef enum {
+  SHL_WAIT_NONE, SHL_WAIT_READ, SHL_WAIT_WRITE, SHL_WAIT_CONNECT, SHL_WAIT_HANDSHAKE,
+  SHL_WAIT_RESOLVE, SHL_WAIT_RECV, SHL_WAIT_SEND, SHL_WAIT_SLEEP, SHL_WAIT_JOIN
+} shl_reason;
+
+/* The one waiting primitive: a FIFO of tasks waiting their turn on one
+** thing (a conn's reader and writers, a udp socket's, a task's joiners).
+** The head is the task whose turn it is, parked or already woken; the
+** others are parked behind it. A task is in one queue at a time. */
+typedef struct shl_waitq {
+  shl_task *head, *tail;
+} shl_waitq;
+
 typedef struct shl_sched {
   lua_State *L;              /* the main thread */
   sh_loop *loop;
@@ -81,9 +95,10 @@ struct shl_task {
   int top;                   /* co's stack top when it parked: a waker that
                              ** pushed more values reports a failure */
   shl_task *next;            /* link in the ready queue */
-  shl_task *wnext;           /* link in a wait queue (writers, joiners): a task
-                             ** whose turn comes is on both at once */
-  shl_task *joiners;         /* tasks parked in join() on this one */
+  shl_task *wnext;           /* link in a shl_waitq: a task whose turn comes
+                             ** is on it and the ready queue at once */
+  shl_waitq joiners;         /* tasks parked in join() on this one */
+  shl_reason waiting;        /* what it is parked on, while PARKED */
   sh_timer *deadline;        /* timeout of the current wait; made on demand */
   shl_timeout_fn on_timeout; /* how to end the current wait on its deadline */
   void *wait_obj;            /* what the task waits for */
@@ -100,11 +115,23 @@ shl_task *shl_current(lua_State *L);          /* the task running on L, or NULL 
 /* The task running on L; raises "<what> would block outside a sockhost task"
 ** if L is not a task (the main thread, a plain coroutine). */
 shl_task *shl_checktask(lua_State *L, const char *what);
-/* Park the running task and yield (use as 'return shl_park(...)'). A timeout
-** < 0 waits forever. 'k' continues the C function (NULL: plain yield, so the
-** values the waker pushes become the results of the call). */
-int shl_park(lua_State *L, shl_task *t, double timeout, shl_timeout_fn fn, void *obj,
-             lua_KContext ctx, lua_KFunction k);
+/* Park the running task on 'why' and yield (use as 'return shl_park(...)').
+** A timeout < 0 waits forever. 'k' continues the C function (NULL: plain
+** yield, so the values the waker pushes become the results of the call). */
+int shl_park(lua_State *L, shl_task *t, shl_reason why, double timeout, shl_timeout_fn fn,
+             void *obj, lua_KContext ctx, lua_KFunction k);
+/* Wait queues. shl_wait parks t at the tail of q (its turn comes when the
+** tasks before it are done); the others manage the queue: */
+int shl_wait(lua_State *L, shl_waitq *q, shl_task *t, shl_reason why, double timeout,
+             shl_timeout_fn fn, void *obj, lua_KContext ctx, lua_KFunction k);
+void shl_waitq_push(shl_waitq *q, shl_task *t);     /* join the tail, unparked */
+shl_task *shl_waitq_pop(shl_waitq *q);              /* take the head, or NULL */
+/* Take t out of q: returns 1 if it was the head, 0 if behind it, -1 if absent. */
+int shl_waitq_remove(shl_waitq *q, shl_task *t);
+/* The head's turn: end its wait and wake it with nothing pushed. */
+void shl_waitq_wake_head(shl_waitq *q);
+/* Empty q: each parked task gets nil, err (a woken one finds out itself). */
+void shl_waitq_fail_all(shl_waitq *q, const char *err);
 /* End t's wait (disarm the deadline). Call before pushing its results. */
 void shl_unpark(shl_task *t);
 /* Resume t now with 'nargs' values on its stack. Only from a loop callback,
