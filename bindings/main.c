@@ -4,6 +4,7 @@
 ** -v), runs the main script as a task, then runs the loop until nothing is
 ** left to wait for, sockhost.stop(), or a signal. */
 #include <errno.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,39 +21,6 @@
 
 static const char *progname = "sockhost";
 
-static void usage (FILE *f) {
-  fprintf(f,
-    "usage: %s [options] [script [args...]]\n"
-    "Run a network service written in Lua.\n"
-    "  -e stat          run the Lua statement 'stat'\n"
-    "  -l mod           require module 'mod' as global 'mod' (-l g=mod: as 'g')\n"
-    "  -                read the script from standard input\n"
-    "  --               stop handling options\n"
-    "  --check file     compile 'file' only; report syntax errors\n"
-    "  --log-level lvl  debug, info (default), warn, error or off\n"
-    "  --grace s        on SIGTERM/SIGINT, give handlers s seconds to finish\n"
-    "                   (default 10)\n"
-    "  --budget s       stop a task that runs s seconds without yielding\n"
-    "                   (default 1; 0: no limit)\n"
-    "  --max-memory m   cap the Lua state's memory at m MiB (default 1024)\n"
-    "  --max-conns n    connections per listener (default 10000)\n"
-    "  --idle-timeout s close accepted connections idle for s seconds\n"
-    "                   (default 300; 0: never)\n"
-    "  --line-timeout s ... and those that take s seconds to finish a line\n"
-    "                   (default 60; 0: never)\n"
-    "  --max-line n     longest line or read_until result (default 65536)\n"
-    "  -w, --workers n  run n worker processes sharing the listeners\n"
-    "                   (SO_REUSEPORT); 'auto': one per core\n"
-    "  -v, --version    print the version\n"
-    "  -h, --help       print this help\n"
-    "  %s test [busted options] [specs]\n"
-    "                   run busted specs in this host, with sockhost.test\n"
-    "The script runs as a task: sockhost.connect, conn:read and the other\n"
-    "blocking calls yield to the event loop. The process exits 0 when nothing\n"
-    "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM.\n",
-    progname, progname);
-}
-
 static int fail (const char *msg) {
   fprintf(stderr, "%s: %s\n", progname, msg);
   fflush(stderr);
@@ -61,88 +29,253 @@ static int fail (const char *msg) {
 
 /* ====================== Options ====================== */
 
+/* One table, options[], drives the command line: parse_args reads it,
+** load_chunks and check_only walk the options it accepted (next_option),
+** and usage prints it. */
+
 #define DEFAULT_BUDGET 1.0        /* seconds a task may run without yielding */
 #define DEFAULT_MAX_MEMORY 1024   /* MiB for the Lua state */
+#define UNSET (-1)                /* not given: the host's default */
 
 typedef struct opts {
-  double budget;    /* --budget */
-  double max_memory;  /* --max-memory, MiB */
-  int workers;      /* -w: worker processes; 0 or 1: just this one */
-  double limits[5]; /* --max-conns, --idle-timeout, --line-timeout, --max-line, --grace;
-                    ** < 0: default */
-  int script;       /* index in argv of the script, or 0 */
-  int first_arg;    /* index of the first script argument */
-  int want_stdin;   /* script is "-" */
+  double budget;        /* --budget */
+  double max_memory;    /* --max-memory, MiB */
+  double max_conns;     /* --max-conns; this and the next four may be UNSET */
+  double idle_timeout;  /* --idle-timeout */
+  double line_timeout;  /* --line-timeout */
+  double max_line;      /* --max-line */
+  double grace;         /* --grace */
+  int workers;          /* -w: worker processes; 0 or 1: just this one */
+  int log_level;        /* --log-level: an sh_log_level, or UNSET */
+  int check;            /* --check given: compile only */
+  int optend;           /* argv[1..optend-1]: the options and their values */
+  int script;           /* index in argv of the script, or 0 */
+  int first_arg;        /* index of the first script argument */
+  int want_stdin;       /* script is "-" */
 } opts;
 
-static const char *const limit_names[] = {
-  "--max-conns", "--idle-timeout", "--line-timeout", "--max-line", "--grace", NULL
+/* What an option's argument is. */
+typedef enum { ARG_NONE, ARG_STRING, ARG_NUMBER, ARG_WORKERS, ARG_LEVEL } arg_kind;
+
+/* Where an option's value goes, or what the option does. */
+typedef enum {
+  TO_FIELD,     /* the opts field at 'field': a double for ARG_NUMBER, else an int */
+  TO_CHUNK,     /* -e: a chunk run before the script, in command-line order */
+  TO_REQUIRE,   /* -l: a module required before the script, in the same order */
+  TO_CHECK,     /* --check: a file to compile; nothing runs */
+  TO_STDIN,     /* -: the script is standard input; the options end */
+  TO_END,       /* --: the options end */
+  TO_HELP,      /* print the usage, exit 0 */
+  TO_VERSION    /* print the version, exit 0 */
+} option_use;
+
+typedef struct option {
+  const char *name;     /* "-w", "--check" */
+  const char *alias;    /* "--workers", or NULL */
+  const char *metavar;  /* the argument in the usage; NULL with ARG_NONE */
+  arg_kind kind;
+  option_use use;
+  size_t field;         /* TO_FIELD: offsetof(opts, ...) */
+  double init;          /* TO_FIELD: the value when the option is not given */
+  const char *help;     /* with its default; '\n' continues under it */
+} option;
+
+#define FIELD(f) TO_FIELD, offsetof(opts, f)   /* use and field of a row */
+
+/* Every option, in the order of the usage. */
+static const option options[] = {
+  {"-e", NULL, "stat", ARG_STRING, TO_CHUNK, 0, 0, "run the Lua statement 'stat'"},
+  {"-l", NULL, "mod", ARG_STRING, TO_REQUIRE, 0, 0,
+   "require module 'mod' as global 'mod' (-l g=mod: as 'g')"},
+  {"-", NULL, NULL, ARG_NONE, TO_STDIN, 0, 0, "read the script from standard input"},
+  {"--", NULL, NULL, ARG_NONE, TO_END, 0, 0, "stop handling options"},
+  {"--check", NULL, "file", ARG_STRING, TO_CHECK, 0, 0,
+   "compile 'file' only; report syntax errors"},
+  {"--log-level", NULL, "lvl", ARG_LEVEL, FIELD(log_level), UNSET,
+   "debug, info (default), warn, error or off"},
+  {"--grace", NULL, "s", ARG_NUMBER, FIELD(grace), UNSET,
+   "on SIGTERM/SIGINT, give handlers s seconds to finish\n(default 10)"},
+  {"--budget", NULL, "s", ARG_NUMBER, FIELD(budget), DEFAULT_BUDGET,
+   "stop a task that runs s seconds without yielding\n(default 1; 0: no limit)"},
+  {"--max-memory", NULL, "m", ARG_NUMBER, FIELD(max_memory), DEFAULT_MAX_MEMORY,
+   "cap the Lua state's memory at m MiB (default 1024)"},
+  {"--max-conns", NULL, "n", ARG_NUMBER, FIELD(max_conns), UNSET,
+   "connections per listener (default 10000)"},
+  {"--idle-timeout", NULL, "s", ARG_NUMBER, FIELD(idle_timeout), UNSET,
+   "close accepted connections idle for s seconds\n(default 300; 0: never)"},
+  {"--line-timeout", NULL, "s", ARG_NUMBER, FIELD(line_timeout), UNSET,
+   "... and those that take s seconds to finish a line\n(default 60; 0: never)"},
+  {"--max-line", NULL, "n", ARG_NUMBER, FIELD(max_line), UNSET,
+   "longest line or read_until result (default 65536)"},
+  {"-w", "--workers", "n", ARG_WORKERS, FIELD(workers), 0,
+   "run n worker processes sharing the listeners\n(SO_REUSEPORT); 'auto': one per core"},
+  {"-v", "--version", NULL, ARG_NONE, TO_VERSION, 0, 0, "print the version"},
+  {"-h", "--help", NULL, ARG_NONE, TO_HELP, 0, 0, "print this help"},
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+/* Reading an argument: its value, or < 0 if it is bad. */
+static double read_number (const char *v) {
+  char *end;
+  double d = strtod(v, &end);
+  return end != v && *end == '\0' && d >= 0 ? d : -1;
+}
+
+static double read_workers (const char *v) {
+  char *end;
+  long n;
+  if (strcmp(v, "auto") == 0) {
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (double)n : 1;
+  }
+  n = strtol(v, &end, 10);
+  return end != v && *end == '\0' && n >= 1 && n <= 256 ? (double)n : -1;
+}
+
+static double read_level (const char *v) {
+  return sh_log_parse_level(v);
+}
+
+/* The kinds of value stored in opts: how to read one, what a bad one gets. */
+static const struct {
+  double (*read) (const char *v);
+  const char *bad;      /* message format, given the option as spelled */
+} kinds[] = {
+  [ARG_NUMBER] = {read_number, "'%s' needs a non-negative number"},
+  [ARG_WORKERS] = {read_workers, "'%s' needs a number from 1 to 256, or 'auto'"},
+  [ARG_LEVEL] = {read_level, "%s: expected debug, info, warn, error or off"},
 };
 
-static int limit_option (const char *a) {
-  int i;
-  for (i = 0; limit_names[i] != NULL; i++) if (strcmp(a, limit_names[i]) == 0) return i;
+/* One line of the usage: 'left' in its column, then the help. */
+static void usage_line (FILE *f, const char *left, const char *help) {
+  fprintf(f, "  %-16s ", left);
+  for (; *help != '\0'; help++) {
+    fputc(*help, f);
+    if (*help == '\n') fprintf(f, "%19s", "");
+  }
+  fputc('\n', f);
+}
+
+static void usage_option (FILE *f, const option *op) {
+  char left[64];
+  snprintf(left, sizeof left, "%s%s%s%s%s", op->name, op->alias != NULL ? ", " : "",
+           op->alias != NULL ? op->alias : "", op->metavar != NULL ? " " : "",
+           op->metavar != NULL ? op->metavar : "");
+  usage_line(f, left, op->help);
+}
+
+static void usage (FILE *f) {
+  size_t i;
+  fprintf(f, "usage: %s [options] [script [args...]]\n"
+             "Run a network service written in Lua.\n", progname);
+  for (i = 0; i < NOPTIONS; i++) usage_option(f, &options[i]);
+  fprintf(f,
+    "  %s test [busted options] [specs]\n"
+    "                   run busted specs in this host, with sockhost.test\n"
+    "The script runs as a task: sockhost.connect, conn:read and the other\n"
+    "blocking calls yield to the event loop. The process exits 0 when nothing\n"
+    "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM.\n",
+    progname);
+}
+
+/* "progname: " and 'fmt' about option 'a' on stderr, then the usage if
+** 'with_usage'. Returns -1. */
+static int complain (const char *fmt, const char *a, int with_usage) {
+  fprintf(stderr, "%s: ", progname);
+  fprintf(stderr, fmt, a);
+  fputc('\n', stderr);
+  if (with_usage) usage(stderr);
+  fflush(stderr);
   return -1;
 }
 
-/* Check the options; run -l and -e later, in order. Returns -1 on a bad
-** option (message printed), 1 if the program should exit 0 now. */
-static int parse_args (int argc, char **argv, opts *o) {
-  int i;
+static int is (const char *a, const char *name) {
+  return name != NULL && strcmp(a, name) == 0;
+}
+
+/* The option spelled 'a', or NULL. */
+static const option *find_option (const char *a) {
+  size_t i;
+  for (i = 0; i < NOPTIONS; i++)
+    if (is(a, options[i].name) || is(a, options[i].alias)) return &options[i];
+  return NULL;
+}
+
+/* Set op's field in o to v. */
+static void store (opts *o, const option *op, double v) {
+  char *p = (char *)o + op->field;
+  if (op->kind == ARG_NUMBER) *(double *)p = v;
+  else *(int *)p = (int)v;
+}
+
+static void init_opts (opts *o) {
+  size_t i;
   memset(o, 0, sizeof *o);
-  o->budget = DEFAULT_BUDGET;
-  o->max_memory = DEFAULT_MAX_MEMORY;
-  for (i = 0; i < 5; i++) o->limits[i] = -1;
-  for (i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--") == 0) { i++; break; }
-    if (strcmp(a, "-") == 0) { o->want_stdin = 1; break; }
-    if (a[0] != '-') break;
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(stdout); return 1; }
-    if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
-      printf("%s (%s, libevent)\n", SH_VERSION, LUA_RELEASE);
-      return 1;
-    }
-    if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0 || strcmp(a, "--check") == 0 ||
-        strcmp(a, "--log-level") == 0 || strcmp(a, "-w") == 0 || strcmp(a, "--workers") == 0 ||
-        strcmp(a, "--budget") == 0 || strcmp(a, "--max-memory") == 0 || limit_option(a) >= 0) {
-      if (++i >= argc) {
-        fprintf(stderr, "%s: '%s' needs an argument\n", progname, a);
-        usage(stderr);
-        return -1;
-      }
-      if (strcmp(a, "--budget") == 0 || strcmp(a, "--max-memory") == 0 || limit_option(a) >= 0) {
-        char *end;
-        double v = strtod(argv[i], &end);
-        if (*end != '\0' || !(v >= 0)) {
-          fprintf(stderr, "%s: '%s' needs a non-negative number\n", progname, a);
-          return -1;
-        }
-        if (limit_option(a) >= 0) o->limits[limit_option(a)] = v;
-        else if (a[2] == 'b') o->budget = v;
-        else o->max_memory = v;
-      }
-      if (a[1] == 'w' || strcmp(a, "--workers") == 0) {
-        char *end;
-        long n = strcmp(argv[i], "auto") == 0 ? sysconf(_SC_NPROCESSORS_ONLN)
-                                              : strtol(argv[i], &end, 10);
-        if (strcmp(argv[i], "auto") != 0 && (*end != '\0' || n < 1 || n > 256)) {
-          fprintf(stderr, "%s: '%s' needs a number from 1 to 256, or 'auto'\n", progname, a);
-          return -1;
-        }
-        o->workers = n > 0 ? (int)n : 1;
-      }
-      continue;
-    }
-    fprintf(stderr, "%s: unrecognized option '%s'\n", progname, a);
-    usage(stderr);
-    return -1;
+  for (i = 0; i < NOPTIONS; i++)
+    if (options[i].use == TO_FIELD) store(o, &options[i], options[i].init);
+}
+
+/* Act on option op, spelled 'a', with value v (NULL: none). Returns 0, 1
+** if the program should exit 0 now, -1 after a message. */
+static int take_option (opts *o, const option *op, const char *a, const char *v) {
+  double d;
+  switch (op->use) {
+  case TO_HELP: usage(stdout); return 1;
+  case TO_VERSION: printf("%s (%s, libevent)\n", SH_VERSION, LUA_RELEASE); return 1;
+  case TO_CHECK: o->check = 1; return 0;
+  case TO_FIELD: break;
+  default: return 0;                           /* -e, -l: see load_chunks */
   }
+  d = kinds[op->kind].read(v);
+  if (d < 0) return complain(kinds[op->kind].bad, a, 0);
+  store(o, op, d);
+  return 0;
+}
+
+#define OPTIONS_END 2
+
+/* Take the option at argv[*i] and its value; *i moves past both. Returns
+** take_option's result, or OPTIONS_END at the first argument that is not
+** an option, at "-" or after "--". */
+static int parse_one (int argc, char **argv, int *i, opts *o) {
+  const char *a = argv[*i];
+  const option *op = find_option(a);
+  if (a[0] != '-') return OPTIONS_END;
+  if (op == NULL) return complain("unrecognized option '%s'", a, 1);
+  if (op->use == TO_STDIN) {                   /* "-" is the script */
+    o->want_stdin = 1;
+    return OPTIONS_END;
+  }
+  (*i)++;
+  if (op->use == TO_END) return OPTIONS_END;
+  if (op->kind == ARG_NONE) return take_option(o, op, a, NULL);
+  if (*i >= argc) return complain("'%s' needs an argument", a, 1);
+  return take_option(o, op, a, argv[(*i)++]);
+}
+
+/* Check the options and store their values; -e, -l and --check files are
+** taken later, in order (next_option). Returns -1 on a bad option (message
+** printed), 1 if the program should exit 0 now. */
+static int parse_args (int argc, char **argv, opts *o) {
+  int i = 1, st = 0;
+  init_opts(o);
+  while (st == 0 && i < argc) st = parse_one(argc, argv, &i, o);
+  o->optend = i;
   if (i < argc) {
     o->script = i;
     o->first_arg = i + 1;
   }
-  return 0;
+  return st == OPTIONS_END ? 0 : st;
+}
+
+/* Walk the options parse_args accepted, from *i = 1: the option at argv[*i],
+** its value in *v (NULL: none), *i moved past both; NULL after the last. */
+static const option *next_option (char **argv, const opts *o, int *i, const char **v) {
+  const option *op;
+  if (*i >= o->optend) return NULL;
+  op = find_option(argv[(*i)++]);
+  *v = op->kind != ARG_NONE ? argv[(*i)++] : NULL;
+  return op;
 }
 
 /* arg = { [-n..-1] = interpreter and options, [0] = script, [1..] = args } */
@@ -193,34 +326,27 @@ static void push_require (lua_State *L, const char *spec) {
   lua_pushcclosure(L, require_global, 2);
 }
 
+/* Push the function for an -e or -l option: 1; nothing for the others: 0;
+** -1 with the compile error pushed. */
+static int push_chunk (lua_State *L, const option *op, const char *v) {
+  if (op->use == TO_CHUNK)
+    return luaL_loadbuffer(L, v, strlen(v), "=(command line)") == LUA_OK ? 1 : -1;
+  if (op->use != TO_REQUIRE) return 0;
+  push_require(L, v);
+  return 1;
+}
+
 /* Compile everything the command line asks for into a list of functions
-** on the stack top. Returns 0, or 1 after printing the error. */
-static int load_chunks (lua_State *L, int argc, char **argv, const opts *o) {
-  int i, n = 0, end = o->script > 0 ? o->script : argc;
+** on the stack top: -e and -l in their order, then the script. Returns 0,
+** or 1 after printing the error. */
+static int load_chunks (lua_State *L, char **argv, const opts *o) {
+  int i = 1, n = 0, pushed;
+  const option *op;
+  const char *v;
   lua_newtable(L);
-  for (i = 1; i < end; i++) {
-    int st = LUA_OK;
-    if (strcmp(argv[i], "--") == 0) break;
-    if (strcmp(argv[i], "-e") == 0) {
-      i++;
-      st = luaL_loadbuffer(L, argv[i], strlen(argv[i]), "=(command line)");
-    } else if (strcmp(argv[i], "-l") == 0) {
-      push_require(L, argv[++i]);
-    } else if (strcmp(argv[i], "--log-level") == 0) {
-      int lvl = sh_log_parse_level(argv[++i]);
-      if (lvl < 0) return fail("--log-level: expected debug, info, warn, error or off");
-      sh_log_set_level((sh_log_level)lvl);
-      continue;
-    } else if (strcmp(argv[i], "--check") == 0 || strcmp(argv[i], "-w") == 0 ||
-               strcmp(argv[i], "--workers") == 0 || strcmp(argv[i], "--budget") == 0 ||
-               strcmp(argv[i], "--max-memory") == 0 || limit_option(argv[i]) >= 0) {
-      i++;
-      continue;
-    } else if (strcmp(argv[i], "-") == 0) {
-      break;
-    }
-    if (st != LUA_OK) return fail(lua_tostring(L, -1));
-    lua_rawseti(L, -2, ++n);
+  while ((op = next_option(argv, o, &i, &v)) != NULL) {
+    if ((pushed = push_chunk(L, op, v)) < 0) return fail(lua_tostring(L, -1));
+    if (pushed) lua_rawseti(L, -2, ++n);
   }
   if (o->script > 0 || o->want_stdin) {
     const char *fname = o->want_stdin ? NULL : argv[o->script];
@@ -231,13 +357,15 @@ static int load_chunks (lua_State *L, int argc, char **argv, const opts *o) {
 }
 
 /* --check FILE...: compile only. */
-static int check_only (int argc, char **argv) {
-  int i, status = 0;
+static int check_only (char **argv, const opts *o) {
+  int i = 1, status = 0;
+  const option *op;
+  const char *v;
   lua_State *L = luaL_newstate();
   if (L == NULL) return fail("cannot create Lua state: not enough memory");
-  for (i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--check") != 0) continue;
-    if (luaL_loadfile(L, argv[++i]) != LUA_OK) status = fail(lua_tostring(L, -1));
+  while ((op = next_option(argv, o, &i, &v)) != NULL) {
+    if (op->use != TO_CHECK) continue;
+    if (luaL_loadfile(L, v) != LUA_OK) status = fail(lua_tostring(L, -1));
     lua_settop(L, 0);
   }
   lua_close(L);
@@ -406,6 +534,18 @@ static pid_t start_worker (int id, const sigset_t *old, int argc, char **argv, c
   _exit(run_one(argc, argv, o));
 }
 
+/* The command line's settings on the host; a limit not given (or, for
+** max_conns and max_line, below 1) keeps the host's default. */
+static void apply_limits (shl_sched *S, const opts *o) {
+  shl_set_budget(S, o->budget);
+  if (o->max_conns >= 1) S->max_conns = o->max_conns;
+  if (o->idle_timeout >= 0) S->idle_timeout = o->idle_timeout;
+  if (o->line_timeout >= 0) S->line_timeout = o->line_timeout;
+  if (o->max_line >= 1) S->max_line = o->max_line;
+  if (o->grace >= 0) S->grace = o->grace;
+  if (worker_id > 0) S->reuseport = 1;         /* share listeners with the others */
+}
+
 static int run (lua_State *L, int argc, char **argv, const opts *o) {
   shl_sched *S;
   shl_task *t;
@@ -414,15 +554,9 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   luaL_requiref(L, "sockhost", luaopen_sockhost, 1);   /* also global */
   lua_pop(L, 1);
   S = shl_getsched(L);
-  shl_set_budget(S, o->budget);
-  if (o->limits[0] >= 1) S->max_conns = o->limits[0];
-  if (o->limits[1] >= 0) S->idle_timeout = o->limits[1];
-  if (o->limits[2] >= 0) S->line_timeout = o->limits[2];
-  if (o->limits[3] >= 1) S->max_line = o->limits[3];
-  if (o->limits[4] >= 0) S->grace = o->limits[4];
+  apply_limits(S, o);
   memctl_sched = S;
-  if (worker_id > 0) {                         /* share listeners with the others */
-    S->reuseport = 1;
+  if (worker_id > 0) {
     lua_getglobal(L, "sockhost");
     lua_pushinteger(L, worker_id);
     lua_setfield(L, -2, "worker");
@@ -433,7 +567,7 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   create_arg_table(L, argc, argv, o->script);
   if (luaL_loadbuffer(L, runner, sizeof runner - 1, "=sockhost") != LUA_OK)
     return fail(lua_tostring(L, -1));
-  if (load_chunks(L, argc, argv, o) != 0) return 1;
+  if (load_chunks(L, argv, o) != 0) return 1;
   if (lua_rawlen(L, -1) == 0) {                /* nothing to run */
     usage(stderr);
     return 1;
@@ -488,15 +622,15 @@ static int run_tests (int argc, char **argv) {
 
 int main (int argc, char **argv) {
   opts o;
-  int status, i;
+  int status;
   if (argv[0] != NULL && argv[0][0] != '\0') progname = argv[0];
   setvbuf(stdout, NULL, _IOLBF, 0);            /* a server's output is a log */
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   if (argc > 1 && strcmp(argv[1], "test") == 0) return run_tests(argc, argv);
   if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
-  for (i = 1; i < (o.script > 0 ? o.script : argc); i++)
-    if (strcmp(argv[i], "--check") == 0) return check_only(argc, argv);
+  if (o.log_level != UNSET) sh_log_set_level((sh_log_level)o.log_level);
+  if (o.check) return check_only(argv, &o);
   if (o.workers > 1) return run_master(argc, argv, &o);
   return run_one(argc, argv, &o);
 }

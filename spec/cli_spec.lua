@@ -204,6 +204,143 @@ describe("sockhost command line", function()
     end)
   end)
 
+  describe("one table of options", function()
+    -- The options --help lists: { names = { "-w", "--workers" }, metavar = "n" }.
+    local function listed()
+      local out = H.exec("--help")
+      local list = {}
+      for line in out:gmatch("[^\n]+") do
+        if line:match("^  %-") then
+          local o = { names = {} }
+          for tok in line:sub(3, 18):gmatch("[^%s,]+") do
+            if tok:sub(1, 1) == "-" then table.insert(o.names, tok) else o.metavar = tok end
+          end
+          list[#list + 1] = o
+        end
+      end
+      return list, out
+    end
+    -- A good value for each kind of argument the usage names.
+    local good = { stat = "'x = 1'", mod = "string", lvl = "warn", n = "1", s = "1", m = "64" }
+    local numeric = { "--grace", "--budget", "--max-memory", "--max-conns", "--idle-timeout",
+                      "--line-timeout", "--max-line" }
+    local function find(list, name)
+      for _, o in ipairs(list) do
+        for _, n in ipairs(o.names) do if n == name then return o end end
+      end
+    end
+
+    it("--help lists `sockhost test` and every option; each name listed is accepted", function()
+      local list, out = listed()
+      assert.matches("\n  %S*sockhost test %[busted options%] %[specs%]\n", out)
+      assert.is_true(#list >= 16, out)
+      for _, name in ipairs { "-e", "-l", "-", "--", "--check", "--log-level", "-w", "--workers",
+                              "-v", "--version", "-h", "--help", table.unpack(numeric) } do
+        assert.truthy(find(list, name), name .. " is not in the usage")
+      end
+      local s = script[[io.write("ran")]]
+      good.file = H.q(s)
+      for _, o in ipairs(list) do
+        for _, name in ipairs(o.names) do
+          local value = o.metavar and assert(good[o.metavar], "a new kind of argument: " .. o.metavar)
+          local out2, err, rc = H.exec(name .. " " .. (value or "") .. " " .. H.q(s),
+                                       { stdin = 'io.write("ran")' })
+          assert.equal(0, rc, name .. ": " .. err)
+          assert.equal("", err, name)
+        end
+      end
+      -- and a name not listed is refused, with the usage
+      local out2, err, rc = H.exec("--budgets 1 " .. H.q(s))
+      assert.equal(1, rc)
+      assert.equal("", out2)
+      assert.matches("unrecognized option '%-%-budgets'", err)
+      assert.matches("usage:", err)
+    end)
+
+    it("each option the usage gives an argument needs one: message, usage, exit 1", function()
+      for _, o in ipairs(listed()) do
+        if o.metavar then
+          for _, name in ipairs(o.names) do
+            local out, err, rc = H.exec([[-e 'print("ran")' ]] .. name)
+            assert.equal(1, rc, name)
+            assert.equal("", out, name)
+            assert.truthy(err:find("'" .. name .. "' needs an argument", 1, true), err)
+            assert.matches("usage:", err)
+          end
+        end
+      end
+    end)
+
+    it("each numeric option refuses a bad value, exit 1, and nothing runs", function()
+      local s = script[[print("ran")]]
+      for _, name in ipairs(numeric) do
+        for _, bad in ipairs { "", "x", "-1", "1x", "nan", "--" } do
+          local out, err, rc = H.exec(name .. " " .. H.q(bad) .. " " .. H.q(s))
+          assert.equal(1, rc, name .. " " .. bad)
+          assert.equal("", out, name .. " " .. bad)
+          assert.truthy(err:find("'" .. name .. "' needs a non-negative number", 1, true),
+                        name .. " " .. bad .. ": " .. err)
+        end
+        local out, err, rc = H.exec(name .. " 2.5 " .. H.q(s))
+        assert.equal(0, rc, err)
+        assert.equal("ran\n", out)
+      end
+    end)
+
+    it("-w refuses a bad count, --log-level a bad level, exit 1, and nothing runs", function()
+      local s = script[[print("ran")]]
+      for _, name in ipairs { "-w", "--workers" } do
+        for _, bad in ipairs { "", "0", "257", "2x", "many" } do
+          local out, err, rc = H.exec(name .. " " .. H.q(bad) .. " " .. H.q(s))
+          assert.equal(1, rc, name .. " " .. bad)
+          assert.equal("", out)
+          assert.truthy(err:find("'" .. name .. "' needs a number from 1 to 256, or 'auto'", 1, true), err)
+        end
+      end
+      -- a bad level is refused before anything starts: with workers (which
+      -- used to fail and be restarted for ever) and with --check too
+      for _, pre in ipairs { "", "-w 2 ", "--check " .. H.q(s) .. " " } do
+        local out, err, rc = H.exec(pre .. "--log-level loud " .. H.q(s), { timeout = 5 })
+        assert.equal(1, rc, pre .. ": " .. err)
+        assert.equal("", out)
+        assert.matches("%-%-log%-level: expected debug, info, warn, error or off", err)
+        assert.is_nil(err:find("worker", 1, true), err)
+      end
+    end)
+
+    it("--log-level also quiets the master of -w", function()
+      local _, err, rc = H.exec("-w 2 -e ''")
+      assert.equal(0, rc, err)
+      assert.matches("INFO  master %d+: 2 workers", err)
+      _, err, rc = H.exec("-w 2 --log-level warn -e ''")
+      assert.equal(0, rc, err)
+      assert.equal("", err)
+    end)
+
+    it("-e and -l run in command-line order, interleaved", function()
+      local s = script[[print(seq, ...)]]
+      local out, err, rc = H.exec([[-e 'seq = "e1"' ]] ..
+        [[-e 'package.preload.m = function() seq = seq .. " l" return "M" end' ]] ..
+        [[-l g=m -e 'seq = seq .. " e2 " .. g' -l string ]] .. H.q(s) .. " a")
+      assert.equal(0, rc, err)
+      assert.equal("e1 l e2 M\ta\n", out)
+    end)
+
+    it("an option's value, or the script's arguments, are never taken for options", function()
+      -- "--check" here is -e's chunk (a Lua comment), not the option
+      local out, err, rc = H.exec([[-e --check -e 'print("ran")']])
+      assert.equal(0, rc, err)
+      assert.equal("ran\n", out)
+      -- a --check after the script is the script's argument: only good.lua is checked
+      local good_s = script[[print("ran")]]
+      local bad = script("x = = 1\n")
+      out, err, rc = H.exec("--check " .. H.q(good_s) .. " " .. H.q(good_s) .. " --check " .. H.q(bad))
+      assert.equal(0, rc, err)
+      assert.equal("", out)
+      assert.equal("", err)
+    end)
+  end)
+
   describe("script errors", function()
     it("a first line starting with # (shebang) is skipped, like lua", function()
       local s = script("#!/usr/bin/env sockhost\nprint('shebang ok', ...)\n")
