@@ -63,7 +63,7 @@ struct lconn {
   size_t dlen;
   size_t woff;           /* active writer: offset into its current argument */
   shl_counter *counter;  /* the listener's count this conn is in, or NULL */
-  lconn *prev, *next;    /* in S->accepted (accepted, or with limits) */
+  lconn *prev, *next;    /* in S->accepted (accepted connections) */
   int tracked;           /* on that list */
   unsigned id;           /* for logs: "conn #7" */
   unsigned char rmode;   /* reader: RD_* */
@@ -410,7 +410,7 @@ static int conn_write (lua_State *L) {
 
 
 /* A time limit passed: say so in the log and close. */
-static void on_limit (sh_stream *s, lconn *lc, int reason) {
+static void on_limit (sh_stream *s, lconn *lc, int what) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   char peer[160] = "?";
@@ -418,12 +418,13 @@ static void on_limit (sh_stream *s, lconn *lc, int reason) {
     sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX
                    : sh_tls_is_tls(s) ? SH_TLS : SH_TCP, peer, sizeof peer);
   sh_log(SH_LOG_INFO, "conn #%u %s: %s, closing", lc->id, peer,
-         reason == 2 ? "line not finished in time" : "idle too long");
+         what == SH_STREAM_SLOW ? "line not finished in time" : "idle too long");
   close_internal(lc, CLOSE_ABORT);
 }
 
 static void on_stream (sh_stream *s, int what, void *ctx) {
   lconn *lc = ctx;
+  if (what & (SH_STREAM_IDLE | SH_STREAM_SLOW)) { on_limit(s, lc, what); return; }
   if ((what & SH_STREAM_READ) && lc->readers.head != NULL) {
     shl_task *t = lc->readers.head;
     int n;
@@ -496,21 +497,7 @@ void shl_conn_settimeout (lconn *lc, double timeout) { lc->timeout = timeout; }
 
 #define SWEEP_EVERY 0.2     /* seconds between checks of the time limits */
 
-/* Check the time limits of every tracked connection. One timer for all:
-** a timer per connection would cost more memory than the connection. */
-static void sweep (sh_timer *timer, void *ctx) {
-  shl_sched *S = ctx;
-  double now = sh_now_coarse();
-  lconn *lc, *next;
-  for (lc = S->accepted; lc != NULL; lc = next) {
-    int why;
-    next = lc->next;
-    if (lc->s != NULL && (why = sh_stream_limit_passed(lc->s, now)) != 0)
-      on_limit(lc->s, lc, why);           /* closes: leaves the list */
-  }
-  if (S->accepted == NULL) sh_timer_stop(timer);
-}
-
+/* Accepted connections are on a list, for the shutdown (shl_conn_drain_idle). */
 static void track (lconn *lc) {
   shl_sched *S = lc->S;
   if (lc->tracked) return;
@@ -519,9 +506,6 @@ static void track (lconn *lc) {
   lc->next = S->accepted;
   if (S->accepted != NULL) S->accepted->prev = lc;
   S->accepted = lc;
-  if (S->sweep_timer == NULL) S->sweep_timer = sh_timer_new(S->loop, 0, sweep, S);
-  if (S->sweep_timer != NULL && !sh_timer_active(S->sweep_timer))
-    sh_timer_start(S->sweep_timer, SWEEP_EVERY, SWEEP_EVERY);
 }
 
 static void untrack (lconn *lc) {
@@ -537,8 +521,9 @@ void shl_conn_setlimits (lconn *lc, double idle, double line) {
   lc->idle = idle > 0 ? idle : 0;
   lc->line = line > 0 ? line : 0;
   if (lc->s == NULL) return;
-  sh_stream_set_limits(lc->s, lc->idle, lc->line);
-  if (lc->idle > 0 || lc->line > 0) track(lc);
+  if (lc->S->sweep == NULL && (lc->idle > 0 || lc->line > 0))
+    lc->S->sweep = sh_sweep_new(lc->S->loop, SWEEP_EVERY);
+  sh_stream_set_limits(lc->s, lc->S->sweep, lc->idle, lc->line);
 }
 
 void shl_conn_count (lconn *lc, shl_counter *c) {

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include "../core/sh_stream.h"
 #include "../core/sh_util.h"
 
 #include "shl.h"
@@ -460,8 +461,8 @@ static int sched_gc (lua_State *L) {
   S->ready_timer = NULL;
   if (S->grace_timer != NULL) sh_timer_free(S->grace_timer);
   S->grace_timer = NULL;
-  if (S->sweep_timer != NULL) sh_timer_free(S->sweep_timer);
-  S->sweep_timer = NULL;
+  sh_sweep_free(S->sweep);
+  S->sweep = NULL;
   shl_resolver_close(S);
   if (!sh_loop_running(S->loop)) sh_loop_run(S->loop, SHUTDOWN_GRACE);
   sh_loop_free(S->loop);

@@ -74,9 +74,8 @@ typedef struct shl_sched {
   int draining;              /* shutting down: stop accepting, let handlers end */
   double grace;              /* seconds handlers get to finish on shutdown */
   sh_timer *grace_timer;     /* ends the grace period */
-  lconn *accepted;           /* open accepted connections, and others with
-                             ** time limits (a list) */
-  sh_timer *sweep_timer;     /* checks their time limits */
+  lconn *accepted;           /* open accepted connections (a list) */
+  struct sh_sweep *sweep;    /* checks the connections' time limits */
   shl_task *pool;            /* finished tasks kept for reuse (a list) */
   int npool;
   int max_timers;            /* cap on those */

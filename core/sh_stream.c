@@ -15,6 +15,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include "sh_timer.h"
 #include "sh_util.h"
 
 #define FIN_WAIT 2.0       /* seconds to wait for the peer's close after ours */
@@ -36,8 +37,11 @@ sh_stream *sh_transport_new (sh_loop *loop, const sh_transport *ops, int fd, sh_
 
 void sh_transport_discard (sh_stream *s) { free(s); }
 
+static void sweep_leave(sh_stream *s);
+
 static void destroy (sh_stream *s) {
   if (s->in_cb) { s->dead = 1; return; }   /* finish after the callback */
+  sweep_leave(s);
   sh_loop_untrack(s->loop, &s->item);
   if (s->linger) event_free(s->linger);
   if (s->holds_ref) sh_loop_unref(s->loop);
@@ -136,13 +140,40 @@ void sh_stream_shutdown (sh_stream *s) {
 
 /* ====================== Time limits ====================== */
 
-/* No timer per stream: the owner sweeps its streams now and then with
-** sh_stream_limit_passed(), which is cheaper in memory for many idle ones. */
-void sh_stream_set_limits (sh_stream *s, double idle, double partial) {
+struct sh_sweep {
+  sh_timer *timer;
+  double every;
+  sh_stream *head;            /* the streams it checks */
+  sh_stream *cursor;          /* the next one a running sweep looks at */
+};
+
+static void sweep_join (sh_sweep *w, sh_stream *s) {
+  s->sweep = w;
+  s->sw_prev = NULL;
+  s->sw_next = w->head;
+  if (w->head != NULL) w->head->sw_prev = s;
+  w->head = s;
+  if (!sh_timer_active(w->timer)) sh_timer_start(w->timer, w->every, w->every);
+}
+
+static void sweep_leave (sh_stream *s) {
+  sh_sweep *w = s->sweep;
+  if (w == NULL) return;
+  if (w->cursor == s) w->cursor = s->sw_next;   /* a running sweep goes on past it */
+  if (s->sw_prev != NULL) s->sw_prev->sw_next = s->sw_next;
+  else w->head = s->sw_next;
+  if (s->sw_next != NULL) s->sw_next->sw_prev = s->sw_prev;
+  s->sw_prev = s->sw_next = NULL;
+  s->sweep = NULL;
+}
+
+void sh_stream_set_limits (sh_stream *s, sh_sweep *w, double idle, double partial) {
   s->idle = idle > 0 ? idle : 0;
   s->partial = partial > 0 ? partial : 0;
   s->limited = s->idle > 0 || s->partial > 0;
   s->last_active = sh_now_coarse();
+  if (s->sweep != NULL && (!s->limited || s->sweep != w)) sweep_leave(s);
+  if (s->limited && s->sweep == NULL && w != NULL && !s->closing) sweep_join(w, s);
 }
 
 void sh_stream_partial (sh_stream *s, int pending) {
@@ -161,14 +192,16 @@ static int queued (const sh_stream *s) {
   return n + (int)(held < (1u << 30) ? held : (1u << 30));
 }
 
-/* Idle means no byte moved between us and the kernel, but a slow reader
+/* 0 while within the limits; SH_STREAM_IDLE or SH_STREAM_SLOW past one.
+** Idle means no byte moved between us and the kernel, but a slow reader
 ** may still be draining what the kernel holds for it: that is progress.
 ** The kernel's queue is sampled once halfway through an idle period and
 ** compared once at its end (two ioctls at most per period and stream). */
-int sh_stream_limit_passed (sh_stream *s, double now) {
+static int limit_passed (sh_stream *s, double now) {
   if (s->closing || !s->limited) return 0;
   if (s->ops->moved != NULL && s->ops->moved(s)) s->last_active = now;
-  if (s->partial > 0 && s->partial_since > 0 && now >= s->partial_since + s->partial) return 2;
+  if (s->partial > 0 && s->partial_since > 0 && now >= s->partial_since + s->partial)
+    return SH_STREAM_SLOW;
   if (s->idle > 0 && now >= s->last_active + s->idle / 2) {
     if (s->outq_at < s->last_active) {           /* first look in this period */
       s->outq_at = now;
@@ -176,12 +209,41 @@ int sh_stream_limit_passed (sh_stream *s, double now) {
     }
     if (now >= s->last_active + s->idle) {
       int n = queued(s);
-      if (n >= s->outq) return 1;
+      if (n >= s->outq) return SH_STREAM_IDLE;
       s->last_active = s->outq_at = now;         /* the peer took some */
       s->outq = n;
     }
   }
   return 0;
+}
+
+/* Check every stream; tell the owners of those past a limit. An owner may
+** close any stream meanwhile: the cursor moves past one that leaves. */
+static void on_sweep (sh_timer *timer, void *ctx) {
+  sh_sweep *w = ctx;
+  double now = sh_now_coarse();
+  sh_stream *s;
+  for (w->cursor = w->head; (s = w->cursor) != NULL;) {
+    int why;
+    w->cursor = s->sw_next;
+    if ((why = limit_passed(s, now)) != 0) sh_transport_notify(s, why);
+  }
+  if (w->head == NULL) sh_timer_stop(timer);
+}
+
+sh_sweep *sh_sweep_new (sh_loop *loop, double every) {
+  sh_sweep *w = calloc(1, sizeof *w);
+  if (w == NULL) return NULL;
+  w->every = every;
+  if ((w->timer = sh_timer_new(loop, 0, on_sweep, w)) == NULL) { free(w); return NULL; }
+  return w;
+}
+
+void sh_sweep_free (sh_sweep *w) {
+  if (w == NULL) return;
+  while (w->head != NULL) sweep_leave(w->head);
+  sh_timer_free(w->timer);
+  free(w);
 }
 
 /* ====================== Accessors ====================== */
@@ -230,6 +292,7 @@ static void destroy_orphan (sh_loop_item *item) {
 void sh_stream_close (sh_stream *s, double linger) {
   if (s->closing) return;
   s->closing = 1;
+  sweep_leave(s);
   s->item.destroy = destroy_orphan;
   sh_loop_track(s->loop, &s->item);
   s->cb = NULL;

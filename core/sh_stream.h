@@ -29,7 +29,9 @@ typedef struct sh_stream sh_stream;
 
 enum {
   SH_STREAM_READ = 1,    /* new input, or the end of it (eof/error set) */
-  SH_STREAM_DRAIN = 2    /* output fell to the low-water mark or below */
+  SH_STREAM_DRAIN = 2,   /* output fell to the low-water mark or below */
+  SH_STREAM_IDLE = 4,    /* past the idle limit (see sh_sweep) */
+  SH_STREAM_SLOW = 8     /* a partial message past its limit */
 };
 
 #define SH_STREAM_CAP 65536   /* input read ahead before pausing, by default */
@@ -83,16 +85,29 @@ void sh_stream_set_cap(sh_stream *s, size_t cap);
 /* DRAIN is reported when output falls to 'lowat' bytes or below. */
 void sh_stream_set_lowat(sh_stream *s, size_t lowat);
 
-/* Time limits: a stream is past them when no byte has moved either way for
-** 'idle' seconds, or when a partial message (see sh_stream_partial) has
-** been pending for 'partial' seconds. 0 disables a limit. The owner checks
-** with sh_stream_limit_passed (the coarse clock is enough). */
-void sh_stream_set_limits(sh_stream *s, double idle, double partial);
+/* ---------------- Time limits ----------------
+** A stream is past its limits when no byte has moved either way for 'idle'
+** seconds, or when a partial message (see sh_stream_partial) has been
+** pending for 'partial' seconds. A sweep checks the streams given to it
+** every so often, with one timer for all (a timer per stream would cost
+** more memory than an idle connection), and tells the owner of a stream
+** past a limit with SH_STREAM_IDLE or SH_STREAM_SLOW; the owner closes it.
+** Slow readers still draining what the kernel holds for them are not idle. */
+
+typedef struct sh_sweep sh_sweep;
+
+/* A sweep that checks its streams every 'every' seconds (on the loop's
+** clock, virtual or real), armed only while it has streams. NULL when out
+** of memory. Freeing it lets go of the streams still in it. */
+sh_sweep *sh_sweep_new(sh_loop *loop, double every);
+void sh_sweep_free(sh_sweep *w);
+
+/* Set the limits (0 disables one) and hand the stream to sweep 'w' while
+** either is set. */
+void sh_stream_set_limits(sh_stream *s, sh_sweep *w, double idle, double partial);
 /* The owner says whether it holds a partial message (a line begun, not
 ** ended). The clock starts at the first call with 'pending' set. */
 void sh_stream_partial(sh_stream *s, int pending);
-/* 0 while within the limits; 1 idle too long; 2 a partial message too slow. */
-int sh_stream_limit_passed(sh_stream *s, double now);
 
 /* Send the 'n' buffers, at once if nothing is queued; queue what the kernel
 ** refuses, but let the queue grow only up to 'limit' bytes. Returns the bytes

@@ -69,6 +69,8 @@ struct sh_stream {
   sh_loop *loop;
   int fd;                     /* the socket; -1 for a transport without one */
   struct event *linger;       /* close deadline; created on close */
+  sh_sweep *sweep;            /* checks the limits, while any is set */
+  sh_stream *sw_prev, *sw_next;   /* in its list */
   int limited;                /* idle or partial-message limit set */
   double idle;                /* seconds without progress allowed; 0: any */
   double partial;             /* seconds a partial message may take; 0: any */
