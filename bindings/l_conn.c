@@ -448,6 +448,10 @@ static void on_stream (sh_stream *s, int what, void *ctx) {
 
 /* ====================== Lifetime ====================== */
 
+void shl_counter_release (shl_counter *c) {
+  if (c != NULL && --c->refs == 0) free(c);
+}
+
 static lconn *conn_alloc (lua_State *L, shl_sched *S) {
   lconn *lc;
   if (!lua_checkstack(L, 2)) return NULL;

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include "../core/sh_log.h"
 #include "../core/sh_stream.h"
 #include "../core/sh_util.h"
 
@@ -28,91 +29,6 @@ static const char SCHED_KEY = 'S';   /* registry: the scheduler userdata */
 #define DEFAULT_MAX_CONNS 10000      /* ... per listener */
 #define DEFAULT_MAX_TIMERS 100000    /* armed after/every timers */
 #define DEFAULT_GRACE 10.0           /* seconds handlers get on shutdown */
-
-/* ====================== Helpers ====================== */
-
-const char *shl_push_nul_escaped (lua_State *L, const char *s, size_t len) {
-  luaL_Buffer b;
-  const char *end = s + len, *z;
-  luaL_buffinit(L, &b);
-  while ((z = memchr(s, '\0', (size_t)(end - s))) != NULL) {
-    luaL_addlstring(&b, s, (size_t)(z - s));
-    luaL_addstring(&b, "\\x00");
-    s = z + 1;
-  }
-  luaL_addlstring(&b, s, (size_t)(end - s));
-  luaL_pushresult(&b);
-  return lua_tostring(L, -1);
-}
-
-int shl_pushfail (lua_State *L, const char *err) {
-  luaL_pushfail(L);
-  lua_pushstring(L, err);
-  return 2;
-}
-
-void shl_counter_release (shl_counter *c) {
-  if (c != NULL && --c->refs == 0) free(c);
-}
-
-int shl_push_sockname (lua_State *L, int fd, int peer, int scheme, const char *notconn) {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  char buf[160];
-  int r;
-  memset(&ss, 0, sizeof ss);
-  r = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
-           : getsockname(fd, (struct sockaddr *)&ss, &len);
-  if (r != 0) return shl_pushfail(L, peer && notconn != NULL ? notconn : sh_strerror(errno));
-  if (scheme < 0) scheme = ss.ss_family == AF_UNIX ? SH_UNIX : SH_TCP;
-  sh_addr_format((struct sockaddr *)&ss, len, (sh_scheme)scheme, buf, sizeof buf);
-  lua_pushstring(L, buf);
-  return 1;
-}
-
-void shl_newclass (lua_State *L, const char *name, const luaL_Reg *meta,
-                   const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
-double shl_opttimeout (lua_State *L, int arg, double def) {
-  double t;
-  if (lua_isnoneornil(L, arg)) return def;
-  t = luaL_checknumber(L, arg);
-  return t < 0 ? -1 : t;
-}
-
-void shl_checkoptions (lua_State *L, int arg, const char *const known[]) {
-  if (lua_isnoneornil(L, arg)) return;
-  luaL_checktype(L, arg, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, arg) != 0) {
-    int i, ok = 0;
-    if (lua_type(L, -2) == LUA_TSTRING) {
-      const char *k = lua_tostring(L, -2);
-      for (i = 0; known[i] != NULL && !ok; i++) ok = strcmp(known[i], k) == 0;
-    }
-    if (!ok) luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL));
-    lua_pop(L, 1);
-  }
-}
-
-double shl_optfield (lua_State *L, int arg, const char *name, double def) {
-  double v = def;
-  if (lua_isnoneornil(L, arg)) return def;
-  if (lua_getfield(L, arg, name) != LUA_TNIL) {
-    int isnum;
-    v = lua_tonumberx(L, -1, &isnum);
-    if (!isnum) luaL_error(L, "option '%s' must be a number", name);
-  }
-  lua_pop(L, 1);
-  return v;
-}
 
 /* ====================== Finding tasks ====================== */
 
@@ -447,6 +363,178 @@ void shl_wake_fail (shl_task *t, const char *err) {
 
 int shl_run (shl_sched *S, double timeout) {
   return sh_loop_run(S->loop, timeout);
+}
+
+/* ====================== Tasks: birth and end ====================== */
+
+void shl_task_push (lua_State *L, shl_task *t) {
+  lua_rawgeti(t->S->L, LUA_REGISTRYINDEX, t->ref);
+  if (t->S->L != L) lua_xmove(t->S->L, L, 1);
+}
+
+/* ====================== Creation ====================== */
+
+#define POOL_MAX 256      /* finished handler tasks kept for reuse */
+
+/* A task from the pool, for a function and 'nargs' arguments on L. */
+static shl_task *reuse (shl_sched *S, lua_State *L, int nargs, int owner) {
+  shl_task *t = S->pool;
+  S->pool = t->next;
+  S->npool--;
+  t->next = NULL;
+  if (owner != 0) {
+    shl_task_push(L, t);
+    lua_pushvalue(L, owner);
+    lua_setiuservalue(L, -2, 2);               /* uv2 = owner */
+    lua_pop(L, 1);
+  }
+  lua_xmove(L, t->co, nargs + 1);              /* function and arguments to co */
+  t->nargs = nargs;
+  t->state = TASK_NEW;
+  sh_loop_ref(S->loop);
+  return t;
+}
+
+shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int keep) {
+  int base = lua_gettop(L) - nargs;            /* the function */
+  lua_State *co;
+  shl_task *t;
+  luaL_checkstack(L, 6, NULL);
+  if (!keep && S->pool != NULL) return reuse(S, L, nargs, owner);
+  co = lua_newthread(L);
+  t = (shl_task *)lua_newuserdatauv(L, sizeof *t, 3);
+  memset(t, 0, sizeof *t);
+  t->S = S;
+  t->co = co;
+  t->state = TASK_NEW;
+  t->ref = LUA_NOREF;
+  luaL_setmetatable(L, TASK_MT);
+  lua_pushvalue(L, -2);
+  lua_setiuservalue(L, -2, 1);                 /* uv1 = thread */
+  if (owner != 0) {
+    lua_pushvalue(L, owner);
+    lua_setiuservalue(L, -2, 2);               /* uv2 = owner */
+  }
+  if (keep) {
+    lua_pushvalue(L, -1);
+    lua_replace(L, -3);                        /* the task takes the thread's slot */
+  }
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);     /* anchor while alive */
+  if (!keep) lua_pop(L, 1);                    /* the thread */
+  /* stack: ... f args [task] */
+  if (keep) lua_rotate(L, base, 1);            /* ... task f args */
+  lua_xmove(L, co, nargs + 1);                 /* function and arguments to co */
+  t->nargs = nargs;
+  t->poolable = !keep;                         /* nobody else sees this object */
+  sh_loop_ref(S->loop);                        /* a live task keeps the loop */
+  return t;
+}
+
+/* A handler task ended well: keep its thread for the next one. */
+static int to_pool (shl_task *t) {
+  shl_sched *S = t->S;
+  lua_State *L = S->L;
+  if (!t->poolable || t->joiners.head != NULL || S->npool >= POOL_MAX || !lua_checkstack(L, 3))
+    return 0;
+  lua_settop(t->co, 0);                        /* drop the results */
+  shl_task_push(L, t);
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, 2);                 /* no owner */
+  lua_pop(L, 1);
+  t->state = TASK_DONE;
+  t->nres = 0;
+  t->on_exit = NULL;
+  t->exit_ctx = NULL;
+  t->next = S->pool;
+  S->pool = t;
+  S->npool++;
+  sh_loop_unref(S->loop);
+  return 1;
+}
+
+/* ====================== Ending ====================== */
+
+/* tostring(v), with each NUL written as "\x00": the log takes C strings, and
+** an error message may quote peer data, whose NUL must not cut the line
+** short unseen. */
+static int tostring_raw (lua_State *L) {
+  size_t len;
+  const char *s = luaL_tolstring(L, 1, &len);
+  if (strlen(s) < len) shl_push_nul_escaped(L, s, len);
+  return 1;
+}
+
+/* Push a printable form of the value on top of L (popped), without ever
+** raising: a __tostring that fails must not take the host down. */
+static const char *safe_tostring (lua_State *L) {
+  const char *tname = luaL_typename(L, -1);
+  lua_pushcfunction(L, tostring_raw);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    return lua_pushfstring(L, "(error object is a %s value)", tname);
+  }
+  return lua_tostring(L, -1);
+}
+
+/* Log a failure with its traceback; keep the error value in uv3. */
+static void record_failure (shl_task *t) {
+  lua_State *L = t->S->L, *co = t->co;
+  const char *msg, *trace, *label;
+  luaL_checkstack(L, 8, NULL);
+  shl_task_push(L, t);                         /* task */
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);                         /* task err */
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, -3, 3);                 /* task err */
+  lua_pushvalue(L, -1);
+  msg = safe_tostring(L);                      /* task err msg */
+  luaL_traceback(L, co, NULL, 0);              /* task err msg trace */
+  trace = lua_tostring(L, -1);
+  if (lua_getiuservalue(L, -4, 2) == LUA_TNIL) {   /* what the task served */
+    lua_pop(L, 1);
+    lua_pushliteral(L, "task");
+  }
+  label = safe_tostring(L);                    /* task err msg trace label */
+  sh_log_trace(SH_LOG_ERROR, trace, "%s failed: %s", label, msg);
+  lua_pop(L, 5);
+#if LUA_VERSION_RELEASE_NUM >= 50406
+  lua_closethread(co, L);                      /* close pending <close> variables */
+#else
+  lua_resetthread(co);
+#endif
+}
+
+void shl_task_results (shl_task *t, lua_State *to) {
+  int i;
+  lua_checkstack(t->co, t->nres);
+  lua_checkstack(to, t->nres);
+  for (i = 0; i < t->nres; i++) lua_pushvalue(t->co, -t->nres);
+  lua_xmove(t->co, to, t->nres);
+}
+
+void shl_task_finish (shl_task *t, int status, int nres) {
+  shl_sched *S = t->S;
+  shl_task *j;
+  if (status == LUA_OK) {
+    t->state = TASK_DONE;
+    t->nres = nres;
+  } else {
+    t->state = TASK_FAILED;
+    t->nres = 0;
+    record_failure(t);
+  }
+  while ((j = shl_waitq_pop(&t->joiners)) != NULL) {   /* wake joiners, in order */
+    shl_unpark(j);
+    if (t->state == TASK_DONE) shl_task_results(t, j->co);
+    shl_wake(j, t->state == TASK_DONE ? t->nres : 0);
+  }
+  if (t->on_exit != NULL) t->on_exit(t, t->exit_ctx);
+  if (t->state == TASK_DONE && to_pool(t)) return;
+  if (t->deadline != NULL) { sh_timer_free(t->deadline); t->deadline = NULL; }
+  luaL_unref(S->L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+  sh_loop_unref(S->loop);
 }
 
 /* ====================== The scheduler object ====================== */

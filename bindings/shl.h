@@ -168,13 +168,15 @@ void shl_http_open(lua_State *L);
 ** sockhost.test. */
 void shl_test_open(lua_State *L);
 
-/* ---------------- l_task.c: tasks ---------------- */
+/* ---------------- l_sched.c: tasks, from birth to end; l_task.c: the task object ---------------- */
 /* Make a task of the function below the 'nargs' values on top of L (popped).
 ** 'owner' (an absolute index, or 0) is recorded as what the task serves: it
 ** names the task in logs. With 'keep', the task object is left on L. */
 shl_task *shl_task_new(shl_sched *S, lua_State *L, int nargs, int owner, int keep);
 /* Push t's userdata. */
 void shl_task_push(lua_State *L, shl_task *t);
+/* Copy the results of finished task t onto 'to'. */
+void shl_task_results(shl_task *t, lua_State *to);
 /* The task has returned or raised: record it, log a failure, wake joiners,
 ** run on_exit, release it. 'status' and 'nres' are lua_resume's. */
 void shl_task_finish(shl_task *t, int status, int nres);
