@@ -2,7 +2,7 @@
 ** "sockhost.http.parser", in package.preload. It binds the strict request
 ** head parser of core/sh_http.h (on the http-parser library, Debian's
 ** libhttp-parser-dev) and a few helpers; the Lua half,
-** bindings/lua/http.lua, reads the head from the connection line by
+** bindings/lua/http.server.lua, reads the head from the connection line by
 ** line and hands it over whole.
 **
 ** Nothing here calls back into Lua: the parser records spans into the head
