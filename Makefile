@@ -48,6 +48,8 @@ LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
 # TLS streams (tls://) on libevent's OpenSSL bufferevents.
 CORE_OBJ += core/sh_tls.o
 BIND_OBJ += bindings/l_tls.o
+# The strict HTTP request head parser, on http-parser (LIBS_HTTP).
+CORE_OBJ += core/sh_http.o
 
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \

@@ -1,6 +1,6 @@
 /* http_fuzz.c -- libFuzzer target: sockhost.http's head parser and chunk
-** size parser (bindings/l_http.c, on http-parser), through Lua as scripts
-** call them. Whatever the input, nothing may crash, and what is accepted
+** size parser (core/sh_http.c on http-parser, bound by bindings/l_http.c),
+** through Lua as scripts call them. Whatever the input, nothing may crash, and what is accepted
 ** must obey the strict rules: one head ending in the first empty line, CRLF
 ** only, no folding, never Content-Length beside Transfer-Encoding, a chunk
 ** size only from hex digits. Built and run by `make fuzz`. */

@@ -156,6 +156,62 @@ describe("sockhost.http.parse_head", function()
   end)
 end)
 
+describe("sockhost.http's parts", function()
+  it("keeps every name it had", function()
+    local names = {}
+    for k, v in pairs(http) do names[k] = type(v) end
+    assert.same({ parser = "string", parse_head = "function", chunk_size = "function", realpath = "function",
+                  reason = "function", date = "function", unescape = "function", parse_query = "function",
+                  serve = "function", listen = "function", router = "function", static = "function",
+                  mime = "table" }, names)
+  end)
+
+  it("gathers modules of their own: util, server, router, static and the parser", function()
+    local parts = {
+      ["sockhost.http.parser"] = { "parse_head", "chunk_size", "realpath" },
+      ["sockhost.http.util"] = { "reason", "date", "unescape", "parse_query" },
+      ["sockhost.http.server"] = { "serve", "listen" },
+      ["sockhost.http.router"] = { "router" },
+      ["sockhost.http.static"] = { "static", "mime" },
+    }
+    for name, fields in pairs(parts) do
+      local m = require(name)
+      for _, f in ipairs(fields) do assert.equals(m[f], http[f], name .. "." .. f) end
+    end
+    assert.equals(require("sockhost.http.parser").version, http.parser)
+  end)
+
+  it("has parts that need no other part but sockhost.http.util", function()
+    local saved = {}
+    for k, v in pairs(package.loaded) do
+      if k:find("^sockhost%.http") and k ~= "sockhost.http.parser" then saved[k] = v end
+    end
+    local want = {
+      util = { "sockhost.http.util" },
+      router = { "sockhost.http.router", "sockhost.http.util" },
+      static = { "sockhost.http.static", "sockhost.http.util" },
+      server = { "sockhost.http.server", "sockhost.http.util" },
+    }
+    local ok, err = pcall(function()
+      for part, loaded in pairs(want) do
+        for k in pairs(saved) do package.loaded[k] = nil end
+        require("sockhost.http." .. part)
+        local got = {}
+        for k in pairs(package.loaded) do
+          if k:find("^sockhost%.http") and k ~= "sockhost.http.parser" then got[#got + 1] = k end
+        end
+        table.sort(got)
+        assert.same(loaded, got, part)
+      end
+    end)
+    for k in pairs(package.loaded) do
+      if k:find("^sockhost%.http") and k ~= "sockhost.http.parser" then package.loaded[k] = nil end
+    end
+    for k, v in pairs(saved) do package.loaded[k] = v end
+    assert(ok, err)
+  end)
+end)
+
 describe("sockhost.http router", function()
   local function req(method, path)
     return { method = method, path = path }
