@@ -48,7 +48,7 @@ enum { WRITE_TURN = 0 };           /* its turn came: from argument 2 */
 
 struct lconn {
   sh_stream *s;          /* NULL once closed */
-  shl_sched *S;
+  shl_host *H;
   conn_state state;      /* open, in starttls's handshake, or closed */
   shl_waitq readers;     /* the task parked in a read (one at a time) */
   shl_waitq writers;     /* writers in turn; the head is writing */
@@ -63,7 +63,7 @@ struct lconn {
   size_t dlen;
   size_t woff;           /* active writer: offset into its current argument */
   shl_counter *counter;  /* the listener's count this conn is in, or NULL */
-  lconn *prev, *next;    /* in S->accepted (accepted connections) */
+  lconn *prev, *next;    /* in H->accepted (accepted connections) */
   int tracked;           /* on that list */
   unsigned id;           /* for logs: "conn #7" */
   unsigned char rmode;   /* reader: RD_* */
@@ -452,24 +452,24 @@ void shl_counter_release (shl_counter *c) {
   if (c != NULL && --c->refs == 0) free(c);
 }
 
-static lconn *conn_alloc (lua_State *L, shl_sched *S) {
+static lconn *conn_alloc (lua_State *L, shl_host *H) {
   lconn *lc;
   if (!lua_checkstack(L, 2)) return NULL;
   lc = (lconn *)lua_newuserdatauv(L, sizeof *lc, 0);
   memset(lc, 0, sizeof *lc);
   lc->state = CONN_CLOSED;               /* until it has a stream */
-  lc->S = S;
+  lc->H = H;
   lc->timeout = -1;
-  lc->max_line = (size_t)S->max_line;
+  lc->max_line = (size_t)H->max_line;
   lc->max_all = MAX_ALL;
   luaL_setmetatable(L, CONN_MT);
   return lc;
 }
 
-lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
-  lconn *lc = conn_alloc(L, S);
+lconn *shl_conn_new (lua_State *L, shl_host *H, int fd) {
+  lconn *lc = conn_alloc(L, H);
   if (lc == NULL) { close(fd); return NULL; }
-  lc->s = sh_stream_new(S->loop, fd, on_stream, lc);
+  lc->s = sh_stream_new(H->loop, fd, on_stream, lc);
   if (lc->s == NULL) {
     close(fd);
     lua_pop(L, 1);
@@ -477,7 +477,7 @@ lconn *shl_conn_new (lua_State *L, shl_sched *S, int fd) {
   }
   lc->state = CONN_OPEN;
   sh_stream_set_lowat(lc->s, OUT_LOW);
-  lc->id = ++S->next_id;
+  lc->id = ++H->next_id;
   return lc;
 }
 
@@ -489,11 +489,11 @@ static void adopt (lconn *lc, sh_stream *s) {
   sh_stream_set_lowat(s, OUT_LOW);
 }
 
-lconn *shl_conn_new_stream (lua_State *L, shl_sched *S, sh_stream *s) {
-  lconn *lc = conn_alloc(L, S);
+lconn *shl_conn_new_stream (lua_State *L, shl_host *H, sh_stream *s) {
+  lconn *lc = conn_alloc(L, H);
   if (lc == NULL) { sh_stream_abort(s); return NULL; }
   adopt(lc, s);
-  lc->id = ++S->next_id;
+  lc->id = ++H->next_id;
   return lc;
 }
 
@@ -503,20 +503,20 @@ void shl_conn_settimeout (lconn *lc, double timeout) { lc->timeout = timeout; }
 
 /* Accepted connections are on a list, for the shutdown (shl_conn_drain_idle). */
 static void track (lconn *lc) {
-  shl_sched *S = lc->S;
+  shl_host *H = lc->H;
   if (lc->tracked) return;
   lc->tracked = 1;
   lc->prev = NULL;
-  lc->next = S->accepted;
-  if (S->accepted != NULL) S->accepted->prev = lc;
-  S->accepted = lc;
+  lc->next = H->accepted;
+  if (H->accepted != NULL) H->accepted->prev = lc;
+  H->accepted = lc;
 }
 
 static void untrack (lconn *lc) {
   if (!lc->tracked) return;
   lc->tracked = 0;
   if (lc->prev != NULL) lc->prev->next = lc->next;
-  else lc->S->accepted = lc->next;
+  else lc->H->accepted = lc->next;
   if (lc->next != NULL) lc->next->prev = lc->prev;
   lc->prev = lc->next = NULL;
 }
@@ -525,9 +525,9 @@ void shl_conn_setlimits (lconn *lc, double idle, double line) {
   lc->idle = idle > 0 ? idle : 0;
   lc->line = line > 0 ? line : 0;
   if (lc->s == NULL) return;
-  if (lc->S->sweep == NULL && (lc->idle > 0 || lc->line > 0))
-    lc->S->sweep = sh_sweep_new(lc->S->loop, SWEEP_EVERY);
-  sh_stream_set_limits(lc->s, lc->S->sweep, lc->idle, lc->line);
+  if (lc->H->sweep == NULL && (lc->idle > 0 || lc->line > 0))
+    lc->H->sweep = sh_sweep_new(lc->H->loop, SWEEP_EVERY);
+  sh_stream_set_limits(lc->s, lc->H->sweep, lc->idle, lc->line);
 }
 
 void shl_conn_count (lconn *lc, shl_counter *c) {
@@ -547,12 +547,12 @@ static void uncount (lconn *lc) {
 
 /* Waiting for a new request on an accepted conn while shutting down? */
 static int drain_now (lconn *lc) {
-  return lc->S->draining && lc->counter != NULL && lc->s != NULL &&
+  return lc->H->draining && lc->counter != NULL && lc->s != NULL &&
          sh_stream_inlen(lc->s) == 0;
 }
 
-void shl_conn_drain_idle (shl_sched *S) {
-  lconn *lc = S->accepted, *next;
+void shl_conn_drain_idle (shl_host *H) {
+  lconn *lc = H->accepted, *next;
   for (; lc != NULL; lc = next) {
     next = lc->next;
     if (lc->readers.head != NULL && drain_now(lc)) close_internal(lc, CLOSE_FLUSH);
@@ -579,7 +579,7 @@ static void close_internal (lconn *lc, int how) {
   lc->state = CONN_CLOSED;
   lc->s = NULL;
   if (how == CLOSE_ABORT) sh_stream_abort(s);
-  else sh_stream_close(s, lc->S->linger);
+  else sh_stream_close(s, lc->H->linger);
   uncount(lc);
   if (how == CLOSE_GC) {                   /* the tasks may be gone */
     lc->readers.head = lc->readers.tail = NULL;
@@ -684,7 +684,7 @@ static void on_connected (int fd, const char *err, void *ctx) {
     shl_resume(t, shl_pushfail(t->co, err));
     return;
   }
-  if (shl_conn_new(t->co, t->S, fd) == NULL) {
+  if (shl_conn_new(t->co, shl_gethost(t->co), fd) == NULL) {
     shl_resume(t, shl_pushfail(t->co, "out of memory"));
     return;
   }
@@ -728,7 +728,7 @@ static void on_tls_done (sh_stream *s, const char *err, void *ctx) {
   shl_unpark(t);
   lua_checkstack(t->co, 3);
   if (s == NULL) { shl_resume(t, shl_pushfail(t->co, err)); return; }
-  if (shl_conn_new_stream(t->co, t->S, s) == NULL) {
+  if (shl_conn_new_stream(t->co, shl_gethost(t->co), s) == NULL) {
     shl_resume(t, shl_pushfail(t->co, "out of memory"));
     return;
   }
@@ -755,7 +755,7 @@ static const char *const connect_opts[] = {
   "handshake_timeout", NULL
 };
 
-static int connect_tls (lua_State *L, shl_sched *S, const sh_addr *a, double timeout) {
+static int connect_tls (lua_State *L, shl_host *H, const sh_addr *a, double timeout) {
   const char *name = a->host;
   tls_connect *x;
   double hs_timeout;
@@ -769,7 +769,7 @@ static int connect_tls (lua_State *L, shl_sched *S, const sh_addr *a, double tim
   x->ctx = ctx;
   x->hs_timeout = hs_timeout;
   snprintf(x->name, sizeof x->name, "%s", name);
-  x->req = sh_connect_start(S->loop, a->resolved ? NULL : shl_resolver(L, S), a,
+  x->req = sh_connect_start(H->loop, a->resolved ? NULL : shl_resolver(L, H), a,
                             on_tls_connected, x);
   if (x->req == NULL) { tls_connect_free(x); return luaL_error(L, "out of memory"); }
   return shl_park(L, t, SHL_WAIT_CONNECT, timeout < 0 ? -1 : timeout, tls_connect_timeout, x,
@@ -778,7 +778,7 @@ static int connect_tls (lua_State *L, shl_sched *S, const sh_addr *a, double tim
 
 /* sockhost.connect(addr [, opts]) -> conn, or nil, err. */
 int shl_connect (lua_State *L) {
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   const char *text = luaL_checkstring(L, 1);
   double timeout;
   sh_addr a;
@@ -790,11 +790,11 @@ int shl_connect (lua_State *L) {
   if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
-  if (a.scheme == SH_TLS) return connect_tls(L, S, &a, timeout);
+  if (a.scheme == SH_TLS) return connect_tls(L, H, &a, timeout);
   if (shl_tls_has_options(L, 2))
     return luaL_argerror(L, 2, "TLS options need a tls:// address (or conn:starttls)");
   t = shl_checktask(L, "sockhost.connect()");
-  req = sh_connect_start(S->loop, a.resolved ? NULL : shl_resolver(L, S), &a, on_connected, t);
+  req = sh_connect_start(H->loop, a.resolved ? NULL : shl_resolver(L, H), &a, on_connected, t);
   if (req == NULL) return luaL_error(L, "out of memory");
   return shl_park(L, t, SHL_WAIT_CONNECT, timeout < 0 ? -1 : timeout, connect_timeout, req,
                   0, NULL);
@@ -871,7 +871,7 @@ static int starttls_go (lua_State *L, lconn *lc, shl_task *t) {
   fd = sh_stream_detach(lc->s);          /* drops plaintext already buffered */
   lc->s = NULL;
   lc->state = CONN_HANDSHAKE;
-  lc->hs = sh_tls_start(lc->S->loop, ctx, fd, name, hs_timeout, on_starttls_done, lc);
+  lc->hs = sh_tls_start(lc->H->loop, ctx, fd, name, hs_timeout, on_starttls_done, lc);
   sh_tls_ctx_free(ctx);                  /* the handshake holds its own */
   if (lc->hs == NULL) {
     lc->state = CONN_CLOSED;

@@ -27,7 +27,7 @@
 
 typedef struct llistener {
   sh_listener *l;         /* NULL once closed */
-  shl_sched *S;
+  shl_host *H;
   int self_ref;           /* anchors the userdata while open */
   int handler_ref;        /* the handler function */
   sh_scheme scheme;
@@ -56,7 +56,7 @@ static void on_refused (sh_stream *s, int what, void *ctx) {
 ** take at once goes to a closing stream, which flushes it for BUSY_LINGER
 ** seconds at most. The log gets one line a second at most, with the count. */
 static void refuse (llistener *ll, int fd) {
-  lua_State *L = ll->S->L;
+  lua_State *L = ll->H->L;
   double now = sh_now();
   sh_stream *s = NULL;
   if (ll->busy_ref != LUA_NOREF) {
@@ -68,7 +68,7 @@ static void refuse (llistener *ll, int fd) {
     sent = send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) sent = 0;
     if (sent >= 0 && (size_t)sent < len &&
-        (s = sh_stream_new(ll->S->loop, fd, on_refused, NULL)) != NULL) {
+        (s = sh_stream_new(ll->H->loop, fd, on_refused, NULL)) != NULL) {
       struct iovec iov;
       iov.iov_base = (char *)msg + sent;
       iov.iov_len = len - (size_t)sent;
@@ -95,14 +95,14 @@ typedef struct conn_conf {
 
 /* The conn at the top of L, with its handler below it: set it up and run
 ** the handler in a task of its own. */
-static void start_handler (shl_sched *S, lconn *lc, const conn_conf *cc) {
-  lua_State *L = S->L;
+static void start_handler (shl_host *H, lconn *lc, const conn_conf *cc) {
+  lua_State *L = H->L;
   shl_task *t;
   shl_conn_settimeout(lc, cc->timeout);
   shl_conn_setmaxline(lc, (size_t)cc->max_line);
   shl_conn_setlimits(lc, cc->idle, cc->line);
   shl_conn_count(lc, cc->counter);
-  t = shl_task_new(S, L, 1, lua_gettop(L), 0);   /* handler(conn); owner: conn */
+  t = shl_task_new(H->sched, L, 1, lua_gettop(L), 0);   /* handler(conn); owner: conn */
   t->on_exit = shl_conn_handler_exit;
   t->exit_ctx = lc;
   shl_resume(t, 1);
@@ -112,7 +112,7 @@ static void start_handler (shl_sched *S, lconn *lc, const conn_conf *cc) {
 
 typedef struct tls_accept {
   shl_pending node;       /* on the list of handshakes no task owns */
-  shl_sched *S;
+  shl_host *H;
   sh_tls_hs *hs;
   int handler_ref;        /* the listener's handler (its own reference) */
   conn_conf cc;           /* counts the connection while it shakes hands */
@@ -121,7 +121,7 @@ typedef struct tls_accept {
 
 static void tls_accept_free (tls_accept *x) {
   shl_pending_remove(&x->node);
-  luaL_unref(x->S->L, LUA_REGISTRYINDEX, x->handler_ref);
+  luaL_unref(x->H->L, LUA_REGISTRYINDEX, x->handler_ref);
   x->cc.counter->live--;
   shl_counter_release(x->cc.counter);
   free(x);
@@ -136,8 +136,8 @@ static void tls_accept_cancel (shl_pending *p) {
 
 static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
   tls_accept *x = ctx;
-  shl_sched *S = x->S;
-  lua_State *L = S->L;
+  shl_host *H = x->H;
+  lua_State *L = H->L;
   conn_conf cc = x->cc;
   lconn *lc;
   x->hs = NULL;
@@ -146,7 +146,7 @@ static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
     tls_accept_free(x);
     return;
   }
-  if (S->draining || !lua_checkstack(L, 8)) {
+  if (H->draining || !lua_checkstack(L, 8)) {
     sh_stream_abort(s);
     tls_accept_free(x);
     return;
@@ -154,21 +154,21 @@ static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
   cc.counter->refs++;                    /* kept across the free below */
   lua_rawgeti(L, LUA_REGISTRYINDEX, x->handler_ref);
   tls_accept_free(x);
-  lc = shl_conn_new_stream(L, S, s);
+  lc = shl_conn_new_stream(L, H, s);
   if (lc == NULL) {
     lua_pop(L, 1);
     sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
   } else {
-    start_handler(S, lc, &cc);
+    start_handler(H, lc, &cc);
   }
   shl_counter_release(cc.counter);
 }
 
 static void tls_accept_start (llistener *ll, int fd, const struct sockaddr *peer, socklen_t len) {
-  shl_sched *S = ll->S;
+  shl_host *H = ll->H;
   tls_accept *x = calloc(1, sizeof *x);
   if (x == NULL) { close(fd); return; }
-  x->S = S;
+  x->H = H;
   x->cc.timeout = ll->timeout;
   x->cc.max_line = ll->max_line;
   x->cc.idle = ll->idle;
@@ -177,11 +177,11 @@ static void tls_accept_start (llistener *ll, int fd, const struct sockaddr *peer
   ll->counter->live++;
   ll->counter->refs++;
   sh_addr_format(peer, len, SH_TLS, x->peer, sizeof x->peer);
-  lua_rawgeti(S->L, LUA_REGISTRYINDEX, ll->handler_ref);
-  x->handler_ref = luaL_ref(S->L, LUA_REGISTRYINDEX);
-  shl_pending_add(S->L, &x->node);
+  lua_rawgeti(H->L, LUA_REGISTRYINDEX, ll->handler_ref);
+  x->handler_ref = luaL_ref(H->L, LUA_REGISTRYINDEX);
+  shl_pending_add(H->L, &x->node);
   x->node.cancel = tls_accept_cancel;
-  x->hs = sh_tls_start(S->loop, ll->tls, fd, NULL, ll->hs_timeout, on_tls_accepted, x);
+  x->hs = sh_tls_start(H->loop, ll->tls, fd, NULL, ll->hs_timeout, on_tls_accepted, x);
   if (x->hs == NULL) {
     sh_log(SH_LOG_WARN, "listener: cannot start a TLS handshake (out of memory)");
     tls_accept_free(x);
@@ -191,8 +191,8 @@ static void tls_accept_start (llistener *ll, int fd, const struct sockaddr *peer
 /* A connection arrived: make its conn and its task, and start the handler. */
 static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void *ctx) {
   llistener *ll = ctx;
-  shl_sched *S = ll->S;
-  lua_State *L = S->L;
+  shl_host *H = ll->H;
+  lua_State *L = H->L;
   lconn *lc;
   conn_conf cc;
   if (ll->counter->live >= ll->max_conns) {
@@ -203,7 +203,7 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
   if (!lua_checkstack(L, 8)) { close(fd); return; }
   if (ll->tls != NULL) { tls_accept_start(ll, fd, peer, len); return; }
   lua_rawgeti(L, LUA_REGISTRYINDEX, ll->handler_ref);
-  lc = shl_conn_new(L, S, fd);
+  lc = shl_conn_new(L, H, fd);
   if (lc == NULL) {
     lua_pop(L, 1);
     sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
@@ -214,7 +214,7 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
   cc.idle = ll->idle;
   cc.line = ll->line;
   cc.counter = ll->counter;
-  start_handler(S, lc, &cc);
+  start_handler(H, lc, &cc);
 }
 
 static void close_internal (lua_State *L, llistener *ll) {
@@ -249,7 +249,7 @@ void shl_sockopts (lua_State *L, int arg, sh_sockopts *o) {
   o->mode = (int)shl_optfield(L, arg, "mode", -1);
   luaL_argcheck(L, o->mode >= -1 && o->mode <= 07777, arg, "mode out of range");
   o->ipv6only = -1;
-  o->reuseport = shl_getsched(L)->reuseport;
+  o->reuseport = shl_gethost(L)->reuseport;
   if (!lua_isnoneornil(L, arg)) {
     if (lua_getfield(L, arg, "reuseport") != LUA_TNIL) o->reuseport = lua_toboolean(L, -1);
     if (lua_getfield(L, arg, "ipv6only") != LUA_TNIL) o->ipv6only = lua_toboolean(L, -1);
@@ -258,24 +258,24 @@ void shl_sockopts (lua_State *L, int arg, sh_sockopts *o) {
 }
 
 /* Bind and listen on the resolved 'a'; push the listener or nil, err. */
-static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, int handler) {
+static int listen_on (lua_State *L, shl_host *H, const sh_addr *a, int opts, int handler) {
   double max_line, timeout;
   sh_sockopts o;
   llistener *ll;
   char err[300];
-  if (S->draining) return shl_pushfail(L, "shutting down");
+  if (H->draining) return shl_pushfail(L, "shutting down");
   shl_sockopts(L, opts, &o);
   timeout = shl_optfield(L, opts, "timeout", -1);
-  max_line = shl_optfield(L, opts, "max_line", S->max_line);
+  max_line = shl_optfield(L, opts, "max_line", H->max_line);
   ll = (llistener *)lua_newuserdatauv(L, sizeof *ll, 0);
   memset(ll, 0, sizeof *ll);
-  ll->S = S;
+  ll->H = H;
   ll->scheme = a->scheme;
   ll->timeout = timeout < 0 ? -1 : timeout;
   ll->max_line = max_line;
-  ll->idle = shl_optfield(L, opts, "idle_timeout", S->idle_timeout);
-  ll->line = shl_optfield(L, opts, "line_timeout", S->line_timeout);
-  ll->max_conns = (int)shl_optfield(L, opts, "max_conns", S->max_conns);
+  ll->idle = shl_optfield(L, opts, "idle_timeout", H->idle_timeout);
+  ll->line = shl_optfield(L, opts, "line_timeout", H->line_timeout);
+  ll->max_conns = (int)shl_optfield(L, opts, "max_conns", H->max_conns);
   ll->self_ref = ll->handler_ref = ll->busy_ref = LUA_NOREF;
   luaL_setmetatable(L, LISTENER_MT);
   ll->counter = calloc(1, sizeof *ll->counter);
@@ -294,7 +294,7 @@ static int listen_on (lua_State *L, shl_sched *S, const sh_addr *a, int opts, in
   } else if (!lua_isnoneornil(L, opts)) {
     lua_pop(L, 1);
   }
-  ll->l = sh_listener_new(S->loop, (const struct sockaddr *)&a->sa, a->salen, &o,
+  ll->l = sh_listener_new(H->loop, (const struct sockaddr *)&a->sa, a->salen, &o,
                           on_accept, ll, err, sizeof err);
   if (ll->l == NULL) {
     close_internal(L, ll);
@@ -313,12 +313,12 @@ static int listen_k (lua_State *L, int status, lua_KContext ctx) {
   sh_addr a;
   (void)status; (void)ctx;
   if (shl_resolved_first(L, 1, &a) != 0) return 2;
-  return listen_on(L, shl_getsched(L), &a, 3, 2);
+  return listen_on(L, shl_gethost(L), &a, 3, 2);
 }
 
 /* sockhost.listen(addr, handler [, opts]) -> listener, or nil, err. */
 int shl_listen (lua_State *L) {
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   const char *text = luaL_checkstring(L, 1);
   sh_sockopts o;
   sh_addr a;
@@ -344,7 +344,7 @@ int shl_listen (lua_State *L) {
     shl_task *t = shl_checktask(L, "sockhost.listen() on a host name");
     return shl_resolve_park(L, t, a.host, a.port, SOCK_STREAM, 30.0, 0, listen_k);
   }
-  return listen_on(L, S, &a, 3, 2);
+  return listen_on(L, H, &a, 3, 2);
 }
 
 /* listener:address() -> "tcp://127.0.0.1:40213" (the real port for port 0). */

@@ -10,16 +10,11 @@
 
 #define RESOLVE_TIMEOUT 30.0     /* default seconds for sockhost.resolve() */
 
-sh_resolver *shl_resolver (lua_State *L, shl_sched *S) {
+sh_resolver *shl_resolver (lua_State *L, shl_host *H) {
   char err[256];
-  if (S->resolver == NULL) S->resolver = sh_resolver_new(S->loop, NULL, NULL, err, sizeof err);
-  if (S->resolver == NULL) luaL_error(L, "sockhost: %s", err);
-  return S->resolver;
-}
-
-void shl_resolver_close (shl_sched *S) {
-  sh_resolver_free(S->resolver);
-  S->resolver = NULL;
+  if (H->resolver == NULL) H->resolver = sh_resolver_new(H->loop, NULL, NULL, err, sizeof err);
+  if (H->resolver == NULL) luaL_error(L, "sockhost: %s", err);
+  return H->resolver;
 }
 
 static int resolve_timeout (void *obj, shl_task *t, int cancel) {
@@ -42,8 +37,7 @@ static void on_resolved (const char *err, const sh_addrlist *list, void *ctx) {
 
 int shl_resolve_park (lua_State *L, shl_task *t, const char *host, int port, int socktype,
                       double timeout, lua_KContext ctx, lua_KFunction k) {
-  shl_sched *S = t->S;
-  sh_resolve *q = sh_resolve_start(shl_resolver(L, S), host, port, socktype, on_resolved, t);
+  sh_resolve *q = sh_resolve_start(shl_resolver(L, shl_gethost(L)), host, port, socktype, on_resolved, t);
   if (q == NULL) return luaL_error(L, "out of memory");
   return shl_park(L, t, SHL_WAIT_RESOLVE, timeout, resolve_timeout, q, ctx, k);
 }
@@ -125,7 +119,7 @@ int shl_resolve (lua_State *L) {
 ** later look-ups. Requests in flight end with "cancelled". */
 int shl_setresolver (lua_State *L) {
   static const char *const known[] = {"hosts", "nameservers", NULL};
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   const char *hosts, *ns[17];
   sh_resolver *r;
   char err[256];
@@ -144,10 +138,10 @@ int shl_setresolver (lua_State *L) {
     lua_pop(L, 1);
   }
   ns[n] = NULL;
-  r = sh_resolver_new(S->loop, hosts, has_ns ? ns : NULL, err, sizeof err);
+  r = sh_resolver_new(H->loop, hosts, has_ns ? ns : NULL, err, sizeof err);
   if (r == NULL) return luaL_error(L, "sockhost.resolver: %s", err);
-  shl_resolver_close(S);
-  S->resolver = r;
+  sh_resolver_free(H->resolver);
+  H->resolver = r;
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -14,21 +14,12 @@
 #include <sys/time.h>
 
 #include "../core/sh_log.h"
-#include "../core/sh_stream.h"
 #include "../core/sh_util.h"
 
 #include "shl.h"
 
-static const char SCHED_KEY = 'S';   /* registry: the scheduler userdata */
+static const char SCHED_KEY = 'S';   /* registry: the scheduler (light userdata) */
 
-#define DEFAULT_LINGER 30.0          /* seconds a closed stream may flush */
-#define SHUTDOWN_GRACE 5.0           /* seconds to flush at lua_close */
-#define DEFAULT_IDLE 300.0           /* accepted connections: seconds without traffic */
-#define DEFAULT_LINE 60.0            /* ... seconds to finish a line once begun */
-#define DEFAULT_MAX_LINE 65536       /* ... longest line */
-#define DEFAULT_MAX_CONNS 10000      /* ... per listener */
-#define DEFAULT_MAX_TIMERS 100000    /* armed after/every timers */
-#define DEFAULT_GRACE 10.0           /* seconds handlers get on shutdown */
 
 /* ====================== Finding tasks ====================== */
 
@@ -361,9 +352,6 @@ void shl_wake_fail (shl_task *t, const char *err) {
   shl_wake(t, 2);
 }
 
-int shl_run (shl_sched *S, double timeout) {
-  return sh_loop_run(S->loop, timeout);
-}
 
 /* ====================== Tasks: birth and end ====================== */
 
@@ -537,58 +525,25 @@ void shl_task_finish (shl_task *t, int status, int nres) {
   sh_loop_unref(S->loop);
 }
 
-/* ====================== The scheduler object ====================== */
+/* ====================== The scheduler ====================== */
 
-/* At lua_close, after every other finalizer: connections closed by their
-** finalizers get a little time to deliver what they hold, then the loop goes. */
-static int sched_gc (lua_State *L) {
-  shl_sched *S = (shl_sched *)lua_touserdata(L, 1);
-  if (S->loop == NULL) return 0;
-  S->ready_head = S->ready_tail = NULL;
-  if (S->ready_timer != NULL) sh_timer_free(S->ready_timer);
-  S->ready_timer = NULL;
-  if (S->grace_timer != NULL) sh_timer_free(S->grace_timer);
-  S->grace_timer = NULL;
-  sh_sweep_free(S->sweep);
-  S->sweep = NULL;
-  shl_resolver_close(S);
-  if (!sh_loop_running(S->loop)) sh_loop_run(S->loop, SHUTDOWN_GRACE);
-  sh_loop_free(S->loop);
-  S->loop = NULL;
-  free(S->dgram_buf);
-  S->dgram_buf = NULL;
-  /* The profiling timer must not look at S (nor at a task's thread) once
-  ** lua_close has freed it. */
-  if (budget_sched == S) shl_set_budget(S, 0);
-  return 0;
-}
-
-void shl_sched_open (lua_State *L) {
-  shl_sched *S;
-  char err[128];
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
-  S = (shl_sched *)lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (S != NULL) return;                       /* already open in this state */
-  S = (shl_sched *)lua_newuserdatauv(L, sizeof *S, 0);
+void shl_sched_init (lua_State *L, shl_sched *S, sh_loop *loop) {
   memset(S, 0, sizeof *S);
-  lua_newtable(L);                             /* its metatable */
-  lua_pushcfunction(L, sched_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  S->loop = sh_loop_new(err, sizeof err);
-  if (S->loop == NULL) luaL_error(L, "sockhost: %s", err);
-  S->ready_timer = sh_timer_new(S->loop, 0, on_ready, S);
+  S->loop = loop;
+  S->ready_timer = sh_timer_new(loop, 0, on_ready, S);
   if (S->ready_timer == NULL) luaL_error(L, "sockhost: out of memory");
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   S->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  S->linger = DEFAULT_LINGER;
-  S->idle_timeout = DEFAULT_IDLE;
-  S->line_timeout = DEFAULT_LINE;
-  S->max_line = DEFAULT_MAX_LINE;
-  S->max_conns = DEFAULT_MAX_CONNS;
-  S->max_timers = DEFAULT_MAX_TIMERS;
-  S->grace = DEFAULT_GRACE;
+  lua_pushlightuserdata(L, S);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SCHED_KEY);
+}
+
+/* At lua_close: nothing runs any more. The profiling timer must not look
+** at S (nor at a task's thread) once lua_close has freed it. */
+void shl_sched_close (shl_sched *S) {
+  S->ready_head = S->ready_tail = NULL;
+  if (S->ready_timer != NULL) sh_timer_free(S->ready_timer);
+  S->ready_timer = NULL;
+  if (budget_sched == S) shl_set_budget(S, 0);
 }

@@ -33,15 +33,15 @@ void shl_shutdown_register (lua_State *L, int idx, int on) {
 }
 
 static void on_grace (sh_timer *timer, void *ctx) {
-  shl_sched *S = ctx;
+  shl_host *H = ctx;
   (void)timer;
-  sh_log(SH_LOG_WARN, "shutdown: grace period of %.3g s over, stopping", S->grace);
-  sh_loop_stop(S->loop);
+  sh_log(SH_LOG_WARN, "shutdown: grace period of %.3g s over, stopping", H->grace);
+  sh_loop_stop(H->loop);
 }
 
 /* The work of shl_shutdown, in protected mode. */
 static int shutdown_p (lua_State *L) {
-  shl_sched *S = (shl_sched *)lua_touserdata(L, 1);
+  shl_host *H = (shl_host *)lua_touserdata(L, 1);
   int i, n = 0;
   lua_settop(L, 1);
   push_table(L, &SET_KEY);                      /* 2: the set */
@@ -64,38 +64,38 @@ static int shutdown_p (lua_State *L) {
   n = (int)lua_rawlen(L, 4);
   for (i = 1; i <= n; i++) {
     lua_rawgeti(L, 4, i);
-    shl_wake(shl_task_new(S, L, 0, 0, 0), 0);
+    shl_wake(shl_task_new(H->sched, L, 0, 0, 0), 0);
   }
-  shl_conn_drain_idle(S);
-  if (S->grace >= 0) {                          /* 0: stop on the next turn */
-    S->grace_timer = sh_timer_new(S->loop, 0, on_grace, S);
-    if (S->grace_timer != NULL) sh_timer_start(S->grace_timer, S->grace, 0);
+  shl_conn_drain_idle(H);
+  if (H->grace >= 0) {                          /* 0: stop on the next turn */
+    H->grace_timer = sh_timer_new(H->loop, 0, on_grace, H);
+    if (H->grace_timer != NULL) sh_timer_start(H->grace_timer, H->grace, 0);
   }
   return 0;
 }
 
-void shl_shutdown (lua_State *L, shl_sched *S) {
-  if (S->draining) return;
-  S->draining = 1;
-  sh_log(SH_LOG_INFO, "shutdown: no longer accepting; %.3g s for handlers to finish", S->grace);
+void shl_shutdown (lua_State *L, shl_host *H) {
+  if (H->draining) return;
+  H->draining = 1;
+  sh_log(SH_LOG_INFO, "shutdown: no longer accepting; %.3g s for handlers to finish", H->grace);
   lua_pushcfunction(L, shutdown_p);
-  lua_pushlightuserdata(L, S);
+  lua_pushlightuserdata(L, H);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     sh_log(SH_LOG_ERROR, "shutdown: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
-    sh_loop_stop(S->loop);
+    sh_loop_stop(H->loop);
   }
 }
 
 /* sockhost.shutdown([grace]) -- stop gracefully, as on SIGTERM. */
 int shl_shutdown_lua (lua_State *L) {
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   if (!lua_isnoneornil(L, 1)) {
     double g = luaL_checknumber(L, 1);
     luaL_argcheck(L, g >= 0, 1, "grace must be non-negative");
-    S->grace = g;
+    H->grace = g;
   }
-  shl_shutdown(L, S);
+  shl_shutdown(L, H);
   return 0;
 }
 
@@ -113,8 +113,8 @@ static const int signal_numbers[] = {SIGHUP, SIGUSR1, SIGUSR2};
 static int signal_installed[3];
 
 static void on_script_signal (int signum, void *ctx) {
-  shl_sched *S = ctx;
-  lua_State *L = S->L;
+  shl_host *H = ctx;
+  lua_State *L = H->L;
   int i;
   for (i = 0; i < 3 && signal_numbers[i] != signum; i++) {}
   if (i == 3 || !lua_checkstack(L, 4)) return;
@@ -122,18 +122,18 @@ static void on_script_signal (int signum, void *ctx) {
   if (lua_getfield(L, -1, signal_names[i]) != LUA_TFUNCTION) { lua_pop(L, 2); return; }
   lua_remove(L, -2);
   lua_pushstring(L, signal_names[i]);
-  shl_resume(shl_task_new(S, L, 1, 0, 0), 1);
+  shl_resume(shl_task_new(H->sched, L, 1, 0, 0), 1);
 }
 
 /* sockhost.on_signal(name, fn) -- run fn(name) in a task each time the signal
 ** arrives: "HUP", "USR1" or "USR2". fn nil: back to ignoring it. */
 int shl_on_signal (lua_State *L) {
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   int i = luaL_checkoption(L, 1, NULL, signal_names);
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   if (!signal_installed[i]) {
     signal(signal_numbers[i], SIG_IGN);          /* until the loop's watcher is in */
-    if (sh_loop_signal(S->loop, signal_numbers[i], on_script_signal, S) != 0)
+    if (sh_loop_signal(H->loop, signal_numbers[i], on_script_signal, H) != 0)
       return luaL_error(L, "cannot watch signal %s", signal_names[i]);
     signal_installed[i] = 1;
   }

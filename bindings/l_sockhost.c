@@ -66,22 +66,22 @@ static void run_main_exit (shl_task *t, void *ctx) {
 ** fails, and then returns fn's results or raises its error. opts.timeout bounds the run: past it,
 ** run raises "sockhost.run: timeout". */
 static int l_run (lua_State *L) {
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   shl_task *t = NULL;
   double timeout;
   int rc;
-  if (sh_loop_running(S->loop) || shl_current(L) != NULL)
+  if (sh_loop_running(H->loop) || shl_current(L) != NULL)
     return luaL_error(L, "sockhost.run: the loop is already running");
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
   shl_checkoptions(L, 2, run_opts);
   timeout = shl_optfield(L, 2, "timeout", -1);
   lua_settop(L, 1);
   if (!lua_isnil(L, 1)) {
-    t = shl_task_new(S, L, 0, 0, 1);            /* stack: task */
+    t = shl_task_new(H->sched, L, 0, 0, 1);     /* stack: task */
     t->on_exit = run_main_exit;
     shl_wake(t, 0);
   }
-  rc = shl_run(S, timeout);
+  rc = shl_run(H, timeout);
   if (rc == 2) return luaL_error(L, "sockhost.run: timeout after %f s", timeout);
   if (rc < 0) return luaL_error(L, "sockhost.run: event loop failure");
   if (t == NULL) return 0;
@@ -107,7 +107,7 @@ static const luaL_Reg funcs[] = {
 };
 
 LUAMOD_API int luaopen_sockhost (lua_State *L) {
-  shl_sched_open(L);
+  shl_host_open(L);
   shl_conn_open(L);
   shl_listener_open(L);
   shl_timer_open(L);

@@ -103,19 +103,19 @@ static int t_shuffle (lua_State *L) {
 ** budget = } -> the previous values, in a table of the same shape: the
 ** host-wide defaults the command line sets for the executable. */
 static int t_defaults (lua_State *L) {
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_createtable(L, 0, 5);
-  lua_pushnumber(L, S->idle_timeout); lua_setfield(L, -2, "idle_timeout");
-  lua_pushnumber(L, S->line_timeout); lua_setfield(L, -2, "line_timeout");
-  lua_pushnumber(L, S->max_line); lua_setfield(L, -2, "max_line");
-  lua_pushnumber(L, S->max_conns); lua_setfield(L, -2, "max_conns");
-  lua_pushnumber(L, S->budget); lua_setfield(L, -2, "budget");
-  S->idle_timeout = shl_optfield(L, 1, "idle_timeout", S->idle_timeout);
-  S->line_timeout = shl_optfield(L, 1, "line_timeout", S->line_timeout);
-  S->max_line = shl_optfield(L, 1, "max_line", S->max_line);
-  S->max_conns = shl_optfield(L, 1, "max_conns", S->max_conns);
-  shl_set_budget(S, shl_optfield(L, 1, "budget", S->budget));
+  lua_pushnumber(L, H->idle_timeout); lua_setfield(L, -2, "idle_timeout");
+  lua_pushnumber(L, H->line_timeout); lua_setfield(L, -2, "line_timeout");
+  lua_pushnumber(L, H->max_line); lua_setfield(L, -2, "max_line");
+  lua_pushnumber(L, H->max_conns); lua_setfield(L, -2, "max_conns");
+  lua_pushnumber(L, H->sched->budget); lua_setfield(L, -2, "budget");
+  H->idle_timeout = shl_optfield(L, 1, "idle_timeout", H->idle_timeout);
+  H->line_timeout = shl_optfield(L, 1, "line_timeout", H->line_timeout);
+  H->max_line = shl_optfield(L, 1, "max_line", H->max_line);
+  H->max_conns = shl_optfield(L, 1, "max_conns", H->max_conns);
+  shl_set_budget(H->sched, shl_optfield(L, 1, "budget", H->sched->budget));
   return 1;
 }
 

@@ -8,7 +8,7 @@
 
 typedef struct ltimer {
   sh_timer *t;            /* NULL after __gc */
-  shl_sched *S;
+  shl_host *H;
   int fn_ref;             /* the callback */
   int self_ref;           /* anchors the userdata while armed */
   double every;           /* seconds between firings; 0 for after() */
@@ -19,7 +19,7 @@ static ltimer *checktimer (lua_State *L, int arg) {
 }
 
 static void release (lua_State *L, ltimer *lt) {
-  if (lt->self_ref != LUA_NOREF) lt->S->timers--;
+  if (lt->self_ref != LUA_NOREF) lt->H->timers--;
   luaL_unref(L, LUA_REGISTRYINDEX, lt->fn_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, lt->self_ref);
   lt->fn_ref = lt->self_ref = LUA_NOREF;
@@ -27,37 +27,37 @@ static void release (lua_State *L, ltimer *lt) {
 
 static void on_fire (sh_timer *timer, void *ctx) {
   ltimer *lt = ctx;
-  lua_State *L = lt->S->L;
+  lua_State *L = lt->H->L;
   (void)timer;
   if (!lua_checkstack(L, 8)) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, lt->fn_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lt->self_ref);    /* fn(timer) */
   if (lt->every <= 0) release(L, lt);                 /* one-shot: done */
-  shl_resume(shl_task_new(lt->S, L, 1, 0, 0), 1);
+  shl_resume(shl_task_new(lt->H->sched, L, 1, 0, 0), 1);
 }
 
 static int make_timer (lua_State *L, double every) {
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   double delay = luaL_checknumber(L, 1);
   ltimer *lt;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_argcheck(L, delay >= 0, 1, "delay must be non-negative");
-  if (S->timers >= S->max_timers)
-    return luaL_error(L, "too many timers (%d armed)", S->timers);
+  if (H->timers >= H->max_timers)
+    return luaL_error(L, "too many timers (%d armed)", H->timers);
   lt = (ltimer *)lua_newuserdatauv(L, sizeof *lt, 0);
   memset(lt, 0, sizeof *lt);
-  lt->S = S;
+  lt->H = H;
   lt->every = every;
   lt->fn_ref = lt->self_ref = LUA_NOREF;
   luaL_setmetatable(L, TIMER_MT);
-  lt->t = sh_timer_new(S->loop, 1, on_fire, lt);
+  lt->t = sh_timer_new(H->loop, 1, on_fire, lt);
   if (lt->t == NULL || sh_timer_start(lt->t, delay, every) != 0)
     return luaL_error(L, "out of memory");
   lua_pushvalue(L, 2);
   lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
   lt->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  S->timers++;
+  H->timers++;
   return 1;
 }
 

@@ -44,7 +44,7 @@ typedef struct lreply {
 
 typedef struct ludp {
   sh_dgram *d;           /* NULL when closed or not made yet (unbound client) */
-  shl_sched *S;
+  shl_host *H;
   shl_waitq readers;     /* the task parked in recvfrom()/recv() (one) */
   shl_waitq writers;     /* writers waiting for room in the kernel, in turn */
   int handler_ref;       /* handler mode: the function; the loop is held */
@@ -223,7 +223,7 @@ static int destination (lua_State *L, ludp *u, int arg, sh_addr *a) {
 ** if none is waiting. */
 static int try_recv (lua_State *L, ludp *u) {
   sh_dgram_msg m;
-  unsigned char *buf = u->S->dgram_buf;
+  unsigned char *buf = u->H->dgram_buf;
   ssize_t n = sh_dgram_recv(u->d, buf, SH_DGRAM_MAX, &m);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
@@ -280,21 +280,21 @@ static int udp_recv (lua_State *L) { return do_recv(L, 0); }
 
 /* Handler mode: a task per datagram, handler(sock, data, from). */
 static void run_handlers (ludp *u) {
-  shl_sched *S = u->S;
-  lua_State *L = S->L;
+  shl_host *H = u->H;
+  lua_State *L = H->L;
   sh_dgram *d = u->d;
   int i;
   for (i = 0; i < HANDLER_BATCH; i++) {
     sh_dgram_msg m;
-    ssize_t n = sh_dgram_recv(d, S->dgram_buf, SH_DGRAM_MAX, &m);
+    ssize_t n = sh_dgram_recv(d, H->dgram_buf, SH_DGRAM_MAX, &m);
     if (n < 0) return;
     remember_local(u, &m);
     if (!lua_checkstack(L, 6)) return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, u->handler_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, u->self_ref);
-    lua_pushlstring(L, (const char *)S->dgram_buf, (size_t)n);
+    lua_pushlstring(L, (const char *)H->dgram_buf, (size_t)n);
     push_from(L, u, &m);
-    shl_resume(shl_task_new(S, L, 3, lua_gettop(L) - 2, 0), 3);
+    shl_resume(shl_task_new(H->sched, L, 3, lua_gettop(L) - 2, 0), 3);
     if (sh_dgram_ctx(d) != u || u->handler_ref == LUA_NOREF) return;   /* closed */
   }
 }
@@ -369,10 +369,10 @@ static int ensure_socket (lua_State *L, ludp *u, int family) {
   memset(&o, 0, sizeof o);
   o.ipv6only = -1;
   o.mode = -1;
-  u->d = sh_dgram_open(u->S->loop, family == AF_INET ? AF_INET6 : family, NULL, 0, &o,
+  u->d = sh_dgram_open(u->H->loop, family == AF_INET ? AF_INET6 : family, NULL, 0, &o,
                        on_dgram, u, err, sizeof err);
   if (u->d == NULL && family == AF_INET)        /* no IPv6 here */
-    u->d = sh_dgram_open(u->S->loop, AF_INET, NULL, 0, &o, on_dgram, u, err, sizeof err);
+    u->d = sh_dgram_open(u->H->loop, AF_INET, NULL, 0, &o, on_dgram, u, err, sizeof err);
   if (u->d == NULL) return luaL_error(L, "udp: %s", err);
   u->scheme = family == AF_UNIX ? SH_UNIXGRAM : SH_UDP;
   return 0;
@@ -582,7 +582,7 @@ static void close_internal (lua_State *L, ludp *u, int gc) {
   u->closed = 1;
   if (u->d != NULL) sh_dgram_free(u->d);
   u->d = NULL;
-  if (u->handler_ref != LUA_NOREF && u->S->loop != NULL) sh_loop_unref(u->S->loop);
+  if (u->handler_ref != LUA_NOREF && u->H->loop != NULL) sh_loop_unref(u->H->loop);
   if (u->self_ref != LUA_NOREF && !gc) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, u->self_ref);
     shl_shutdown_register(L, -1, 0);
@@ -636,15 +636,15 @@ static int udp_tostring (lua_State *L) {
 }
 
 /* Make the object; the socket comes later for unbound clients. */
-static ludp *new_udp (lua_State *L, shl_sched *S) {
+static ludp *new_udp (lua_State *L, shl_host *H) {
   ludp *u = (ludp *)lua_newuserdatauv(L, sizeof *u, 0);
   memset(u, 0, sizeof *u);
-  u->S = S;
+  u->H = H;
   u->timeout = -1;
   u->handler_ref = u->self_ref = LUA_NOREF;
   u->scheme = SH_UDP;
   luaL_setmetatable(L, UDP_MT);
-  if (S->dgram_buf == NULL && (S->dgram_buf = malloc(SH_DGRAM_MAX)) == NULL)
+  if (H->dgram_buf == NULL && (H->dgram_buf = malloc(SH_DGRAM_MAX)) == NULL)
     luaL_error(L, "out of memory");
   return u;
 }
@@ -654,10 +654,10 @@ static ludp *new_udp (lua_State *L, shl_sched *S) {
 static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
   sh_sockopts o;
   char err[300];
-  if (!lua_isnil(L, 2) && u->S->draining) { u->closed = 1; return shl_pushfail(L, "shutting down"); }
+  if (!lua_isnil(L, 2) && u->H->draining) { u->closed = 1; return shl_pushfail(L, "shutting down"); }
   shl_sockopts(L, 3, &o);
   u->scheme = a->scheme;
-  u->d = sh_dgram_open(u->S->loop, a->sa.ss_family, (const struct sockaddr *)&a->sa, a->salen,
+  u->d = sh_dgram_open(u->H->loop, a->sa.ss_family, (const struct sockaddr *)&a->sa, a->salen,
                        &o, on_dgram, u, err, sizeof err);
   if (u->d == NULL) { u->closed = 1; return shl_pushfail(L, err); }
   apply_options(L, u, 3);
@@ -666,7 +666,7 @@ static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
     u->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, -1);
     u->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    sh_loop_ref(u->S->loop);              /* serving keeps the process alive */
+    sh_loop_ref(u->H->loop);              /* serving keeps the process alive */
     shl_shutdown_register(L, -1, 1);
     update_watch(u);
   }
@@ -678,12 +678,12 @@ static int udp_k (lua_State *L, int status, lua_KContext ctx) {
   (void)status; (void)ctx;
   if (shl_resolved_first(L, 1, &a) != 0) return 2;
   lua_settop(L, 3);
-  return bind_to(L, new_udp(L, shl_getsched(L)), &a);
+  return bind_to(L, new_udp(L, shl_gethost(L)), &a);
 }
 
 /* sockhost.udp([addr] [, handler] [, opts]) -> udp socket, or nil, err. */
 int shl_udp (lua_State *L) {
-  shl_sched *S = shl_getsched(L);
+  shl_host *H = shl_gethost(L);
   sh_addr a;
   char err[300];
   if (lua_istable(L, 2)) { lua_pushnil(L); lua_insert(L, 2); }   /* udp(addr, opts) */
@@ -692,7 +692,7 @@ int shl_udp (lua_State *L) {
   shl_checkoptions(L, 3, udp_opts);
   if (lua_isnil(L, 1)) {                  /* an unbound client */
     luaL_argcheck(L, lua_isnil(L, 2), 2, "a handler needs an address to listen on");
-    new_udp(L, S);
+    new_udp(L, H);
     return 1;
   }
   if (sh_addr_parse(luaL_checkstring(L, 1), &a, err, sizeof err) != 0)
@@ -703,7 +703,7 @@ int shl_udp (lua_State *L) {
     shl_task *t = shl_checktask(L, "sockhost.udp() on a host name");
     return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, 0, udp_k);
   }
-  return bind_to(L, new_udp(L, S), &a);
+  return bind_to(L, new_udp(L, H), &a);
 }
 
 static const luaL_Reg udp_methods[] = {

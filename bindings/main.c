@@ -291,10 +291,10 @@ static void create_arg_table (lua_State *L, int argc, char **argv, int script) {
 
 /* ====================== Running ====================== */
 
+/* The main task's on_exit ('ctx': the host). */
 static void main_exit (shl_task *t, void *ctx) {
-  (void)ctx;
   if (t->state == TASK_FAILED) {
-    t->S->exit_code = 1;
+    ((shl_host *)ctx)->exit_code = 1;
     sh_loop_stop(t->S->loop);
   }
 }
@@ -376,13 +376,13 @@ static int check_only (char **argv, const opts *o) {
 ** exits at once. */
 static void on_signal (int sig, void *ctx) {
   static int seen = 0;
-  shl_sched *S = ctx;
+  shl_host *H = ctx;
   if (seen++) {
     sh_log(SH_LOG_WARN, "signal %d again: exiting now", sig);
     _exit(1);
   }
   sh_log(SH_LOG_INFO, "signal %d: stopping", sig);
-  shl_shutdown(S->L, S);
+  shl_shutdown(H->L, H);
 }
 
 /* ====================== Memory ====================== */
@@ -536,34 +536,34 @@ static pid_t start_worker (int id, const sigset_t *old, int argc, char **argv, c
 
 /* The command line's settings on the host; a limit not given (or, for
 ** max_conns and max_line, below 1) keeps the host's default. */
-static void apply_limits (shl_sched *S, const opts *o) {
-  shl_set_budget(S, o->budget);
-  if (o->max_conns >= 1) S->max_conns = o->max_conns;
-  if (o->idle_timeout >= 0) S->idle_timeout = o->idle_timeout;
-  if (o->line_timeout >= 0) S->line_timeout = o->line_timeout;
-  if (o->max_line >= 1) S->max_line = o->max_line;
-  if (o->grace >= 0) S->grace = o->grace;
-  if (worker_id > 0) S->reuseport = 1;         /* share listeners with the others */
+static void apply_limits (shl_host *H, const opts *o) {
+  shl_set_budget(H->sched, o->budget);
+  if (o->max_conns >= 1) H->max_conns = o->max_conns;
+  if (o->idle_timeout >= 0) H->idle_timeout = o->idle_timeout;
+  if (o->line_timeout >= 0) H->line_timeout = o->line_timeout;
+  if (o->max_line >= 1) H->max_line = o->max_line;
+  if (o->grace >= 0) H->grace = o->grace;
+  if (worker_id > 0) H->reuseport = 1;         /* share listeners with the others */
 }
 
 static int run (lua_State *L, int argc, char **argv, const opts *o) {
-  shl_sched *S;
+  shl_host *H;
   shl_task *t;
   int nargs = o->script > 0 ? argc - o->first_arg : 0;
   luaL_openlibs(L);
   luaL_requiref(L, "sockhost", luaopen_sockhost, 1);   /* also global */
   lua_pop(L, 1);
-  S = shl_getsched(L);
-  apply_limits(S, o);
-  memctl_sched = S;
+  H = shl_gethost(L);
+  apply_limits(H, o);
+  memctl_sched = H->sched;
   if (worker_id > 0) {
     lua_getglobal(L, "sockhost");
     lua_pushinteger(L, worker_id);
     lua_setfield(L, -2, "worker");
     lua_pop(L, 1);
   }
-  sh_loop_signal(S->loop, SIGINT, on_signal, S);
-  sh_loop_signal(S->loop, SIGTERM, on_signal, S);
+  sh_loop_signal(H->loop, SIGINT, on_signal, H);
+  sh_loop_signal(H->loop, SIGTERM, on_signal, H);
   create_arg_table(L, argc, argv, o->script);
   if (luaL_loadbuffer(L, runner, sizeof runner - 1, "=sockhost") != LUA_OK)
     return fail(lua_tostring(L, -1));
@@ -573,11 +573,12 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
     return 1;
   }
   lua_pushinteger(L, nargs);
-  t = shl_task_new(S, L, 2, 0, 0);
+  t = shl_task_new(H->sched, L, 2, 0, 0);
   t->on_exit = main_exit;
+  t->exit_ctx = H;
   shl_wake(t, 2);
-  if (shl_run(S, -1) < 0) return fail("event loop failure");
-  return S->exit_code;
+  if (shl_run(H, -1) < 0) return fail("event loop failure");
+  return H->exit_code;
 }
 
 /* ====================== sockhost test ====================== */

@@ -19,6 +19,14 @@
 
 #define SH_VERSION "sockhost 0.1.0"
 
+/* The host's defaults (the command line and sockhost.test change them). */
+#define SHL_DEFAULT_IDLE 300.0        /* accepted connections: seconds without traffic */
+#define SHL_DEFAULT_LINE 60.0         /* ... seconds to finish a line once begun */
+#define SHL_DEFAULT_MAX_LINE 65536    /* ... longest line or read_until result */
+#define SHL_DEFAULT_MAX_CONNS 10000   /* ... per listener */
+#define SHL_DEFAULT_MAX_TIMERS 100000 /* armed after/every timers */
+#define SHL_DEFAULT_GRACE 10.0        /* seconds handlers get on shutdown */
+
 #define TASK_MT "sockhost.task"
 #define CONN_MT "sockhost.conn"
 #define LISTENER_MT "sockhost.listener"
@@ -52,37 +60,51 @@ typedef struct shl_waitq {
   shl_task *head, *tail;
 } shl_waitq;
 
+/* The scheduler (l_sched.c): tasks, the ready queue, parking, the budget. */
 typedef struct shl_sched {
   lua_State *L;              /* the main thread */
-  sh_loop *loop;
+  sh_loop *loop;             /* NULL once the host is closed */
   sh_timer *ready_timer;     /* fires once to run the ready queue */
   shl_task *ready_head;      /* tasks to resume from the loop, FIFO */
   shl_task *ready_tail;
   shl_task *current;         /* task running now, or NULL */
-  unsigned next_id;          /* connection ids for logs */
-  int exit_code;             /* for the executable: 1 after the main task failed */
-  double linger;             /* seconds a closing stream may take to flush */
-  sh_resolver *resolver;     /* made on first use; see sockhost.resolver() */
-  unsigned char *dgram_buf;  /* one datagram's worth, shared by all sockets */
-  int reuseport;             /* default for listeners (set in -w workers) */
-  double budget;             /* seconds a task may run without yielding; 0: any */
-  double idle_timeout;       /* default for accepted connections; 0: none */
-  double line_timeout;       /* default deadline to finish a line; 0: none */
-  double max_line;           /* default longest line */
-  double max_conns;          /* default connections per listener */
-  int timers;                /* armed after/every timers */
-  int draining;              /* shutting down: stop accepting, let handlers end */
-  double grace;              /* seconds handlers get to finish on shutdown */
-  sh_timer *grace_timer;     /* ends the grace period */
-  lconn *accepted;           /* open accepted connections (a list) */
-  struct sh_sweep *sweep;    /* checks the connections' time limits */
   shl_task *pool;            /* finished tasks kept for reuse (a list) */
   int npool;
-  int max_timers;            /* cap on those */
+  double budget;             /* seconds a task may run without yielding; 0: any */
   double resumed_at;         /* when the current task was resumed */
   unsigned long long shuffle;   /* sockhost.test: 0, or the state of the
                              ** generator that picks the ready task to run */
 } shl_sched;
+
+/* The host (l_host.c): the loop and what every object of a Lua state
+** shares: defaults and limits, counters, the shutdown, the resolver, the
+** time-limit sweep. One per Lua state; it owns the scheduler. */
+typedef struct shl_host {
+  lua_State *L;              /* the main thread */
+  sh_loop *loop;             /* NULL once closed */
+  shl_sched *sched;
+  /* defaults and limits (command line, sockhost.test) */
+  double linger;             /* seconds a closing stream may take to flush */
+  double idle_timeout;       /* default for accepted connections; 0: none */
+  double line_timeout;       /* default deadline to finish a line; 0: none */
+  double max_line;           /* default longest line */
+  double max_conns;          /* default connections per listener */
+  int max_timers;            /* cap on armed after/every timers */
+  int reuseport;             /* default for listeners (set in -w workers) */
+  /* counters */
+  unsigned next_id;          /* connection ids for logs */
+  int timers;                /* armed after/every timers */
+  int exit_code;             /* for the executable: 1 after the main task failed */
+  /* shutdown */
+  int draining;              /* shutting down: stop accepting, let handlers end */
+  double grace;              /* seconds handlers get to finish on shutdown */
+  sh_timer *grace_timer;     /* ends the grace period */
+  /* shared by the objects */
+  lconn *accepted;           /* open accepted connections (a list) */
+  struct sh_sweep *sweep;    /* checks the connections' time limits */
+  sh_resolver *resolver;     /* made on first use; see sockhost.resolver() */
+  unsigned char *dgram_buf;  /* one datagram's worth, shared by all sockets */
+} shl_host;
 
 struct shl_task {
   shl_sched *S;
@@ -107,9 +129,19 @@ struct shl_task {
   void *exit_ctx;
 };
 
+/* ---------------- l_host.c: the host ---------------- */
+shl_host *shl_gethost(lua_State *L);
+void shl_host_open(lua_State *L);             /* creates the host once per state */
+/* Run the loop (see sh_loop_run). */
+int shl_run(shl_host *H, double timeout);
+
 /* ---------------- l_sched.c: the scheduler ---------------- */
 shl_sched *shl_getsched(lua_State *L);
-void shl_sched_open(lua_State *L);            /* creates the scheduler once */
+/* Make the scheduler in 'S' (memory the host owns) for 'loop'; raises when
+** out of memory. shl_sched_close ends it: the ready queue dropped, the
+** budget's timer off. */
+void shl_sched_init(lua_State *L, shl_sched *S, sh_loop *loop);
+void shl_sched_close(shl_sched *S);
 shl_task *shl_current(lua_State *L);          /* the task running on L, or NULL */
 /* The task running on L; raises "<what> would block outside a sockhost task"
 ** if L is not a task (the main thread, a plain coroutine). */
@@ -147,15 +179,13 @@ void shl_sched_shuffle(shl_sched *S, unsigned long long seed);
 void shl_set_budget(shl_sched *S, double seconds);
 /* Graceful shutdown: close listeners and handler sockets, run the
 ** on_shutdown hooks, let handlers finish for S->grace seconds, then stop. */
-void shl_shutdown(lua_State *L, shl_sched *S);
+void shl_shutdown(lua_State *L, shl_host *H);
 /* Objects that stop on shutdown (listeners, datagram handler sockets):
 ** register the one at 'idx' while it is open; unregister when closed. */
 void shl_shutdown_register(lua_State *L, int idx, int on);
 int shl_shutdown_lua(lua_State *L);
 int shl_on_shutdown(lua_State *L);
 int shl_on_signal(lua_State *L);
-/* Run the loop (see sh_loop_run). */
-int shl_run(shl_sched *S, double timeout);
 
 /* ---------------- l_modules.c: Lua modules shipped inside ---------------- */
 /* Register them in package.preload; the module table at the top of the
@@ -185,7 +215,7 @@ void shl_task_open(lua_State *L);
 /* ---------------- l_resolve.c: names ---------------- */
 /* The resolver, made with the system's configuration on first use; raises
 ** if it cannot be made. */
-sh_resolver *shl_resolver(lua_State *L, shl_sched *S);
+sh_resolver *shl_resolver(lua_State *L, shl_host *H);
 /* Park t until 'host' is resolved, then continue in k with, on top of the
 ** stack, true and a string holding the raw sh_addrlist, or nil and an
 ** error text. */
@@ -203,7 +233,6 @@ int shl_resolve_failed(lua_State *L, int addr_arg);
 int shl_resolved_first(lua_State *L, int addr_arg, sh_addr *a);
 int shl_resolve(lua_State *L);
 int shl_setresolver(lua_State *L);
-void shl_resolver_close(shl_sched *S);
 
 /* ---------------- l_conn.c, l_listener.c, l_timer.c ---------------- */
 
@@ -218,12 +247,12 @@ void shl_counter_release(shl_counter *c);
 void shl_conn_count(lconn *lc, shl_counter *c);
 /* Shutdown: close the accepted connections whose handler waits for a new
 ** request (a read parked with nothing buffered). */
-void shl_conn_drain_idle(shl_sched *S);
+void shl_conn_drain_idle(shl_host *H);
 /* Idle and line-finishing time limits for the connection. */
 void shl_conn_setlimits(lconn *lc, double idle, double line);
 /* Push a new connection object over connected socket 'fd'. On failure 'fd'
 ** is closed, nothing is pushed, NULL returned. */
-lconn *shl_conn_new(lua_State *L, shl_sched *S, int fd);
+lconn *shl_conn_new(lua_State *L, shl_host *H, int fd);
 void shl_conn_settimeout(lconn *c, double timeout);
 void shl_conn_setmaxline(lconn *c, size_t max_line);
 /* A handler task's on_exit: close its connection, flushing output. */
@@ -266,7 +295,7 @@ void shl_pending_remove(shl_pending *p);    /* idempotent */
 /* l_conn.c: a connection over stream 's' (handed out by a finished TLS
 ** handshake, without an owner), pushed; on failure 's' is aborted, nothing
 ** pushed, NULL returned. */
-lconn *shl_conn_new_stream(lua_State *L, shl_sched *S, struct sh_stream *s);
+lconn *shl_conn_new_stream(lua_State *L, shl_host *H, struct sh_stream *s);
 
 /* ---------------- helpers ---------------- */
 /* Create metatable 'name' with metamethods 'meta' and __index = 'methods'. */
