@@ -564,3 +564,38 @@ print("listening on " .. srv:address())
     end)
   end)
 end)
+
+-- The usage text has one source, the table of options in main.c; the copies
+-- in the README and doc/API.md are checked against what --help prints.
+describe("the usage text", function()
+  -- The option lines of a usage text: from the first "  -" line to the
+  -- "sockhost test" entry's help line, with the program name made plain.
+  local function option_lines(text)
+    local lines, on = {}, false
+    for line in text:gmatch("[^\n]*") do
+      line = line:gsub("^  %S*sockhost test", "  sockhost test")
+      if line:match("^  %-") then on = true end
+      if on then lines[#lines + 1] = line end
+      if on and line:match("run busted specs") then break end
+    end
+    return table.concat(lines, "\n")
+  end
+
+  local out, _, rc = H.exec("--help")
+  local help = option_lines(out)
+
+  it("--help lists the options and sockhost test", function()
+    assert.equal(0, rc)
+    assert.matches("  --max-line n ", help, 1, true)
+    assert.matches("\n  sockhost test [busted options] [specs]\n", help, 1, true)
+  end)
+
+  for _, doc in ipairs({ "README.md", "doc/API.md" }) do
+    it(doc .. "'s command line block is --help's", function()
+      local text = H.readfile(doc)
+      local block = text:match("```\nsockhost %[options%] %[script %[args%.%.%.%]%]\n(.-)```")
+      assert.is_not_nil(block, doc .. ": no command line block")
+      assert.equal(help, option_lines(block))
+    end)
+  end
+end)
