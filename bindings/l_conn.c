@@ -32,7 +32,7 @@
 #include "../core/sh_util.h"
 #include "shl.h"
 
-#define INPUT_CAP 65536         /* read ahead this much when nobody asks more */
+#define INPUT_CAP SH_STREAM_CAP  /* read ahead this much when nobody asks more */
 #define MAX_ALL (64u << 20)     /* most bytes read("a") gathers before "too large" */
 #define OUT_HIGH 65536          /* a writer parks above this much queued output */
 #define OUT_LOW 16384           /* ... and continues at or below this */

@@ -590,6 +590,18 @@ describe("the usage text", function()
     assert.matches("\n  sockhost test [busted options] [specs]\n", help, 1, true)
   end)
 
+  it("states the defaults the host really has", function()
+    local got = H.exec([[-e 'local d = require("sockhost.test.core").defaults({})
+      print(d.max_conns, d.idle_timeout, d.line_timeout, d.max_line, d.budget)']])
+    local want = {}
+    for _, opt in ipairs({ "max%-conns", "idle%-timeout", "line%-timeout", "max%-line", "budget" }) do
+      want[#want + 1] = assert(help:match("%-%-" .. opt .. " .-%(default (%d+)"), opt)
+    end
+    local have = {}
+    for v in got:gmatch("%S+") do have[#have + 1] = ("%d"):format(tonumber(v)) end
+    assert.same(want, have)
+  end)
+
   for _, doc in ipairs({ "README.md", "doc/API.md" }) do
     it(doc .. "'s command line block is --help's", function()
       local text = H.readfile(doc)
