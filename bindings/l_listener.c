@@ -257,11 +257,58 @@ void shl_sockopts (lua_State *L, int arg, sh_sockopts *o) {
   }
 }
 
-/* Bind and listen on the resolved 'a'; push the listener or nil, err. */
+/* What the tries of listen_on need (shl_try_addrs). */
+typedef struct listen_try {
+  shl_tries tries;        /* first */
+  llistener *ll;
+  sh_sockopts o;
+} listen_try;
+
+/* One address (sh_try_fn): bind and listen there. */
+static int try_listen (const struct sockaddr *sa, socklen_t len, void *ctx,
+                       char *err, size_t errlen) {
+  listen_try *x = ctx;
+  llistener *ll = x->ll;
+  ll->l = sh_listener_new(ll->H->loop, sa, len, &x->o, on_accept, ll, err, errlen);
+  return ll->l != NULL ? SH_TRY_OK : SH_TRY_FAIL;
+}
+
+/* After the tries ('n' as shl_try_addrs returns it): the listener at
+** 'self' serves, or nil, err is on top. */
+static int listening (lua_State *L, llistener *ll, int self, int handler, int n) {
+  if (n != 0) {
+    close_internal(L, ll);
+    return n;
+  }
+  lua_pushvalue(L, handler);
+  ll->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(L, self);
+  lua_pushvalue(L, -1);
+  ll->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  shl_shutdown_register(L, -1, 1);
+  return 1;
+}
+
+/* The tries for a host name ended: the listener is at 4, the handler at 2. */
+static int listen_k (lua_State *L, int status, lua_KContext ctx) {
+  llistener *ll = checklistener(L, 4);
+  int n = shl_tried(L);
+  (void)status; (void)ctx;
+  if (n == 0 && ll->H->draining) {        /* shutdown began meanwhile */
+    close_internal(L, ll);
+    return shl_pushfail(L, "shutting down");
+  }
+  return listening(L, ll, 4, 2, n);
+}
+
+/* Bind and listen on 'a', on each of its addresses in turn until one works
+** (a host name is resolved first); push the listener or nil, err. */
 static int listen_on (lua_State *L, shl_host *H, const sh_addr *a, int opts, int handler) {
   double max_line, timeout;
   sh_sockopts o;
   llistener *ll;
+  listen_try *x;
+  int self, n;
   char err[300];
   if (H->draining) return shl_pushfail(L, "shutting down");
   shl_sockopts(L, opts, &o);
@@ -294,26 +341,14 @@ static int listen_on (lua_State *L, shl_host *H, const sh_addr *a, int opts, int
   } else if (!lua_isnoneornil(L, opts)) {
     lua_pop(L, 1);
   }
-  ll->l = sh_listener_new(H->loop, (const struct sockaddr *)&a->sa, a->salen, &o,
-                          on_accept, ll, err, sizeof err);
-  if (ll->l == NULL) {
-    close_internal(L, ll);
-    return shl_pushfail(L, err);
-  }
-  lua_pushvalue(L, handler);
-  ll->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, -1);
-  ll->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  shl_shutdown_register(L, -1, 1);
-  return 1;
-}
-
-/* A host name was resolved: listen on its first address. */
-static int listen_k (lua_State *L, int status, lua_KContext ctx) {
-  sh_addr a;
-  (void)status; (void)ctx;
-  if (shl_resolved_first(L, 1, &a) != 0) return 2;
-  return listen_on(L, shl_gethost(L), &a, 3, 2);
+  self = lua_gettop(L);
+  x = (listen_try *)lua_newuserdatauv(L, sizeof *x, 0);
+  memset(x, 0, sizeof *x);
+  x->tries.op = try_listen;
+  x->ll = ll;
+  x->o = o;
+  n = shl_try_addrs(L, a, SOCK_STREAM, &x->tries, 0, listen_k);
+  return listening(L, ll, self, handler, n);
 }
 
 /* sockhost.listen(addr, handler [, opts]) -> listener, or nil, err. */
@@ -340,10 +375,7 @@ int shl_listen (lua_State *L) {
   if (!lua_isnil(L, 3) && lua_getfield(L, 3, "busy_message") != LUA_TNIL && !lua_isstring(L, -1))
     return luaL_argerror(L, 3, "busy_message must be a string");
   lua_settop(L, 3);
-  if (!a.resolved) {
-    shl_task *t = shl_checktask(L, "sockhost.listen() on a host name");
-    return shl_resolve_park(L, t, a.host, a.port, SOCK_STREAM, 30.0, 0, listen_k);
-  }
+  if (!a.resolved) shl_checktask(L, "sockhost.listen() on a host name");
   return listen_on(L, H, &a, 3, 2);
 }
 

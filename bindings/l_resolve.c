@@ -1,7 +1,10 @@
 /* l_resolve.c -- host names: sockhost.resolve(), sockhost.resolver(), and
-** the park-until-resolved helper that listen() and the datagram sockets use.
-** Resolution runs on libevent's evdns and never blocks the loop. */
+** shl_try_addrs, through which listen() and the datagram sockets try each
+** address of an address string in turn (the core's sh_try_start, which
+** connect() uses too). Resolution runs on libevent's evdns and never blocks
+** the loop. */
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -9,6 +12,7 @@
 #include "shl.h"
 
 #define RESOLVE_TIMEOUT 30.0     /* default seconds for sockhost.resolve() */
+#define TRIES_TIMEOUT 30.0       /* seconds shl_try_addrs waits for a name */
 
 sh_resolver *shl_resolver (lua_State *L, shl_host *H) {
   char err[256];
@@ -35,43 +39,28 @@ static void on_resolved (const char *err, const sh_addrlist *list, void *ctx) {
   shl_resume(t, 2);
 }
 
-int shl_resolve_park (lua_State *L, shl_task *t, const char *host, int port, int socktype,
-                      double timeout, lua_KContext ctx, lua_KFunction k) {
-  sh_resolve *q = sh_resolve_start(shl_resolver(L, shl_gethost(L)), host, port, socktype, on_resolved, t);
+/* Park t until 'host' is resolved, then continue in k with, on top of the
+** stack, true and a string holding the raw sh_addrlist, or nil and an
+** error text. */
+static int resolve_park (lua_State *L, shl_task *t, const char *host, double timeout,
+                         lua_KFunction k) {
+  sh_resolve *q = sh_resolve_start(shl_resolver(L, shl_gethost(L)), host, 0, SOCK_STREAM,
+                                   on_resolved, t);
   if (q == NULL) return luaL_error(L, "out of memory");
-  return shl_park(L, t, SHL_WAIT_RESOLVE, timeout, resolve_timeout, q, ctx, k);
+  return shl_park(L, t, SHL_WAIT_RESOLVE, timeout, resolve_timeout, q, 0, k);
 }
 
-const sh_addrlist *shl_resolved (lua_State *L) {
+/* From the top of the stack as left by resolve_park: the list, or NULL
+** (nil, err stay on the stack). */
+static const sh_addrlist *resolved (lua_State *L) {
   size_t len;
   const char *p = lua_tolstring(L, -1, &len);
   if (lua_toboolean(L, -2) == 0 || p == NULL || len != sizeof(sh_addrlist)) return NULL;
   return (const sh_addrlist *)p;
 }
 
-int shl_resolved_first (lua_State *L, int addr_arg, sh_addr *a) {
-  const sh_addrlist *list = shl_resolved(L);
-  char err[300];
-  if (list == NULL) return shl_resolve_failed(L, addr_arg);
-  if (sh_addr_parse(lua_tostring(L, addr_arg), a, err, sizeof err) != 0)
-    memset(a, 0, sizeof *a);
-  sh_addr_set(a, (const struct sockaddr *)&list->sa[0], list->len[0]);
-  return 0;
-}
-
-int shl_resolve_failed (lua_State *L, int addr_arg) {
-  char err[300];
-  sh_addr a;
-  const char *text = lua_tostring(L, addr_arg), *why = lua_tostring(L, -1);
-  const char *host = text;
-  if (text != NULL && sh_addr_parse(text, &a, err, sizeof err) == 0) host = a.host;
-  luaL_pushfail(L);
-  lua_pushfstring(L, "cannot resolve '%s': %s", host != NULL ? host : "?", why != NULL ? why : "?");
-  return 2;
-}
-
 static int resolve_k (lua_State *L, int status, lua_KContext ctx) {
-  const sh_addrlist *list = shl_resolved(L);
+  const sh_addrlist *list = resolved(L);
   int i, n = 0;
   (void)status; (void)ctx;
   if (list == NULL) {
@@ -111,7 +100,61 @@ int shl_resolve (lua_State *L) {
   luaL_argcheck(L, name[0] != '\0', 1, "empty name");
   t = shl_checktask(L, "sockhost.resolve()");
   lua_settop(L, 1);
-  return shl_resolve_park(L, t, name, 0, SOCK_STREAM, timeout < 0 ? -1 : timeout, 0, resolve_k);
+  return resolve_park(L, t, name, timeout < 0 ? -1 : timeout, resolve_k);
+}
+
+/* ---------------- Trying each address: listen(), udp() ---------------- */
+
+static int tries_timeout (void *obj, shl_task *t, int cancel) {
+  shl_tries *x = obj;
+  sh_try_cancel(x->walk);
+  x->walk = NULL;
+  if (cancel) return 0;
+  luaL_pushfail(t->co);
+  lua_pushfstring(t->co, "cannot resolve '%s': timeout", x->host);
+  return 2;
+}
+
+static void on_tried (const char *err, void *ctx) {
+  shl_tries *x = ctx;
+  shl_task *t = x->t;
+  x->walk = NULL;
+  shl_unpark(t);
+  lua_checkstack(t->co, 3);
+  if (err != NULL) {
+    shl_resume(t, shl_pushfail(t->co, err));
+    return;
+  }
+  lua_pushboolean(t->co, 1);
+  shl_resume(t, 1);
+}
+
+int shl_try_addrs (lua_State *L, const sh_addr *a, int socktype, shl_tries *x,
+                   lua_KContext ctx, lua_KFunction k) {
+  sh_resolver *r = NULL;
+  char err[320];
+  int rc;
+  x->t = NULL;
+  x->host[0] = '\0';
+  if (!a->resolved) {
+    x->t = shl_checktask(L, "resolving a host name");
+    r = shl_resolver(L, shl_gethost(L));
+    snprintf(x->host, sizeof x->host, "%s", a->host);
+  }
+  rc = sh_try_start(r, a, socktype, x->op, on_tried, x, &x->walk, err, sizeof err);
+  if (rc == SH_TRY_OK) return 0;
+  if (rc == SH_TRY_FAIL) return shl_pushfail(L, err);
+  if (x->t == NULL) {                       /* an op that does not end at once */
+    sh_try_cancel(x->walk);
+    return luaL_error(L, "shl_try_addrs: a try that goes on");
+  }
+  return shl_park(L, x->t, SHL_WAIT_RESOLVE, TRIES_TIMEOUT, tries_timeout, x, ctx, k);
+}
+
+int shl_tried (lua_State *L) {
+  if (lua_type(L, -1) != LUA_TBOOLEAN) return 2;   /* nil, err */
+  lua_pop(L, 1);
+  return 0;
 }
 
 /* sockhost.resolver{ hosts = path, nameservers = { "ip[:port]", ... } } --

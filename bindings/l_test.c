@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "../core/sh_addr.h"
+#include "../core/sh_clock.h"
 #include "../core/sh_loop.h"
 #include "../core/sh_timer.h"
 #include "shl.h"
@@ -45,7 +46,7 @@ static int errfail (lua_State *L, int e) {
 
 /* core.virtual(on [, start]) */
 static int t_virtual (lua_State *L) {
-  sh_clock_virtual(lua_toboolean(L, 1), luaL_optnumber(L, 2, 0));
+  sh_timer_clock(lua_toboolean(L, 1), luaL_optnumber(L, 2, 0));
   return 0;
 }
 

@@ -361,19 +361,19 @@ static int send_retry (void *obj, shl_task *t, int cancel) {
   return 0;
 }
 
-/* Make the socket of an unbound client, for a destination of 'family'. */
-static int ensure_socket (lua_State *L, ludp *u, int family) {
+/* Make the socket of an unbound client, for a destination of 'family'.
+** Returns 0, or -1 with a message in 'err'. */
+static int open_client (ludp *u, int family, char *err, size_t errlen) {
   sh_sockopts o;
-  char err[300];
   if (u->d != NULL) return 0;
   memset(&o, 0, sizeof o);
   o.ipv6only = -1;
   o.mode = -1;
   u->d = sh_dgram_open(u->H->loop, family == AF_INET ? AF_INET6 : family, NULL, 0, &o,
-                       on_dgram, u, err, sizeof err);
+                       on_dgram, u, err, errlen);
   if (u->d == NULL && family == AF_INET)        /* no IPv6 here */
-    u->d = sh_dgram_open(u->H->loop, AF_INET, NULL, 0, &o, on_dgram, u, err, sizeof err);
-  if (u->d == NULL) return luaL_error(L, "udp: %s", err);
+    u->d = sh_dgram_open(u->H->loop, AF_INET, NULL, 0, &o, on_dgram, u, err, errlen);
+  if (u->d == NULL) return -1;
   u->scheme = family == AF_UNIX ? SH_UNIXGRAM : SH_UDP;
   return 0;
 }
@@ -384,6 +384,31 @@ enum {
   SEND_CONNECTED = 2,   /* after EAGAIN, on a connected socket */
   SEND_RESOLVED = 3     /* the destination's name was resolved */
 };
+
+/* The same, raising on failure. */
+static int ensure_socket (lua_State *L, ludp *u, int family) {
+  char err[300];
+  if (open_client(u, family, err, sizeof err) != 0) return luaL_error(L, "udp: %s", err);
+  return 0;
+}
+
+/* What the tries of udp(), udp:connect() and udp:sendto() on an address
+** need (shl_try_addrs): a userdata on the stack. */
+typedef struct udp_try {
+  shl_tries tries;        /* first */
+  ludp *u;
+  sh_sockopts o;          /* udp(): for the bind */
+  sh_addr to;             /* udp:sendto(): the address taken */
+  int raise;              /* udp:connect(): the last try could make no socket */
+} udp_try;
+
+static udp_try *new_try (lua_State *L, ludp *u, sh_try_fn op) {
+  udp_try *x = (udp_try *)lua_newuserdatauv(L, sizeof *x, 0);
+  memset(x, 0, sizeof *x);
+  x->tries.op = op;
+  x->u = u;
+  return x;
+}
 
 static int sendto_k (lua_State *L, int status, lua_KContext ctx);
 
@@ -440,6 +465,25 @@ static int send_now (lua_State *L, ludp *u, const sh_addr *a) {
   }
 }
 
+/* One address of a host name for udp:sendto() (sh_try_fn): the first is
+** taken; the send comes after. */
+static int take_address (const struct sockaddr *sa, socklen_t len, void *ctx,
+                         char *err, size_t errlen) {
+  udp_try *x = ctx;
+  (void)err; (void)errlen;
+  memcpy(&x->to.sa, sa, len);
+  x->to.salen = len;
+  x->to.resolved = 1;
+  return SH_TRY_OK;
+}
+
+/* Send to the address 'x' (at 4) took. */
+static int send_taken (lua_State *L, ludp *u, const udp_try *x) {
+  sh_addr a = x->to;
+  lua_settop(L, 3);
+  return send_now(L, u, &a);
+}
+
 /* Resumed after EAGAIN (nothing pushed) or a failure (nil, err pushed), or
 ** after resolving the destination (ctx 3). */
 static int sendto_k (lua_State *L, int status, lua_KContext ctx) {
@@ -448,9 +492,8 @@ static int sendto_k (lua_State *L, int status, lua_KContext ctx) {
   sh_addr a;
   (void)status;
   if (ctx == SEND_RESOLVED) {             /* the host name was resolved */
-    if (shl_resolved_first(L, 3, &a) != 0) return 2;
-    lua_settop(L, 3);
-    return send_now(L, u, &a);
+    int n = shl_tried(L);
+    return n != 0 ? n : send_taken(L, u, (const udp_try *)lua_touserdata(L, 4));
   }
   if (t != NULL && lua_gettop(L) > t->top) return lua_gettop(L) - t->top;
   if (ctx == SEND_CONNECTED) return send_now(L, u, NULL);
@@ -466,8 +509,12 @@ static int udp_sendto (lua_State *L) {
   luaL_checklstring(L, 2, NULL);
   lua_settop(L, 3);
   if (destination(L, u, 3, &a)) {
-    shl_task *t = shl_checktask(L, "udp:sendto() to a host name");
-    return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, SEND_RESOLVED, sendto_k);
+    udp_try *x;
+    int n;
+    shl_checktask(L, "udp:sendto() to a host name");
+    x = new_try(L, u, take_address);
+    n = shl_try_addrs(L, &a, SOCK_DGRAM, &x->tries, SEND_RESOLVED, sendto_k);
+    return n != 0 ? n : send_taken(L, u, x);
   }
   return send_now(L, u, &a);
 }
@@ -483,21 +530,51 @@ static int udp_send (lua_State *L) {
 
 /* ====================== Connecting ====================== */
 
-static int connect_to (lua_State *L, ludp *u, const sh_addr *a) {
-  if (u->closed) return shl_pushfail(L, "closed");
-  ensure_socket(L, u, a->sa.ss_family);
-  if (sh_dgram_connect(u->d, (const struct sockaddr *)&a->sa, a->salen) != 0)
-    return shl_pushfail(L, sh_strerror(errno));
+/* One address for udp:connect() (sh_try_fn). */
+static int try_connect (const struct sockaddr *sa, socklen_t len, void *ctx,
+                        char *err, size_t errlen) {
+  udp_try *x = ctx;
+  ludp *u = x->u;
+  x->raise = 0;
+  if (u->closed) {                        /* closed while the name resolved */
+    snprintf(err, errlen, "closed");
+    return SH_TRY_FAIL;
+  }
+  if (open_client(u, sa->sa_family, err, errlen) != 0) {
+    x->raise = 1;
+    return SH_TRY_FAIL;
+  }
+  if (sh_dgram_connect(u->d, sa, len) != 0) {
+    snprintf(err, errlen, "%s", sh_strerror(errno));
+    return SH_TRY_FAIL;
+  }
+  return SH_TRY_OK;
+}
+
+/* After the tries ('n' as shl_try_addrs returns it): push true, or leave
+** nil, err; raise as ensure_socket does when no socket could be made. */
+static int connected (lua_State *L, ludp *u, const udp_try *x, int n) {
+  if (n != 0 && x->raise) return luaL_error(L, "udp: %s", lua_tostring(L, -1));
+  if (n != 0) return n;
   u->connected = 1;
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int connect_k (lua_State *L, int status, lua_KContext ctx) {
-  sh_addr a;
+  int n = shl_tried(L);
   (void)status; (void)ctx;
-  if (shl_resolved_first(L, 2, &a) != 0) return 2;
-  return connect_to(L, checkudp(L, 1), &a);
+  return connected(L, checkudp(L, 1), (const udp_try *)lua_touserdata(L, 3), n);
+}
+
+/* Connect to 'a', to each of its addresses in turn until one works. */
+static int connect_to (lua_State *L, ludp *u, const sh_addr *a) {
+  udp_try *x;
+  int n;
+  if (u->closed) return shl_pushfail(L, "closed");
+  x = new_try(L, u, try_connect);
+  n = shl_try_addrs(L, a, SOCK_DGRAM, &x->tries, 0, connect_k);
+  return connected(L, u, x, n);
 }
 
 /* udp:connect(addr) -> true, or nil, err: send() and recv() then talk to
@@ -506,10 +583,7 @@ static int udp_connect (lua_State *L) {
   ludp *u = checkudp(L, 1);
   sh_addr a;
   lua_settop(L, 2);
-  if (destination(L, u, 2, &a)) {
-    shl_task *t = shl_checktask(L, "udp:connect() to a host name");
-    return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, 0, connect_k);
-  }
+  if (destination(L, u, 2, &a)) shl_checktask(L, "udp:connect() to a host name");
   return connect_to(L, u, &a);
 }
 
@@ -649,17 +723,21 @@ static ludp *new_udp (lua_State *L, shl_host *H) {
   return u;
 }
 
-/* Bind the new object at the top of the stack to 'a'. Arguments: 1 addr,
-** 2 handler or nil, 3 opts or nil. Pushes the object, or nil, err. */
-static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
-  sh_sockopts o;
-  char err[300];
-  if (!lua_isnil(L, 2) && u->H->draining) { u->closed = 1; return shl_pushfail(L, "shutting down"); }
-  shl_sockopts(L, 3, &o);
-  u->scheme = a->scheme;
-  u->d = sh_dgram_open(u->H->loop, a->sa.ss_family, (const struct sockaddr *)&a->sa, a->salen,
-                       &o, on_dgram, u, err, sizeof err);
-  if (u->d == NULL) { u->closed = 1; return shl_pushfail(L, err); }
+/* One address for sockhost.udp() (sh_try_fn): bind there. */
+static int try_bind (const struct sockaddr *sa, socklen_t len, void *ctx,
+                     char *err, size_t errlen) {
+  udp_try *x = ctx;
+  ludp *u = x->u;
+  u->d = sh_dgram_open(u->H->loop, sa->sa_family, sa, len, &x->o, on_dgram, u, err, errlen);
+  return u->d != NULL ? SH_TRY_OK : SH_TRY_FAIL;
+}
+
+/* After the tries ('n' as shl_try_addrs returns it): set up the socket at 4
+** (arguments: 1 addr, 2 handler or nil, 3 opts or nil) and push it, or
+** leave nil, err. */
+static int bound (lua_State *L, ludp *u, int n) {
+  if (n != 0) { u->closed = 1; return n; }
+  lua_settop(L, 4);
   apply_options(L, u, 3);
   if (!lua_isnil(L, 2)) {
     lua_pushvalue(L, 2);
@@ -674,11 +752,27 @@ static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
 }
 
 static int udp_k (lua_State *L, int status, lua_KContext ctx) {
-  sh_addr a;
+  ludp *u = checkudp(L, 4);
+  int n = shl_tried(L);
   (void)status; (void)ctx;
-  if (shl_resolved_first(L, 1, &a) != 0) return 2;
-  lua_settop(L, 3);
-  return bind_to(L, new_udp(L, shl_gethost(L)), &a);
+  if (n == 0 && !lua_isnil(L, 2) && u->H->draining) {   /* shutdown began meanwhile */
+    close_internal(L, u, 0);
+    return shl_pushfail(L, "shutting down");
+  }
+  return bound(L, u, n);
+}
+
+/* Bind the new object at 4 to 'a', to each of its addresses in turn until
+** one works. Pushes the object, or nil, err. */
+static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
+  udp_try *x;
+  int n;
+  if (!lua_isnil(L, 2) && u->H->draining) { u->closed = 1; return shl_pushfail(L, "shutting down"); }
+  x = new_try(L, u, try_bind);
+  shl_sockopts(L, 3, &x->o);
+  u->scheme = a->scheme;
+  n = shl_try_addrs(L, a, SOCK_DGRAM, &x->tries, 0, udp_k);
+  return bound(L, u, n);
 }
 
 /* sockhost.udp([addr] [, handler] [, opts]) -> udp socket, or nil, err. */
@@ -699,10 +793,7 @@ int shl_udp (lua_State *L) {
     return luaL_argerror(L, 1, err);
   if (sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "datagram address expected (udp://host:port or unixgram:/path)");
-  if (!a.resolved) {
-    shl_task *t = shl_checktask(L, "sockhost.udp() on a host name");
-    return shl_resolve_park(L, t, a.host, a.port, SOCK_DGRAM, 30.0, 0, udp_k);
-  }
+  if (!a.resolved) shl_checktask(L, "sockhost.udp() on a host name");
   return bind_to(L, new_udp(L, H), &a);
 }
 

@@ -216,21 +216,27 @@ void shl_task_open(lua_State *L);
 /* The resolver, made with the system's configuration on first use; raises
 ** if it cannot be made. */
 sh_resolver *shl_resolver(lua_State *L, shl_host *H);
-/* Park t until 'host' is resolved, then continue in k with, on top of the
-** stack, true and a string holding the raw sh_addrlist, or nil and an
-** error text. */
-int shl_resolve_park(lua_State *L, shl_task *t, const char *host, int port, int socktype,
-                     double timeout, lua_KContext ctx, lua_KFunction k);
-/* From the top of the stack as left by shl_resolve_park: the list, or NULL
-** (nil, err stay on the stack). */
-const sh_addrlist *shl_resolved(lua_State *L);
-/* After a failed shl_resolved: push nil, "cannot resolve 'host': why" for
-** the address string at 'addr_arg'; returns 2. */
-int shl_resolve_failed(lua_State *L, int addr_arg);
-/* After shl_resolve_park, in its continuation: fill 'a' with the address
-** string at 'addr_arg', resolved to its first address, and return 0; or push
-** nil, "cannot resolve ..." and return 2. */
-int shl_resolved_first(lua_State *L, int addr_arg, sh_addr *a);
+/* What shl_try_addrs needs from its caller. It begins the caller's own
+** context (the 'ctx' its op gets), which must outlive a wait: make it part
+** of a userdata left on the stack. */
+typedef struct shl_tries {
+  sh_try_fn op;              /* one try, set by the caller; it may run from
+                             ** the loop (plain C, no Lua) and must end at
+                             ** once (SH_TRY_OK or SH_TRY_FAIL) */
+  sh_try *walk;              /* the rest is shl_try_addrs's */
+  shl_task *t;
+  char host[256];
+} shl_tries;
+/* Try x->op on each address of 'a' in turn until one works (sh_try_start):
+** returns 0 when one worked at once, or pushes nil and the last error and
+** returns 2. For a host name the running task (the caller has checked that
+** there is one) parks until the end, 30 s at most, then continues in 'k',
+** where shl_tried tells the outcome. */
+int shl_try_addrs(lua_State *L, const sh_addr *a, int socktype, shl_tries *x,
+                  lua_KContext ctx, lua_KFunction k);
+/* In that continuation: 0 when a try worked, or 2 with nil and the error
+** ("cannot resolve 'host': timeout", "address in use", ...) on top. */
+int shl_tried(lua_State *L);
 int shl_resolve(lua_State *L);
 int shl_setresolver(lua_State *L);
 

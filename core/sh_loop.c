@@ -4,10 +4,8 @@
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "sh_log.h"
-#include "sh_timer.h"
 #include "sh_util.h"
 
 #define MAX_SIGNALS 8
@@ -148,41 +146,4 @@ int sh_loop_step (sh_loop *loop) {
   r = event_base_loop(loop->base, EVLOOP_NONBLOCK);
   if (r < 0) return -1;
   return event_base_get_max_events(loop->base, EVENT_BASE_COUNT_ACTIVE, 1) > 0;
-}
-
-/* The virtual clock (sh_clock_virtual). */
-static int virt_on;
-static double virt_now;
-
-int sh_clock_is_virtual (void) { return virt_on; }
-
-void sh_clock_set (double t) {
-  if (t > virt_now) virt_now = t;
-}
-
-void sh_clock_virtual (int on, double start) {
-  on = on != 0;
-  if (on == virt_on) return;
-  if (on) virt_now = start;
-  virt_on = on;
-  if (on) sh_timer_clock_virtual();
-  else sh_timer_clock_real(virt_now);
-}
-
-double sh_now (void) {
-  if (virt_on) return virt_now;
-  return sh_now_real();
-}
-
-double sh_now_real (void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-double sh_now_coarse (void) {
-  struct timespec ts;
-  if (virt_on) return virt_now;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "sh_clock.h"   /* sh_now and the virtual clock, for the loop's users */
+
 struct event_base;
 
 typedef struct sh_loop sh_loop;
@@ -50,22 +52,6 @@ void sh_loop_untrack(sh_loop *loop, sh_loop_item *item);
 ** watchers do not keep the loop alive. Returns 0, or -1. */
 typedef void (*sh_signal_fn)(int signum, void *ctx);
 int sh_loop_signal(sh_loop *loop, int signum, sh_signal_fn cb, void *ctx);
-
-/* Monotonic time in seconds. */
-double sh_now(void);
-/* The same, coarse (a few ms) but cheaper: for budgets and the like. */
-double sh_now_coarse(void);
-
-/* A virtual clock, for tests (sockhost.test): while it is on, sh_now and
-** sh_now_coarse return its time, which moves only by sh_clock_set, and timers
-** wait for it (see sh_timer_fire_due); those armed before it came on are
-** moved to it, with what they had left. Process-wide. Turning it off re-arms
-** the waiting timers on the real clock for what is left. */
-void sh_clock_virtual(int on, double start);
-int sh_clock_is_virtual(void);
-void sh_clock_set(double t);      /* never backwards */
-/* The real monotonic time, virtual clock or not. */
-double sh_now_real(void);
 
 /* Run one iteration of the loop without waiting: callbacks already due, and
 ** whatever the poll finds ready now. Returns 1 if any callback ran, 0 if

@@ -193,11 +193,8 @@ struct sh_connect {
   sh_loop *loop;
   struct event *ev;      /* writable: the attempt in flight finished */
   struct event *done;    /* reports a failure from the loop */
-  sh_resolve *rq;        /* resolution in flight, or NULL */
+  sh_try *tries;         /* the addresses being tried, or NULL */
   int fd;                /* socket of the attempt in flight, or -1 */
-  int next;              /* next address to try */
-  int last_err;          /* errno of the last failed attempt */
-  sh_addrlist list;      /* addresses to try */
   sh_connect_fn cb;
   void *ctx;
   char err[320];         /* the failure text */
@@ -207,7 +204,7 @@ static void connect_free (sh_connect *c) {
   if (c->ev) event_free(c->ev);
   if (c->done) event_free(c->done);
   if (c->fd >= 0) close(c->fd);
-  if (c->rq) sh_resolve_cancel(c->rq);
+  if (c->tries) sh_try_cancel(c->tries);
   free(c);
 }
 
@@ -227,8 +224,6 @@ static void on_done (evutil_socket_t fd, short what, void *arg) {
   report(arg, -1);
 }
 
-static void try_next(sh_connect *c);
-
 static void on_connected (evutil_socket_t fd, short what, void *arg) {
   sh_connect *c = arg;
   int err = 0;
@@ -237,51 +232,49 @@ static void on_connected (evutil_socket_t fd, short what, void *arg) {
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
   event_free(c->ev);
   c->ev = NULL;
-  if (err == 0) { report(c, (int)fd); return; }
-  close(c->fd);
-  c->fd = -1;
-  c->last_err = err;
-  try_next(c);
-}
-
-/* Start the next attempt, or report the last failure. Never calls back
-** directly: failures go through the 'done' event. */
-static void try_next (sh_connect *c) {
-  while (c->next < c->list.n) {
-    const struct sockaddr *sa = (const struct sockaddr *)&c->list.sa[c->next];
-    socklen_t len = c->list.len[c->next++];
-    int r, fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) { c->last_err = errno; continue; }
-    set_nodelay(fd, sa->sa_family);
-    do r = connect(fd, sa, len); while (r < 0 && errno == EINTR);
-    if (r < 0 && errno != EINPROGRESS) {   /* EAGAIN: a full Unix backlog */
-      c->last_err = errno;
-      close(fd);
-      continue;
-    }
-    c->fd = fd;
-    c->ev = event_new(sh_loop_base(c->loop), fd, EV_WRITE, on_connected, c);
-    if (c->ev != NULL && event_add(c->ev, NULL) == 0) return;
-    c->last_err = ENOMEM;
-    close(fd);
+  if (err != 0) {
+    close(c->fd);
     c->fd = -1;
-    break;
   }
-  snprintf(c->err, sizeof c->err, "%s", sh_strerror(c->last_err));
-  event_active(c->done, EV_TIMEOUT, 0);
+  sh_try_result(c->tries, err == 0 ? NULL : sh_strerror(err));   /* the next, or the end */
 }
 
-static void on_resolved (const char *err, const sh_addrlist *list, void *ctx) {
+static int connect_failed (char *err, size_t errlen, int e) {
+  snprintf(err, errlen, "%s", sh_strerror(e));
+  return SH_TRY_FAIL;
+}
+
+/* One address (sh_try_fn): start connecting; the outcome comes to
+** on_connected. */
+static int try_connect (const struct sockaddr *sa, socklen_t len, void *ctx,
+                        char *err, size_t errlen) {
   sh_connect *c = ctx;
-  c->rq = NULL;
-  if (err != NULL) {
-    size_t n = strlen(c->err);            /* "cannot resolve 'host'" */
-    snprintf(c->err + n, sizeof c->err - n, ": %s", err);
-    report(c, -1);
-    return;
+  int r, e, fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return connect_failed(err, errlen, errno);
+  set_nodelay(fd, sa->sa_family);
+  do r = connect(fd, sa, len); while (r < 0 && errno == EINTR);
+  if (r < 0 && errno != EINPROGRESS) {     /* EAGAIN: a full Unix backlog */
+    e = errno;
+    close(fd);
+    return connect_failed(err, errlen, e);
   }
-  c->list = *list;
-  try_next(c);
+  c->ev = event_new(sh_loop_base(c->loop), fd, EV_WRITE, on_connected, c);
+  if (c->ev == NULL || event_add(c->ev, NULL) != 0) {
+    if (c->ev) event_free(c->ev);
+    c->ev = NULL;
+    close(fd);
+    return connect_failed(err, errlen, ENOMEM);
+  }
+  c->fd = fd;
+  return SH_TRY_LATER;
+}
+
+/* The end of the tries: connected on c->fd, or failed. */
+static void on_tried (const char *err, void *ctx) {
+  sh_connect *c = ctx;
+  c->tries = NULL;
+  if (err != NULL) snprintf(c->err, sizeof c->err, "%s", err);
+  report(c, err == NULL ? c->fd : -1);
 }
 
 sh_connect *sh_connect_start (sh_loop *loop, sh_resolver *r, const sh_addr *a,
@@ -292,19 +285,11 @@ sh_connect *sh_connect_start (sh_loop *loop, sh_resolver *r, const sh_addr *a,
   c->fd = -1;
   c->cb = cb;
   c->ctx = ctx;
-  c->last_err = ECONNREFUSED;
   c->done = event_new(sh_loop_base(loop), -1, 0, on_done, c);
   if (c->done == NULL) { free(c); return NULL; }
-  if (a->resolved) {
-    c->list.n = 1;
-    memcpy(&c->list.sa[0], &a->sa, a->salen);
-    c->list.len[0] = a->salen;
-    try_next(c);
-    return c;
-  }
-  snprintf(c->err, sizeof c->err, "cannot resolve '%.200s'", a->host);
-  c->rq = sh_resolve_start(r, a->host, a->port, SOCK_STREAM, on_resolved, c);
-  if (c->rq == NULL) { connect_free(c); return NULL; }
+  if (sh_try_start(r, a, SOCK_STREAM, try_connect, on_tried, c, &c->tries, c->err,
+                   sizeof c->err) == SH_TRY_FAIL)
+    event_active(c->done, EV_TIMEOUT, 0);  /* never a call back from here */
   return c;
 }
 

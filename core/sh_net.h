@@ -58,8 +58,8 @@ typedef struct sh_connect sh_connect;
 typedef void (*sh_connect_fn)(int fd, const char *err, void *ctx);
 
 /* Connect to 'a'. A host name is resolved first with 'r', and each of its
-** addresses is tried in turn until one answers. Returns NULL only when out
-** of memory; every other outcome comes through 'cb'. */
+** addresses is tried in turn until one answers (sh_try_start). Returns NULL
+** only when out of memory; every other outcome comes through 'cb'. */
 sh_connect *sh_connect_start(sh_loop *loop, sh_resolver *r, const sh_addr *a,
                              sh_connect_fn cb, void *ctx);
 /* Give up: close the socket, free the request, never call back. */

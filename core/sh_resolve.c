@@ -139,3 +139,99 @@ void sh_resolve_cancel (sh_resolve *q) {
   q->cancelled = 1;
   if (q->req != NULL) evdns_getaddrinfo_cancel(q->req);   /* on_answer frees q */
 }
+
+/* ====================== Trying each address ====================== */
+
+struct sh_try {
+  sh_resolve *rq;          /* resolution in flight, or NULL */
+  sh_try_fn op;
+  sh_tried_fn cb;
+  void *ctx;
+  int next;                /* the next address to try */
+  sh_addrlist list;        /* the addresses */
+  char host[256];          /* a host name: for "cannot resolve 'host'" */
+  char err[320];           /* the last failure */
+};
+
+/* Try the addresses from the next on, until one works or goes on later. */
+static int try_walk (sh_try *t) {
+  int r = SH_TRY_FAIL;
+  while (r == SH_TRY_FAIL && t->next < t->list.n) {
+    int i = t->next++;
+    r = t->op((const struct sockaddr *)&t->list.sa[i], t->list.len[i], t->ctx,
+              t->err, sizeof t->err);
+  }
+  return r;
+}
+
+/* The end (from the loop): free the walk, then tell the owner. */
+static void try_end (sh_try *t, int ok) {
+  sh_tried_fn cb = t->cb;
+  void *ctx = t->ctx;
+  char err[sizeof t->err];
+  memcpy(err, t->err, sizeof err);
+  free(t);
+  cb(ok ? NULL : err, ctx);
+}
+
+static void try_go_on (sh_try *t) {
+  int r = try_walk(t);
+  if (r != SH_TRY_LATER) try_end(t, r == SH_TRY_OK);
+}
+
+static void on_addrs (const char *err, const sh_addrlist *list, void *ctx) {
+  sh_try *t = ctx;
+  t->rq = NULL;
+  if (err != NULL) {
+    snprintf(t->err, sizeof t->err, "cannot resolve '%s': %s", t->host, err);
+    try_end(t, 0);
+    return;
+  }
+  t->list = *list;
+  try_go_on(t);
+}
+
+/* A literal or a Unix path: try it now. */
+static int try_now (sh_try *t, const sh_addr *a, sh_try **tp, char *err, size_t errlen) {
+  int r;
+  t->list.n = 1;
+  memcpy(&t->list.sa[0], &a->sa, a->salen);
+  t->list.len[0] = a->salen;
+  r = try_walk(t);
+  if (r == SH_TRY_LATER) { *tp = t; return r; }
+  snprintf(err, errlen, "%s", t->err);
+  free(t);
+  return r;
+}
+
+int sh_try_start (sh_resolver *r, const sh_addr *a, int socktype, sh_try_fn op,
+                  sh_tried_fn cb, void *ctx, sh_try **tp, char *err, size_t errlen) {
+  sh_try *t = calloc(1, sizeof *t);
+  *tp = NULL;
+  if (t == NULL) { snprintf(err, errlen, "out of memory"); return SH_TRY_FAIL; }
+  t->op = op;
+  t->cb = cb;
+  t->ctx = ctx;
+  snprintf(t->err, sizeof t->err, "no address");
+  if (a->resolved) return try_now(t, a, tp, err, errlen);
+  snprintf(t->host, sizeof t->host, "%s", a->host);
+  t->rq = sh_resolve_start(r, a->host, a->port, socktype, on_addrs, t);
+  if (t->rq == NULL) {
+    free(t);
+    snprintf(err, errlen, "out of memory");
+    return SH_TRY_FAIL;
+  }
+  *tp = t;
+  return SH_TRY_LATER;
+}
+
+void sh_try_result (sh_try *t, const char *err) {
+  if (err == NULL) { try_end(t, 1); return; }
+  snprintf(t->err, sizeof t->err, "%s", err);
+  try_go_on(t);
+}
+
+void sh_try_cancel (sh_try *t) {
+  if (t->rq != NULL) sh_resolve_cancel(t->rq);
+  free(t);
+}

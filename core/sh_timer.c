@@ -146,7 +146,9 @@ int sh_timer_fire_due (sh_loop *loop) {
   return n;
 }
 
-void sh_timer_clock_real (double now) {
+/* The clock went back to real time at virtual time 'now': re-arm every
+** waiting timer for what it had left. */
+static void to_real (double now) {
   while (waiting != NULL) {
     sh_timer *t = waiting;
     struct timeval tv = sh_timeval(t->due > now ? t->due - now : 0);
@@ -155,7 +157,9 @@ void sh_timer_clock_real (double now) {
   }
 }
 
-void sh_timer_clock_virtual (void) {
+/* The clock became virtual: move every timer armed on the real clock to
+** the virtual one, with what it had left. */
+static void to_virtual (void) {
   double real = sh_now_real(), now = sh_now();
   sh_timer *t;
   for (t = all; t != NULL; t = t->anext) {
@@ -163,4 +167,12 @@ void sh_timer_clock_virtual (void) {
     evtimer_del(&t->ev);
     list_at(t, now + (t->due_real > real ? t->due_real - real : 0));
   }
+}
+
+void sh_timer_clock (int on, double start) {
+  double now = sh_now();
+  if ((on != 0) == sh_clock_is_virtual()) return;
+  sh_clock_mode(on, start);
+  if (on) to_virtual();
+  else to_real(now);
 }

@@ -4,6 +4,7 @@
 #ifndef SH_TIMER_H
 #define SH_TIMER_H
 
+#include "sh_clock.h"
 #include "sh_loop.h"
 
 typedef struct sh_timer sh_timer;
@@ -17,19 +18,18 @@ int sh_timer_active(const sh_timer *t);
 /* Stop and free. Safe from inside the callback. */
 void sh_timer_free(sh_timer *t);
 
-/* Under the virtual clock (sh_clock_virtual), an armed timer waits in a list
+/* Under the virtual clock (sh_clock.h), an armed timer waits in a list
 ** instead of on libevent's real-time heap; a zero delay still fires at the
 ** next loop iteration. */
+
+/* Turn the virtual clock on, at time 'start', or off (a no-op when it is so
+** already), and move every armed timer, of every loop, to the new clock
+** with what it had left. Process-wide, as the clock is. */
+void sh_timer_clock(int on, double start);
 /* The time the earliest timer of 'loop' is due, or -1 if none waits. */
 double sh_timer_next_due(sh_loop *loop);
 /* Make the timers of 'loop' due by the virtual now fire at the next loop
 ** iteration, earliest first. Returns how many. */
 int sh_timer_fire_due(sh_loop *loop);
-/* The clock goes back to real time at virtual time 'now': every waiting
-** timer is re-armed for what it had left. (Called by sh_clock_virtual.) */
-void sh_timer_clock_real(double now);
-/* The clock becomes virtual: every timer armed on the real clock moves to
-** the virtual one with what it had left. (Called by sh_clock_virtual.) */
-void sh_timer_clock_virtual(void);
 
 #endif

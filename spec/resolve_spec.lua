@@ -1,7 +1,8 @@
 -- resolve_spec.lua -- host names: sockhost.resolve, sockhost.resolver (own
--- hosts file, own name servers), connect trying each address in turn,
--- listen/udp/sendto on names, and proof that look-ups never block the loop
--- (a name server served by a task on the same loop answers them).
+-- hosts file, own name servers), connect, listen, udp and udp:connect trying
+-- each address in turn, listen/udp/sendto on names, and proof that look-ups
+-- never block the loop (a name server served by a task on the same loop
+-- answers them).
 --
 -- Every test that changes the resolver puts the system's back afterwards
 -- (sockhost.resolver{}: no hosts, no nameservers -> /etc/hosts and
@@ -18,6 +19,10 @@ local HOSTS = [[
 127.0.0.1   here.spec.test
 ::1         six.spec.test
 127.0.0.2   refusing.spec.test
+::1         mixed.spec.test
+127.0.0.1   mixed.spec.test
+127.0.0.2   lastfails.spec.test
+192.0.2.1   lastfails.spec.test
 ]]
 
 local hosts_file
@@ -164,6 +169,99 @@ describe("name resolution", function()
     assert.equals("to a name", r[5])
     assert.same({ n = 1, true }, r[6])
     assert.equals("connected by name", r[7])
+  end)
+
+  it("listen on a name tries each address: the first is in use, the second is bound", function()
+    hosts_only()
+    local r = H.run(function()
+      local order = sh.resolve("twoaddr.spec.test")
+      local hold = assert(sh.listen("tcp://127.0.0.2:0", function() end))   -- 127.0.0.2:port taken
+      local port = port_of(hold:address())
+      local direct = table.pack(sh.listen("tcp://127.0.0.2:" .. port, function() end))
+      local l, err = sh.listen("tcp://twoaddr.spec.test:" .. port, function(c) c:write("second\n") end)
+      local r = { order, direct, err, port }
+      if l then
+        local c = assert(sh.connect(l:address()))
+        r[5], r[6] = l:address(), c:read("l")
+        c:close()
+        l:close()
+      end
+      hold:close()
+      return r
+    end)
+    assert.same({ "127.0.0.2", "127.0.0.1" }, r[1])   -- the one in use comes first
+    assert.same({ n = 2, nil, "address in use" }, r[2])
+    assert.is_nil(r[3])
+    assert.equals("tcp://127.0.0.1:" .. r[4], r[5])
+    assert.equals("second", r[6])
+  end)
+
+  it("sockhost.udp on a name tries each address: the first is in use, the second is bound", function()
+    hosts_only()
+    local r = H.run(function()
+      -- 127.0.0.2:port taken by a LuaSocket socket: without SO_REUSEADDR on
+      -- it, a second UDP bind there fails
+      local hold = H.socket.udp()
+      assert(hold:setsockname("127.0.0.2", 0))
+      local _, port = hold:getsockname()
+      local direct = table.pack(sh.udp("udp://127.0.0.2:" .. port))
+      local u, err = sh.udp("udp://twoaddr.spec.test:" .. port)
+      local r = { direct, u and u:address(), err, tonumber(port) }
+      if u then u:close() end
+      hold:close()
+      return r
+    end)
+    assert.same({ n = 2, nil, "address in use" }, r[1])
+    assert.is_nil(r[3])
+    assert.equals("udp://127.0.0.1:" .. r[4], r[2])
+  end)
+
+  it("udp:connect on a name tries each address: an IPv4 socket cannot reach ::1, then 127.0.0.1", function()
+    hosts_only()
+    local r = H.run(function()
+      local order = sh.resolve("mixed.spec.test")
+      local srv = assert(sh.udp("udp://127.0.0.1:0"))
+      local port = port_of(srv:address())
+      local cli = assert(sh.udp("udp://127.0.0.1:0"))
+      local direct = table.pack(cli:connect("udp://[::1]:" .. port))
+      local byname = table.pack(cli:connect("udp://mixed.spec.test:" .. port))
+      local r = { order, direct, byname, nil, nil, port }
+      if byname[1] then
+        r[4] = cli:peer()
+        cli:send("by the second address")
+        srv:settimeout(2)
+        r[5] = srv:recvfrom()
+      end
+      srv:close()
+      cli:close()
+      return r
+    end)
+    assert.same({ "::1", "127.0.0.1" }, r[1])
+    assert.is_nil(r[2][1])                  -- an IPv4 socket cannot connect to ::1
+    assert.is_string(r[2][2])
+    assert.same({ n = 1, true }, r[3])
+    assert.equals("udp://127.0.0.1:" .. r[6], r[4])
+    assert.equals("by the second address", r[5])
+  end)
+
+  it("listen on a name whose every address fails: the last address's error", function()
+    hosts_only()
+    local r = H.run(function()
+      local hold = assert(sh.listen("tcp://127.0.0.2:0", function() end))
+      local port = port_of(hold:address())
+      local r = {
+        sh.resolve("lastfails.spec.test"),
+        table.pack(sh.listen("tcp://192.0.2.1:" .. port, function() end)),
+        table.pack(sh.listen("tcp://lastfails.spec.test:" .. port, function() end)),
+      }
+      hold:close()
+      return r
+    end)
+    assert.same({ "127.0.0.2", "192.0.2.1" }, r[1])
+    -- 192.0.2.1 (TEST-NET-1) is no address of this host
+    assert.same({ n = 2, nil, "address not available" }, r[2])
+    -- 127.0.0.2 was in use, then 192.0.2.1 not available: the last one's error
+    assert.same({ n = 2, nil, "address not available" }, r[3])
   end)
 
   it("listen, udp, sendto and udp connect on a name that does not resolve: nil, \"cannot resolve 'name': ...\"", function()
