@@ -128,10 +128,9 @@ void shl_waitq_fail_all (shl_waitq *q, const char *err) {
     if (t->state == TASK_PARKED) shl_wake_fail(t, err);
 }
 
+/* A task is in one queue at most: in q if it is its tail or has a next. */
 static int in_queue (const shl_waitq *q, const shl_task *t) {
-  const shl_task *p;
-  for (p = q->head; p != NULL; p = p->wnext) if (p == t) return 1;
-  return 0;
+  return q->tail == t || t->wnext != NULL;
 }
 
 /* A task already in q (the head, parking again) keeps its place. */
