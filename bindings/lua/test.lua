@@ -272,20 +272,36 @@ end
 -- Wait until check() returns non-nil, moving the clock to the next timer
 -- only when nothing else moves, for 'within' seconds at most. Returns what
 -- check returned, or nil at the deadline.
+-- A check may return PROGRESS: it moved (a peer's send took some bytes,
+-- but not all), so the loop is settled and it is asked again before the
+-- clock moves. A short write is not a full kernel buffer: under the
+-- one-byte shim (make test-onebyte) every send takes one byte.
+local PROGRESS = {}
+
 function Session:_wait(check, within)
   local deadline = sh.now() + (within or self.within)
   self:settle()
+  local rounds = 0
   while true do
     local r = check()
-    if r ~= nil then return r end
-    local due = core.next_due()
-    if not due or due > deadline then
-      core.set(deadline)
+    if r == PROGRESS and rounds < MAX_STEPS then
+      rounds = rounds + 1
       self:settle()
-      return check()
+    elseif r ~= nil and r ~= PROGRESS then
+      return r
+    else
+      rounds = 0
+      local due = core.next_due()
+      if not due or due > deadline then
+        core.set(deadline)
+        self:settle()
+        r = check()
+        if r ~= PROGRESS then return r end
+        return nil
+      end
+      core.set(due)
+      self:settle()
     end
-    core.set(due)
-    self:settle()
   end
 end
 
@@ -555,13 +571,14 @@ function Peer:send(data, opts)
     if k > 1 and opts.pause then self.t:advance(opts.pause) end
     local off = 1
     local ok = self.t:_wait(function()
+      local moved = false
       while off <= #piece do
         local n, err = self.sock:send(off == 1 and piece or piece:sub(off))
         if not n then
           self.t:_fail(("peer %s could not send: %s"):format(self.name, err), caller_level() + 3)
         end
-        if n == 0 then return nil end
-        off = off + n
+        if n == 0 then return moved and PROGRESS or nil end
+        off, moved = off + n, true
       end
       return true
     end, opts.within)
