@@ -4,18 +4,23 @@
 ** -v), runs the main script as a task, then runs the loop until nothing is
 ** left to wait for, sockhost.stop(), or a signal. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <lualib.h>
 
+#include "../core/sh_clock.h"
 #include "../core/sh_log.h"
 #include "shl.h"
 
@@ -291,11 +296,16 @@ static void create_arg_table (lua_State *L, int argc, char **argv, int script) {
 
 /* ====================== Running ====================== */
 
-/* The main task's on_exit ('ctx': the host). */
+static void report_started(void);
+
+/* The main task's on_exit ('ctx': the host). In a worker, a main chunk
+** that has run to its end means the worker has started. */
 static void main_exit (shl_task *t, void *ctx) {
   if (t->state == TASK_FAILED) {
     ((shl_host *)ctx)->exit_code = 1;
     sh_loop_stop(t->S->loop);
+  } else if (t->state == TASK_DONE) {
+    report_started();
   }
 }
 
@@ -438,100 +448,310 @@ static void raise_fd_limit (void) {
 
 /* ====================== Workers ====================== */
 
-static int worker_id = 0;   /* 1..n in a worker process, 0 otherwise */
+/* The master of -w n forks n workers and keeps them running. Each worker
+** gets a pipe on which it writes one byte once its main chunk has run to
+** its end (report_started): a worker that exits non-zero before that failed
+** to start, and stops the whole service. One that fails after it is
+** restarted, with a pause that doubles while it keeps failing. A worker
+** asks the kernel to kill it with its master (PR_SET_PDEATHSIG). */
 
-#define RESTART_PAUSE 1     /* seconds between restarts of a worker that died young */
-#define DRAIN_LIMIT 30      /* seconds the workers get to finish after SIGTERM */
+static int worker_id = 0;      /* 1..n in a worker process, 0 otherwise */
+static int started_fd = -1;    /* in a worker: the pipe to the master, until written */
 
-static pid_t start_worker (int id, const sigset_t *old, int argc, char **argv, const opts *o);
+#define RESTART_FIRST 0.1      /* seconds before the first restart of a failed worker */
+#define RESTART_MAX 30.0       /* ... doubling while it keeps failing, up to this */
+#define RESTART_SPACING 0.25   /* seconds between two restarts: at most 4 forks a second */
+#define STABLE_TIME 10.0       /* a worker that ran this long before failing starts over at RESTART_FIRST */
+#define STARTUP_TIME 5.0       /* a worker whose main chunk still runs after this long has started */
+#define DRAIN_LIMIT 30.0       /* seconds the workers get to finish after SIGTERM */
 
-/* The master of -w n: start the workers, restart one that dies, pass
-** SIGTERM/SIGINT on and wait for them all. Returns the exit status. */
-static int run_master (int argc, char **argv, const opts *o) {
-  sigset_t set, old;
-  pid_t *pids = calloc((size_t)o->workers, sizeof *pids);
-  time_t *born = calloc((size_t)o->workers, sizeof *born);
-  time_t *due = calloc((size_t)o->workers, sizeof *due);   /* restart time, or 0 */
-  time_t stop_by = 0;
-  int i, live = 0, waiting = 0, stopping = 0, status = 0;
-  if (pids == NULL || born == NULL || due == NULL) return fail("out of memory");
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGCHLD);
-  sigaddset(&set, SIGHUP);                     /* passed on to the workers */
-  sigaddset(&set, SIGUSR1);
-  sigaddset(&set, SIGUSR2);
-  sigprocmask(SIG_BLOCK, &set, &old);
-  for (i = 0; i < o->workers; i++) {
-    pids[i] = start_worker(i + 1, &old, argc, argv, o);
-    born[i] = time(NULL);
-    if (pids[i] > 0) live++;
-  }
-  sh_log(SH_LOG_INFO, "master %d: %d workers", (int)getpid(), live);
-  while (live > 0 || (waiting > 0 && !stopping)) {
-    struct timespec tick = {1, 0};            /* wake up to restart workers on time */
-    int sig, ws;
-    pid_t pid;
-    time_t now;
-    sig = sigtimedwait(&set, NULL, &tick);
-    now = time(NULL);
-    if (sig == SIGTERM || sig == SIGINT) {
-      if (stopping) {                        /* a second signal: now */
-        for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGKILL);
-        status = 1;
-      } else {
-        stopping = 1;
-        stop_by = now + DRAIN_LIMIT;
-        sh_log(SH_LOG_INFO, "master: signal %d, stopping the workers", sig);
-        for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGTERM);
-      }
-    }
-    if (sig == SIGHUP || sig == SIGUSR1 || sig == SIGUSR2)
-      for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], sig);
-    if (stopping && now >= stop_by)          /* they had their time */
-      for (i = 0; i < o->workers; i++) if (pids[i] > 0) kill(pids[i], SIGKILL);
-    while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
-      for (i = 0; i < o->workers && pids[i] != pid; i++) {}
-      if (i == o->workers) continue;
-      pids[i] = 0;
-      live--;
-      if (stopping || (WIFEXITED(ws) && WEXITSTATUS(ws) == 0)) continue;   /* done */
-      sh_log(SH_LOG_WARN, "worker %d (pid %d) %s %d: restarting", i + 1, (int)pid,
-             WIFSIGNALED(ws) ? "killed by signal" : "exited with status",
-             WIFSIGNALED(ws) ? WTERMSIG(ws) : WEXITSTATUS(ws));
-      due[i] = now - born[i] < RESTART_PAUSE ? now + RESTART_PAUSE : now;   /* no fork storm */
-      waiting++;
-    }
-    for (i = 0; i < o->workers && !stopping; i++) {
-      if (due[i] == 0 || due[i] > now) continue;
-      due[i] = 0;
-      waiting--;
-      pids[i] = start_worker(i + 1, &old, argc, argv, o);
-      born[i] = now;
-      if (pids[i] > 0) live++;
-    }
-  }
-  free(pids);
-  free(born);
-  free(due);
-  return status;
-}
+/* One worker's place in the master. */
+typedef struct slot {
+  pid_t pid;          /* the running worker, or 0 */
+  int started_fd;     /* read end of its pipe, or -1 */
+  double born;        /* when it was forked */
+  double due;         /* when to restart it, or 0: not waiting */
+  int fails;          /* failures in a row, each within STABLE_TIME of its start */
+} slot;
+
+typedef struct master {
+  int argc;
+  char **argv;
+  const opts *o;
+  sigset_t set;       /* the signals the master waits for */
+  sigset_t old;       /* the mask the workers get back */
+  slot *slots;
+  int n;
+  int live;           /* workers running */
+  int stopping;       /* stopping the workers: a signal, or one failed to start */
+  int status;         /* the master's exit status */
+  double stop_by;     /* while stopping: SIGKILL those still running then */
+  double next_fork;   /* no restart before this */
+} master;
 
 static int run_one(int argc, char **argv, const opts *o);
 
-static pid_t start_worker (int id, const sigset_t *old, int argc, char **argv, const opts *o) {
-  pid_t pid;
+/* In a worker: tell the master that the main chunk has run (once). */
+static void report_started (void) {
+  ssize_t r;
+  if (started_fd < 0) return;
+  r = write(started_fd, "s", 1);
+  (void)r;                                     /* the master reads it when we exit */
+  close(started_fd);
+  started_fd = -1;
+}
+
+/* In a new worker: die with the master, and check that it still lives, for
+** it may have died before the request; keep only our end of our pipe. */
+static void worker_setup (const master *m, int id, pid_t master_pid, int fd) {
+  int i;
+#ifdef __linux__
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(1);
+#endif
+  if (getppid() != master_pid) _exit(1);
+  for (i = 0; i < m->n; i++)
+    if (m->slots[i].started_fd >= 0) close(m->slots[i].started_fd);
+  sigprocmask(SIG_SETMASK, &m->old, NULL);
+  worker_id = id;
+  started_fd = fd;
+}
+
+/* Fork worker i; returns 0, or -1 if it could not (logged). */
+static int spawn (master *m, int i, double now) {
+  slot *s = &m->slots[i];
+  pid_t master_pid = getpid(), pid;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+    sh_log(SH_LOG_ERROR, "master: cannot start worker %d: %s", i + 1, strerror(errno));
+    return -1;
+  }
+  s->started_fd = fds[0];
   fflush(NULL);
   pid = fork();
-  if (pid < 0) {
-    sh_log(SH_LOG_ERROR, "master: cannot start worker %d: %s", id, strerror(errno));
-    return 0;
+  if (pid == 0) {
+    int status;
+    worker_setup(m, i + 1, master_pid, fds[1]);
+    status = run_one(m->argc, m->argv, m->o);
+    if (started_fd >= 0) close(started_fd);
+    _exit(status);
   }
-  if (pid > 0) return pid;
-  sigprocmask(SIG_SETMASK, old, NULL);
-  worker_id = id;
-  _exit(run_one(argc, argv, o));
+  close(fds[1]);
+  if (pid < 0) {
+    sh_log(SH_LOG_ERROR, "master: cannot start worker %d: %s", i + 1, strerror(errno));
+    close(fds[0]);
+    s->started_fd = -1;
+    return -1;
+  }
+  s->pid = pid;
+  s->born = now;
+  m->live++;
+  return 0;
+}
+
+static void kill_all (const master *m, int sig) {
+  int i;
+  for (i = 0; i < m->n; i++)
+    if (m->slots[i].pid > 0) kill(m->slots[i].pid, sig);
+}
+
+/* Whether slot s counts as failing: waiting for its restart, or failed
+** twice in a row and its worker has not yet run STABLE_TIME. */
+static int failing (const slot *s, double now) {
+  return s->due > 0 || (s->fails >= 2 && now - s->born < STABLE_TIME);
+}
+
+/* Pass SIGTERM on to the workers and give them DRAIN_LIMIT; the exit
+** status is 1 if workers were failing. */
+static void begin_stop (master *m, double now) {
+  int i, bad = 0;
+  m->stopping = 1;
+  m->stop_by = now + DRAIN_LIMIT;
+  for (i = 0; i < m->n; i++) bad += failing(&m->slots[i], now);
+  if (bad > 0) {
+    sh_log(SH_LOG_WARN, "master: %d workers were failing", bad);
+    m->status = 1;
+  }
+  kill_all(m, SIGTERM);
+}
+
+static void on_master_signal (master *m, int sig, double now) {
+  if (sig == SIGHUP || sig == SIGUSR1 || sig == SIGUSR2) {
+    kill_all(m, sig);
+  } else if (m->stopping) {                    /* a second SIGTERM/SIGINT: now */
+    kill_all(m, SIGKILL);
+    m->status = 1;
+  } else {
+    sh_log(SH_LOG_INFO, "master: signal %d, stopping the workers", sig);
+    begin_stop(m, now);
+  }
+}
+
+/* "exited with status N" or "killed by signal N", for wait status ws. */
+static void how_ended (int ws, char *buf, size_t size) {
+  if (WIFSIGNALED(ws)) snprintf(buf, size, "killed by signal %d", WTERMSIG(ws));
+  else snprintf(buf, size, "exited with status %d", WEXITSTATUS(ws));
+}
+
+/* Whether the worker of s had started (and close its pipe). */
+static int had_started (slot *s, double now) {
+  char c;
+  int ok = read(s->started_fd, &c, 1) == 1 || now - s->born >= STARTUP_TIME;
+  close(s->started_fd);
+  s->started_fd = -1;
+  return ok;
+}
+
+/* The pause before restarting s after a failure; counts the failure. */
+static double backoff (slot *s, double now) {
+  double d = RESTART_FIRST;
+  int k;
+  s->fails = now - s->born >= STABLE_TIME ? 1 : s->fails + 1;
+  for (k = 1; k < s->fails && d < RESTART_MAX; k++) d *= 2;
+  return d < RESTART_MAX ? d : RESTART_MAX;
+}
+
+/* Worker i, pid, ended with wait status ws. */
+static void worker_ended (master *m, int i, pid_t pid, int ws, double now) {
+  slot *s = &m->slots[i];
+  int ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0, started = had_started(s, now);
+  char how[48];
+  s->pid = 0;
+  m->live--;
+  if (m->stopping) {                           /* ended by our SIGTERM, or failed */
+    if (!ok && !(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGTERM)) m->status = 1;
+    return;
+  }
+  if (ok) return;                              /* done: not restarted */
+  how_ended(ws, how, sizeof how);
+  if (!started) {
+    sh_log(SH_LOG_ERROR, "worker %d (pid %d) failed to start (%s): stopping", i + 1,
+           (int)pid, how);
+    m->status = 1;
+    begin_stop(m, now);
+    return;
+  }
+  s->due = now + backoff(s, now);
+  sh_log(SH_LOG_WARN, "worker %d (pid %d) %s: restarting in %.1f s", i + 1, (int)pid, how,
+         s->due - now);
+}
+
+/* Reap the workers that have ended. */
+static void reap (master *m, double now) {
+  pid_t pid;
+  int ws, i;
+  while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
+    for (i = 0; i < m->n && m->slots[i].pid != pid; i++) {}
+    if (i < m->n) worker_ended(m, i, pid, ws, now);
+  }
+}
+
+/* The slot waiting longest past its restart time, or -1. */
+static int next_due (const master *m) {
+  int i, best = -1;
+  for (i = 0; i < m->n; i++)
+    if (m->slots[i].due > 0 && (best < 0 || m->slots[i].due < m->slots[best].due)) best = i;
+  return best;
+}
+
+/* Fork worker i, or if that fails, try again after a pause. */
+static void start_slot (master *m, int i, double now) {
+  if (spawn(m, i, now) != 0) m->slots[i].due = now + backoff(&m->slots[i], now);
+}
+
+/* Restart one worker if one is due and the spacing allows. */
+static void restart_due (master *m, double now) {
+  int i = next_due(m);
+  slot *s;
+  if (m->stopping || i < 0 || m->slots[i].due > now || now < m->next_fork) return;
+  s = &m->slots[i];
+  s->due = 0;
+  m->next_fork = now + RESTART_SPACING;
+  start_slot(m, i, now);
+}
+
+/* Seconds until the master has something to do without a signal. */
+static double next_wakeup (const master *m, double now) {
+  double t = now + 1;
+  int i = next_due(m);
+  if (!m->stopping && i >= 0) {
+    double at = m->slots[i].due > m->next_fork ? m->slots[i].due : m->next_fork;
+    if (at < t) t = at;
+  }
+  if (m->stopping && m->stop_by > now && m->stop_by < t) t = m->stop_by;
+  return t - now > 0.001 ? t - now : 0.001;
+}
+
+/* Wait for a signal at most 'secs'; returns it, or -1. */
+static int wait_signal (const master *m, double secs) {
+  struct timespec ts;
+  ts.tv_sec = (time_t)secs;
+  ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
+  return sigtimedwait(&m->set, NULL, &ts);
+}
+
+/* Block the signals the master waits for; the workers get 'old' back. */
+static void block_signals (master *m) {
+  static const int sigs[] = {SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGUSR1, SIGUSR2};
+  size_t i;
+  sigemptyset(&m->set);
+  for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&m->set, sigs[i]);
+  sigprocmask(SIG_BLOCK, &m->set, &m->old);
+}
+
+static int master_init (master *m, int argc, char **argv, const opts *o) {
+  int i;
+  memset(m, 0, sizeof *m);
+  m->argc = argc;
+  m->argv = argv;
+  m->o = o;
+  m->n = o->workers;
+  m->slots = calloc((size_t)m->n, sizeof *m->slots);
+  if (m->slots == NULL) return -1;
+  for (i = 0; i < m->n; i++) m->slots[i].started_fd = -1;
+  block_signals(m);
+  return 0;
+}
+
+/* Compile the command line once in the master, so that a syntax error is
+** told once and forks nothing (not a script on standard input, which only
+** one process can read). Returns 0, or 1 after the message. */
+static int precheck (char **argv, const opts *o) {
+  lua_State *L;
+  int status;
+  if (o->want_stdin) return 0;
+  if ((L = luaL_newstate()) == NULL) return fail("cannot create Lua state: not enough memory");
+  status = load_chunks(L, argv, o);
+  if (status == 0 && lua_rawlen(L, -1) == 0) {   /* nothing to run */
+    usage(stderr);
+    status = 1;
+  }
+  lua_close(L);
+  return status;
+}
+
+/* The master of -w n: start the workers, restart one that fails after it
+** started, stop them all when one fails before, pass signals on, wait for
+** them all. Returns the exit status. */
+static int run_master (int argc, char **argv, const opts *o) {
+  master m;
+  int i;
+  if (precheck(argv, o) != 0) return 1;
+  if (master_init(&m, argc, argv, o) != 0) return fail("out of memory");
+  sh_log(SH_LOG_INFO, "master %d: %d workers", (int)getpid(), m.n);
+  for (i = 0; i < m.n && !m.stopping; i++) {   /* no more forks once one failed */
+    start_slot(&m, i, sh_now_real());
+    reap(&m, sh_now_real());
+  }
+  while (m.live > 0 || (next_due(&m) >= 0 && !m.stopping)) {
+    int sig = wait_signal(&m, next_wakeup(&m, sh_now_real()));
+    double now = sh_now_real();
+    if (sig > 0 && sig != SIGCHLD) on_master_signal(&m, sig, now);
+    if (m.stopping && now >= m.stop_by) kill_all(&m, SIGKILL);   /* they had their time */
+    reap(&m, now);
+    restart_due(&m, now);
+  }
+  free(m.slots);
+  return m.status;
 }
 
 /* The command line's settings on the host; a limit not given (or, for
