@@ -423,3 +423,77 @@ for p in sys.argv[1:]:
     assert.equals("somebody else's file", content)
   end)
 end)
+
+describe("Unix addresses and options checked", function()
+  local function raises(pattern, f, ...)
+    local t = table.pack(pcall(f, ...))
+    assert.is_false(t[1], "accepted: " .. tostring(t[2]))
+    assert.matches(pattern, t[2])
+  end
+
+  it("a NUL byte in an address is a bad address, never cut short", function()
+    local path = H.tmpname(".sock")
+    local name = ("sockhost-spec-%d-%d"):format(H.getpid(), math.random(1e9))
+    local r = H.run(function()
+      local out = {}
+      local function try(f, ...) out[#out + 1] = table.pack(pcall(f, ...)) end
+      local cli = assert(sh.udp("unixgram:@" .. name .. "-cli"))
+      try(sh.listen, "unix:@" .. name .. "\0hidden", function() end)
+      try(sh.listen, "unix:" .. path .. "\0evil", function() end)
+      try(sh.udp, "unixgram:" .. path .. "\0evil")
+      try(sh.connect, "unix:" .. path .. "\0evil")
+      try(sh.listen, "tcp://127.0.0.1:0\0junk", function() end)
+      try(cli.sendto, cli, "x", "unixgram:@" .. name .. "\0hidden")
+      try(cli.connect, cli, "unixgram:@" .. name .. "\0hidden")
+      cli:close()
+      -- nothing was bound to the cut names
+      local free = assert(sh.listen("unix:@" .. name, function() end))
+      free:close()
+      return { out, exists(path) }
+    end)
+    local esc = function(s) return (s:gsub("%p", "%%%0")) end
+    for i, t in ipairs(r[1]) do
+      assert.is_false(t[1], ("case %d accepted: %s"):format(i, tostring(t[2])))
+    end
+    assert.matches("bad address 'unix:@" .. esc(name) .. "\\x00hidden': NUL byte in address", r[1][1][2])
+    assert.matches("bad address 'unix:" .. esc(path) .. "\\x00evil': NUL byte in address", r[1][2][2])
+    assert.matches("bad address 'unixgram:" .. esc(path) .. "\\x00evil': NUL byte in address", r[1][3][2])
+    assert.matches("bad address 'unix:" .. esc(path) .. "\\x00evil': NUL byte in address", r[1][4][2])
+    assert.matches("bad address 'tcp://127%.0%.0%.1:0\\x00junk': NUL byte in address", r[1][5][2])
+    assert.matches("NUL byte in address", r[1][6][2])
+    assert.matches("NUL byte in address", r[1][7][2])
+    assert.is_false(r[2])
+  end)
+
+  it("an empty abstract name is refused as unix: with no path is", function()
+    raises("bad address 'unix:@': empty name", sh.listen, "unix:@", function() end)
+    raises("bad address 'unixgram:@': empty name", sh.udp, "unixgram:@")
+    raises("bad address 'unix:': empty path", sh.listen, "unix:", function() end)
+  end)
+
+  it("mode must be a whole number in range", function()
+    local path = H.tmpname(".sock")
+    raises("mode must be an integer", sh.listen, "unix:" .. path, function() end, { mode = 0.5 })
+    raises("mode must be an integer", sh.udp, "unixgram:" .. path, { mode = 384.5 })
+    raises("mode out of range", sh.listen, "unix:" .. path, function() end, { mode = -1 })
+    raises("mode out of range", sh.listen, "unix:" .. path, function() end, { mode = 4096 })
+    assert.is_false(exists(path))
+  end)
+
+  it("mode is refused where there is no socket file to apply it to", function()
+    local name = ("sockhost-spec-%d-%d"):format(H.getpid(), math.random(1e9))
+    local what = "mode applies only to a Unix socket file"
+    local m = tonumber("600", 8)
+    raises(what, sh.listen, "tcp://127.0.0.1:0", function() end, { mode = m })
+    raises(what, sh.listen, "unix:@" .. name, function() end, { mode = m })
+    raises(what, sh.udp, "udp://127.0.0.1:0", { mode = m })
+    raises(what, sh.udp, "unixgram:@" .. name, { mode = m })
+    raises(what, sh.udp, nil, nil, { mode = m })
+    -- and where there is one, it applies (unixgram: as unix:)
+    local path = H.tmpname(".sock")
+    local u = assert(sh.udp("unixgram:" .. path, { mode = m }))
+    local got = mode_of(path)
+    u:close()
+    assert.equals("600", got)
+  end)
+end)
