@@ -779,7 +779,8 @@ static int connect_tls (lua_State *L, shl_host *H, const sh_addr *a, double time
 /* sockhost.connect(addr [, opts]) -> conn, or nil, err. */
 int shl_connect (lua_State *L) {
   shl_host *H = shl_gethost(L);
-  const char *text = luaL_checkstring(L, 1);
+  size_t textlen;
+  const char *text = luaL_checklstring(L, 1, &textlen);
   double timeout;
   sh_addr a;
   sh_connect *req;
@@ -787,7 +788,7 @@ int shl_connect (lua_State *L) {
   char err[300];
   shl_checkoptions(L, 2, connect_opts);
   timeout = shl_optfield(L, 2, "timeout", CONNECT_TIMEOUT);
-  if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
+  if (sh_addr_parse(text, textlen, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
   if (a.scheme == SH_TLS) return connect_tls(L, H, &a, timeout);

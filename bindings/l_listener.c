@@ -241,13 +241,25 @@ static const char *const listen_opts[] = {
   "cert", "key", "ca", "verify", "alpn", "min_version", "certs", "handshake_timeout", NULL
 };
 
+/* opts.mode at 'arg': -1 when absent (the file is left as made), else a
+** whole number 0..07777 (raises otherwise). */
+static int sockmode (lua_State *L, int arg) {
+  double m;
+  if (lua_isnoneornil(L, arg)) return -1;
+  if (lua_getfield(L, arg, "mode") == LUA_TNIL) { lua_pop(L, 1); return -1; }
+  lua_pop(L, 1);
+  m = shl_optfield(L, arg, "mode", -1);
+  luaL_argcheck(L, m >= 0 && m <= 07777, arg, "mode out of range");
+  luaL_argcheck(L, m == (double)(int)m, arg, "mode must be an integer");
+  return (int)m;
+}
+
 /* Socket options from the options table at 'arg' (raises on bad values). */
 void shl_sockopts (lua_State *L, int arg, sh_sockopts *o) {
   memset(o, 0, sizeof *o);
   o->backlog = (int)shl_optfield(L, arg, "backlog", DEFAULT_BACKLOG);
   luaL_argcheck(L, o->backlog >= 1 && o->backlog <= 65535, arg, "backlog out of range");
-  o->mode = (int)shl_optfield(L, arg, "mode", -1);
-  luaL_argcheck(L, o->mode >= -1 && o->mode <= 07777, arg, "mode out of range");
+  o->mode = sockmode(L, arg);
   o->ipv6only = -1;
   o->reuseport = shl_gethost(L)->reuseport;
   if (!lua_isnoneornil(L, arg)) {
@@ -354,7 +366,8 @@ static int listen_on (lua_State *L, shl_host *H, const sh_addr *a, int opts, int
 /* sockhost.listen(addr, handler [, opts]) -> listener, or nil, err. */
 int shl_listen (lua_State *L) {
   shl_host *H = shl_gethost(L);
-  const char *text = luaL_checkstring(L, 1);
+  size_t textlen;
+  const char *text = luaL_checklstring(L, 1, &textlen);
   sh_sockopts o;
   sh_addr a;
   char err[300];
@@ -366,9 +379,11 @@ int shl_listen (lua_State *L) {
   luaL_argcheck(L, shl_optfield(L, 3, "max_conns", 1) >= 1, 3, "max_conns must be positive");
   luaL_argcheck(L, shl_optfield(L, 3, "idle_timeout", 0) >= 0, 3, "idle_timeout must be >= 0");
   luaL_argcheck(L, shl_optfield(L, 3, "line_timeout", 0) >= 0, 3, "line_timeout must be >= 0");
-  if (sh_addr_parse(text, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
+  if (sh_addr_parse(text, textlen, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
+  if (o.mode >= 0 && !sh_addr_has_file(&a))
+    return luaL_argerror(L, 3, "mode applies only to a Unix socket file (unix:/path)");
   if (a.scheme != SH_TLS && shl_tls_has_options(L, 3))
     return luaL_argerror(L, 3, "TLS options need a tls:// address");
   lua_settop(L, 3);

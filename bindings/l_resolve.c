@@ -92,12 +92,14 @@ static int resolve_k (lua_State *L, int status, lua_KContext ctx) {
 ** "cannot resolve 'name': ...". opts.timeout (default 30 s). */
 int shl_resolve (lua_State *L) {
   static const char *const known[] = {"timeout", NULL};
-  const char *name = luaL_checkstring(L, 1);
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
   double timeout;
   shl_task *t;
   shl_checkoptions(L, 2, known);
   timeout = shl_optfield(L, 2, "timeout", RESOLVE_TIMEOUT);
-  luaL_argcheck(L, name[0] != '\0', 1, "empty name");
+  luaL_argcheck(L, len > 0, 1, "empty name");
+  luaL_argcheck(L, strlen(name) == len, 1, "NUL byte in name");
   t = shl_checktask(L, "sockhost.resolve()");
   lua_settop(L, 1);
   return resolve_park(L, t, name, timeout < 0 ? -1 : timeout, resolve_k);
@@ -166,16 +168,22 @@ int shl_setresolver (lua_State *L) {
   const char *hosts, *ns[17];
   sh_resolver *r;
   char err[256];
+  size_t len;
   int n = 0, has_ns;
   luaL_checktype(L, 1, LUA_TTABLE);
   shl_checkoptions(L, 1, known);
   lua_getfield(L, 1, "hosts");
-  hosts = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+  hosts = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &len);
+  if (hosts != NULL && strlen(hosts) != len)
+    return luaL_error(L, "sockhost.resolver: NUL byte in hosts file path");
   has_ns = lua_getfield(L, 1, "nameservers") != LUA_TNIL;
   if (has_ns) {
     luaL_checktype(L, -1, LUA_TTABLE);
     for (n = 0; n < 16 && lua_rawgeti(L, -1, n + 1) != LUA_TNIL; n++) {
-      ns[n] = luaL_checkstring(L, -1);
+      ns[n] = luaL_checklstring(L, -1, &len);
+      if (strlen(ns[n]) != len)
+        return luaL_error(L, "sockhost.resolver: bad name server '%s'",
+                          shl_push_nul_escaped(L, ns[n], len));
       lua_pop(L, 1);
     }
     lua_pop(L, 1);

@@ -133,7 +133,9 @@ static tpeer *newpeer (lua_State *L, int fd, int dgram, sh_scheme scheme) {
 
 static void checkaddr (lua_State *L, int arg, sh_addr *a) {
   char err[300];
-  if (sh_addr_parse(luaL_checkstring(L, arg), a, err, sizeof err) != 0)
+  size_t len;
+  const char *text = luaL_checklstring(L, arg, &len);
+  if (sh_addr_parse(text, len, a, err, sizeof err) != 0)
     luaL_argerror(L, arg, err);
   if (!a->resolved) luaL_argerror(L, arg, "an IP address or a Unix path expected");
 }

@@ -205,7 +205,7 @@ static int destination (lua_State *L, ludp *u, int arg, sh_addr *a) {
     a->resolved = 1;
     return 0;
   }
-  if (sh_addr_parse(text, a, err, sizeof err) != 0) return luaL_argerror(L, arg, err);
+  if (sh_addr_parse(text, len, a, err, sizeof err) != 0) return luaL_argerror(L, arg, err);
   if (sh_addr_is_stream(a->scheme))
     return luaL_argerror(L, arg, "datagram address expected (udp://host:port or unixgram:/path)");
   if (!a->resolved) return 1;
@@ -624,9 +624,11 @@ static void apply_options (lua_State *L, ludp *u, int arg) {
 /* An IP address for join/leave: "239.1.2.3", "ff02::1". */
 static void check_ip (lua_State *L, int arg, sh_addr *a) {
   char text[300], err[300];
-  const char *ip = luaL_checkstring(L, arg);
-  snprintf(text, sizeof text, strchr(ip, ':') ? "udp://[%s]:0" : "udp://%s:0", ip);
-  if (sh_addr_parse(text, a, err, sizeof err) != 0 || !a->resolved)
+  size_t len;
+  const char *ip = luaL_checklstring(L, arg, &len);
+  int n = snprintf(text, sizeof text, strchr(ip, ':') ? "udp://[%s]:0" : "udp://%s:0", ip);
+  if (strlen(ip) != len || n < 0 || (size_t)n >= sizeof text ||
+      sh_addr_parse(text, (size_t)n, a, err, sizeof err) != 0 || !a->resolved)
     luaL_argerror(L, arg, "IP address expected");
 }
 
@@ -777,22 +779,31 @@ static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
 
 /* sockhost.udp([addr] [, handler] [, opts]) -> udp socket, or nil, err. */
 int shl_udp (lua_State *L) {
+  static const char *const mode_needs_file =
+    "mode applies only to a Unix socket file (unixgram:/path)";
   shl_host *H = shl_gethost(L);
+  sh_sockopts o;
   sh_addr a;
+  const char *text;
+  size_t len;
   char err[300];
   if (lua_istable(L, 2)) { lua_pushnil(L); lua_insert(L, 2); }   /* udp(addr, opts) */
   lua_settop(L, 3);
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   shl_checkoptions(L, 3, udp_opts);
+  shl_sockopts(L, 3, &o);                  /* check them before anything happens */
   if (lua_isnil(L, 1)) {                  /* an unbound client */
     luaL_argcheck(L, lua_isnil(L, 2), 2, "a handler needs an address to listen on");
+    luaL_argcheck(L, o.mode < 0, 3, mode_needs_file);
     new_udp(L, H);
     return 1;
   }
-  if (sh_addr_parse(luaL_checkstring(L, 1), &a, err, sizeof err) != 0)
+  text = luaL_checklstring(L, 1, &len);
+  if (sh_addr_parse(text, len, &a, err, sizeof err) != 0)
     return luaL_argerror(L, 1, err);
   if (sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "datagram address expected (udp://host:port or unixgram:/path)");
+  luaL_argcheck(L, o.mode < 0 || sh_addr_has_file(&a), 3, mode_needs_file);
   if (!a.resolved) shl_checktask(L, "sockhost.udp() on a host name");
   return bind_to(L, new_udp(L, H), &a);
 }

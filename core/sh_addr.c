@@ -2,7 +2,9 @@
 #include "sh_addr.h"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,17 +41,39 @@ int sh_addr_is_stream (sh_scheme scheme) {
   return scheme == SH_TCP || scheme == SH_UNIX || scheme == SH_TLS;
 }
 
-static int fail (char *err, size_t errlen, const char *text, const char *why) {
-  snprintf(err, errlen, "bad address '%.200s': %s", text, why);
+int sh_addr_has_file (const sh_addr *a) {
+  return (a->scheme == SH_UNIX || a->scheme == SH_UNIXGRAM) && a->host[0] != '@';
+}
+
+/* What a parse reports its failures against. */
+typedef struct parse_ctx {
+  const char *text;              /* the whole address, as given */
+  size_t len;
+  char *err;
+  size_t errlen;
+} parse_ctx;
+
+/* "bad address '<text>': <why>", the text cut at 200 bytes, a NUL in it
+** written as "\x00" (a C string would end there, unseen). */
+static int fail (const parse_ctx *c, const char *why) {
+  size_t i, n = 0, shown = c->len < 200 ? c->len : 200;
+  if (c->errlen == 0) return -1;
+  n = (size_t)snprintf(c->err, c->errlen, "bad address '");
+  for (i = 0; i < shown && n + 5 < c->errlen; i++) {
+    if (c->text[i] == '\0') { memcpy(c->err + n, "\\x00", 4); n += 4; }
+    else c->err[n++] = c->text[i];
+  }
+  if (n >= c->errlen) n = c->errlen - 1;
+  snprintf(c->err + n, c->errlen - n, "': %s", why);
   return -1;
 }
 
-static int parse_unix (const char *text, const char *path, sh_addr *a,
-                       char *err, size_t errlen) {
+static int parse_unix (const parse_ctx *c, const char *path, sh_addr *a) {
   struct sockaddr_un *un = (struct sockaddr_un *)&a->sa;
   size_t len = strlen(path);
-  if (len == 0) return fail(err, errlen, text, "empty path");
-  if (len >= sizeof un->sun_path) return fail(err, errlen, text, "path too long");
+  if (len == 0) return fail(c, "empty path");
+  if (path[0] == '@' && len == 1) return fail(c, "empty name");
+  if (len >= sizeof un->sun_path) return fail(c, "path too long");
   un->sun_family = AF_UNIX;
   memcpy(un->sun_path, path, len);
   if (path[0] == '@') un->sun_path[0] = '\0';    /* abstract namespace */
@@ -81,54 +105,99 @@ static void resolve_literal (sh_addr *a) {
   }
 }
 
-static int parse_inet (const char *text, const char *rest, sh_addr *a,
-                       char *err, size_t errlen) {
+/* The interface a zone names: "eth0", or its number "2". Returns 0, or -1
+** with the reason in 'why'. */
+static int parse_zone (const char *zone, uint32_t *id, const char **why) {
+  size_t len = strlen(zone);
+  if (len == 0) { *why = "empty zone"; return -1; }
+  if (strspn(zone, "0123456789") == len) {
+    unsigned long v;
+    if (len > 10 || (v = strtoul(zone, NULL, 10)) > 0xffffffffUL) {
+      *why = "unknown zone";
+      return -1;
+    }
+    *id = (uint32_t)v;
+    return 0;
+  }
+  if (len >= IF_NAMESIZE || (*id = if_nametoindex(zone)) == 0) {
+    *why = "unknown zone";
+    return -1;
+  }
+  return 0;
+}
+
+/* The host of "[v6]:port" (in a->host, port set): an IPv6 literal, with a
+** zone after '%' if any. */
+static int parse_v6 (const parse_ctx *c, sh_addr *a) {
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a->sa;
+  char ip[sizeof a->host];
+  const char *pct = strchr(a->host, '%'), *why;
+  size_t n = pct != NULL ? (size_t)(pct - a->host) : strlen(a->host);
+  uint32_t scope = 0;
+  memcpy(ip, a->host, n);
+  ip[n] = '\0';
+  if (inet_pton(AF_INET6, ip, &in6->sin6_addr) != 1) return fail(c, "bad IPv6 address");
+  if (pct != NULL && parse_zone(pct + 1, &scope, &why) != 0) return fail(c, why);
+  in6->sin6_family = AF_INET6;
+  in6->sin6_port = htons((unsigned short)a->port);
+  in6->sin6_scope_id = scope;
+  a->salen = sizeof *in6;
+  a->resolved = 1;
+  return 0;
+}
+
+static int parse_inet (const parse_ctx *c, const char *rest, sh_addr *a) {
   const char *colon, *hbeg = rest, *hend;
   char *end;
   long port;
   if (rest[0] == '[') {                      /* [v6]:port */
     hbeg = rest + 1;
     hend = strchr(hbeg, ']');
-    if (hend == NULL) return fail(err, errlen, text, "missing ']'");
+    if (hend == NULL) return fail(c, "missing ']'");
     colon = hend + 1;
-    if (*colon != ':') return fail(err, errlen, text, "missing port");
+    if (*colon != ':') return fail(c, "missing port");
   } else {
     colon = strrchr(rest, ':');
-    if (colon == NULL) return fail(err, errlen, text, "missing port");
+    if (colon == NULL) return fail(c, "missing port");
     hend = colon;
     if (memchr(rest, ':', (size_t)(colon - rest)) != NULL)
-      return fail(err, errlen, text, "IPv6 hosts go in brackets");
+      return fail(c, "IPv6 hosts go in brackets");
   }
-  if (hend == hbeg) return fail(err, errlen, text, "missing host");
-  if ((size_t)(hend - hbeg) >= sizeof a->host) return fail(err, errlen, text, "host too long");
-  if (colon[1] < '0' || colon[1] > '9') return fail(err, errlen, text, "bad port");
+  if (hend == hbeg) return fail(c, "missing host");
+  if ((size_t)(hend - hbeg) >= sizeof a->host) return fail(c, "host too long");
+  if (colon[1] < '0' || colon[1] > '9') return fail(c, "bad port");
   port = strtol(colon + 1, &end, 10);
-  if (*end != '\0') return fail(err, errlen, text, "bad port");
-  if (port < 0 || port > 65535) return fail(err, errlen, text, "port out of range");
+  if (*end != '\0') return fail(c, "bad port");
+  if (port < 0 || port > 65535) return fail(c, "port out of range");
   memcpy(a->host, hbeg, (size_t)(hend - hbeg));
   a->host[hend - hbeg] = '\0';
   a->port = (int)port;
+  if (rest[0] == '[') return parse_v6(c, a);
   resolve_literal(a);
-  if (rest[0] == '[' && (!a->resolved || a->sa.ss_family != AF_INET6))
-    return fail(err, errlen, text, "bad IPv6 address");
   return 0;
 }
 
-int sh_addr_parse (const char *text, sh_addr *a, char *err, size_t errlen) {
+int sh_addr_parse (const char *text, size_t len, sh_addr *a, char *err, size_t errlen) {
+  parse_ctx c;
   size_t i;
+  c.text = text;
+  c.len = len;
+  c.err = err;
+  c.errlen = errlen;
   memset(a, 0, sizeof *a);
   a->scheme = SH_TCP;
+  if (memchr(text, '\0', len) != NULL) return fail(&c, "NUL byte in address");
   for (i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
     size_t n = strlen(schemes[i].prefix);
     if (strncmp(text, schemes[i].prefix, n) == 0) {
       a->scheme = schemes[i].scheme;
       if (a->scheme == SH_UNIX || a->scheme == SH_UNIXGRAM)
-        return parse_unix(text, text + n, a, err, errlen);
-      return parse_inet(text, text + n, a, err, errlen);
+        return parse_unix(&c, text + n, a);
+      return parse_inet(&c, text + n, a);
     }
   }
-  if (strstr(text, "://") != NULL) return fail(err, errlen, text, "unknown scheme");
-  return parse_inet(text, text, a, err, errlen);
+  if (strstr(text, "://") != NULL) return fail(&c, "unknown scheme");
+  return parse_inet(&c, text, a);
 }
 
 static const char *scheme_name (sh_scheme scheme) {
@@ -139,6 +208,15 @@ static const char *scheme_name (sh_scheme scheme) {
     case SH_TLS: return "tls";
     default: return "unixgram";
   }
+}
+
+/* "%eth0" (or "%7" for an interface without a name now) for a scope id;
+** "" for none. */
+static void format_zone (uint32_t scope, char *buf, size_t n) {
+  char name[IF_NAMESIZE];
+  if (scope == 0) snprintf(buf, n, "%s", "");
+  else if (if_indextoname(scope, name) != NULL) snprintf(buf, n, "%%%s", name);
+  else snprintf(buf, n, "%%%lu", (unsigned long)scope);
 }
 
 size_t sh_addr_format (const struct sockaddr *sa, socklen_t len, sh_scheme scheme,
@@ -156,8 +234,11 @@ size_t sh_addr_format (const struct sockaddr *sa, socklen_t len, sh_scheme schem
     w = snprintf(buf, n, "%s://%s:%u", scheme_name(scheme), host, ntohs(in6->sin6_port));
   } else if (sa->sa_family == AF_INET6) {
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    char zone[IF_NAMESIZE + 2];
     inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    w = snprintf(buf, n, "%s://[%s]:%u", scheme_name(scheme), host, ntohs(in6->sin6_port));
+    format_zone(in6->sin6_scope_id, zone, sizeof zone);
+    w = snprintf(buf, n, "%s://[%s%s]:%u", scheme_name(scheme), host, zone,
+                 ntohs(in6->sin6_port));
   } else if (sa->sa_family == AF_UNIX) {
     const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
     size_t plen = len > offsetof(struct sockaddr_un, sun_path)

@@ -27,7 +27,7 @@ struct sh_dgram {
   unsigned in_cb : 1;     /* inside the owner's callback */
   unsigned pktinfo : 1;   /* arrival addresses asked for (wildcard bound) */
   unsigned dead : 1;      /* freed from inside it */
-  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];   /* our socket file */
+  sh_sockfile file;       /* our socket file, if any */
 };
 
 static void on_event(evutil_socket_t fd, short what, void *arg);
@@ -62,7 +62,7 @@ sh_dgram *sh_dgram_open (sh_loop *loop, int family, const struct sockaddr *sa, s
   if (d->fd < 0) { snprintf(err, errlen, "%s", sh_strerror(errno)); free(d); return NULL; }
   if (sa != NULL) {
     if (sh_socket_options(d->fd, family, o, err, errlen) != 0 ||
-        sh_socket_bind(d->fd, sa, len, o, d->path, sizeof d->path, err, errlen) != 0) {
+        sh_socket_bind(d->fd, sa, len, o, &d->file, err, errlen) != 0) {
       close(d->fd);
       free(d);
       return NULL;
@@ -86,7 +86,7 @@ static void destroy (sh_dgram *d) {
   sh_loop_untrack(d->loop, &d->item);
   if (d->added) event_del(&d->ev);
   close(d->fd);
-  if (d->path[0] != '\0') unlink(d->path);
+  sh_sockfile_remove(&d->file);           /* only if still ours */
   free(d);
 }
 

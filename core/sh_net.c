@@ -34,9 +34,7 @@ struct sh_listener {
   int family;
   sh_accept_fn cb;
   void *ctx;
-  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];   /* our socket file */
-  dev_t dev;                  /* ... and its identity, so that we never */
-  ino_t ino;                  /*     remove a file that is not ours */
+  sh_sockfile file;           /* our socket file, if any */
 };
 
 static void on_accept (struct evconnlistener *lev, evutil_socket_t fd,
@@ -63,21 +61,30 @@ static void on_accept_error (struct evconnlistener *lev, void *arg) {
   evtimer_add(l->backoff, &tv);
 }
 
-/* Is somebody accepting on the Unix socket at 'sa'? */
-static int unix_socket_live (const struct sockaddr *sa, socklen_t len) {
-  int r, fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 1;                    /* cannot tell: assume so */
-  r = connect(fd, sa, len);
-  r = (r == 0 || errno == EAGAIN || errno == EINPROGRESS);
-  close(fd);
-  return r;
+/* Does a live socket hold the Unix socket file at 'sa'? Asked with a socket
+** of the type 'fd' has, since that is the kind a stale file would be
+** replaced for. Only "connection refused" (no socket bound to that file)
+** or "no such file" means nobody: a connection, a full backlog, a socket of
+** the other type (EPROTOTYPE), a refusal of permission all mean somebody.
+** Returns 1 (live), 0 (stale), or -1 with errno when it cannot tell. */
+static int unix_socket_live (int fd, const struct sockaddr *sa, socklen_t len) {
+  int type, r, probe, e;
+  socklen_t tlen = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0) return -1;
+  probe = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (probe < 0) return -1;
+  do r = connect(probe, sa, len); while (r < 0 && errno == EINTR);
+  e = errno;
+  close(probe);
+  return r == 0 || (e != ECONNREFUSED && e != ENOENT);
 }
 
 /* Bind, replacing a stale Unix socket file left by a dead process, but
-** never a file that is not a socket nor one that a live process serves. */
+** never a file that is not a socket nor one that a live process holds. */
 static int bind_socket (int fd, const struct sockaddr *sa, socklen_t len, const char *path,
                         char *err, size_t errlen) {
   struct stat st;
+  int live;
   if (bind(fd, sa, len) == 0) return 0;
   if (errno != EADDRINUSE || path[0] == '\0') {
     snprintf(err, errlen, "%s", sh_strerror(errno));
@@ -91,11 +98,12 @@ static int bind_socket (int fd, const struct sockaddr *sa, socklen_t len, const 
     snprintf(err, errlen, "address in use: '%.200s' is not a socket", path);
     return -1;
   }
-  if (unix_socket_live(sa, len)) {
-    snprintf(err, errlen, "address in use: a live process serves '%.200s'", path);
+  if ((live = unix_socket_live(fd, sa, len)) != 0) {
+    if (live > 0) snprintf(err, errlen, "address in use: a live process serves '%.200s'", path);
+    else snprintf(err, errlen, "%s", sh_strerror(errno));
     return -1;
   }
-  if (unlink(path) != 0 || bind(fd, sa, len) != 0) {
+  if ((unlink(path) != 0 && errno != ENOENT) || bind(fd, sa, len) != 0) {
     snprintf(err, errlen, "%s", sh_strerror(errno));
     return -1;
   }
@@ -120,16 +128,40 @@ int sh_socket_options (int fd, int family, const sh_sockopts *o, char *err, size
   return 0;
 }
 
-int sh_socket_bind (int fd, const struct sockaddr *sa, socklen_t len, const sh_sockopts *o,
-                    char *path, size_t pathlen, char *err, size_t errlen) {
+void sh_sockfile_remove (sh_sockfile *f) {
+  struct stat st;
+  if (f->path[0] != '\0' && lstat(f->path, &st) == 0 && st.st_dev == f->dev &&
+      st.st_ino == f->ino)
+    unlink(f->path);                       /* still our socket file */
+  f->path[0] = '\0';
+}
+
+/* The file of a Unix address with a path, into 'f' (path "" for others). */
+static void sockfile_name (const struct sockaddr *sa, sh_sockfile *f) {
   const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
-  if (sa->sa_family == AF_UNIX && un->sun_path[0] != '\0' && pathlen > 0)
-    snprintf(path, pathlen, "%.*s", (int)sizeof un->sun_path, un->sun_path);
-  else if (pathlen > 0)
-    path[0] = '\0';
-  if (bind_socket(fd, sa, len, pathlen > 0 ? path : "", err, errlen) != 0) return -1;
-  if (pathlen > 0 && path[0] != '\0' && o->mode >= 0 && chmod(path, (mode_t)o->mode) != 0) {
+  memset(f, 0, sizeof *f);
+  if (sa->sa_family == AF_UNIX && un->sun_path[0] != '\0')
+    snprintf(f->path, sizeof f->path, "%.*s", (int)sizeof un->sun_path, un->sun_path);
+}
+
+int sh_socket_bind (int fd, const struct sockaddr *sa, socklen_t len, const sh_sockopts *o,
+                    sh_sockfile *f, char *err, size_t errlen) {
+  struct stat st;
+  sockfile_name(sa, f);
+  if (bind_socket(fd, sa, len, f->path, err, errlen) != 0) {
+    f->path[0] = '\0';
+    return -1;
+  }
+  if (f->path[0] == '\0') return 0;
+  if (lstat(f->path, &st) != 0) {          /* gone already: nothing to remove later */
+    f->path[0] = '\0';
+    return 0;
+  }
+  f->dev = st.st_dev;
+  f->ino = st.st_ino;
+  if (o->mode >= 0 && chmod(f->path, (mode_t)o->mode) != 0) {
     snprintf(err, errlen, "mode: %s", sh_strerror(errno));
+    sh_sockfile_remove(f);
     return -1;
   }
   return 0;
@@ -139,7 +171,6 @@ sh_listener *sh_listener_new (sh_loop *loop, const struct sockaddr *sa, socklen_
                               const sh_sockopts *o, sh_accept_fn cb, void *ctx,
                               char *err, size_t errlen) {
   struct event_base *base = sh_loop_base(loop);
-  struct stat st;
   sh_listener *l = calloc(1, sizeof *l);
   int fd = -1;
   if (l == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
@@ -150,12 +181,11 @@ sh_listener *sh_listener_new (sh_loop *loop, const struct sockaddr *sa, socklen_
   fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) { snprintf(err, errlen, "%s", sh_strerror(errno)); goto fail; }
   if (sh_socket_options(fd, sa->sa_family, o, err, errlen) != 0) goto fail;
-  if (sh_socket_bind(fd, sa, len, o, l->path, sizeof l->path, err, errlen) != 0) goto fail;
+  if (sh_socket_bind(fd, sa, len, o, &l->file, err, errlen) != 0) goto fail;
   if (listen(fd, o->backlog > 0 ? o->backlog : 511) != 0) {
     snprintf(err, errlen, "%s", sh_strerror(errno));
     goto fail;
   }
-  if (l->path[0] != '\0' && lstat(l->path, &st) == 0) { l->dev = st.st_dev; l->ino = st.st_ino; }
   l->backoff = evtimer_new(base, on_backoff, l);
   if (l->backoff != NULL)
     l->lev = evconnlistener_new(base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
@@ -165,7 +195,7 @@ sh_listener *sh_listener_new (sh_loop *loop, const struct sockaddr *sa, socklen_
   return l;
 fail:
   if (fd >= 0) close(fd);
-  if (l->path[0] != '\0' && l->ino != 0) unlink(l->path);
+  sh_sockfile_remove(&l->file);
   if (l->backoff) event_free(l->backoff);
   free(l);
   return NULL;
@@ -177,12 +207,9 @@ int sh_listener_address (sh_listener *l, struct sockaddr_storage *ss, socklen_t 
 }
 
 void sh_listener_free (sh_listener *l) {
-  struct stat st;
   evconnlistener_free(l->lev);
   event_free(l->backoff);
-  if (l->path[0] != '\0' && lstat(l->path, &st) == 0 && st.st_dev == l->dev &&
-      st.st_ino == l->ino)
-    unlink(l->path);                       /* still our socket file */
+  sh_sockfile_remove(&l->file);
   sh_loop_unref(l->loop);
   free(l);
 }

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
 
 #include "sh_addr.h"
 #include "sh_loop.h"
@@ -21,13 +23,29 @@ typedef struct sh_sockopts {
   int mode;          /* permissions of a Unix socket file; -1: leave them */
 } sh_sockopts;
 
+/* The Unix socket file a bind made, and its identity (device and inode),
+** so that it is removed only while it is still that file. */
+typedef struct sh_sockfile {
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];   /* "": none */
+  dev_t dev;
+  ino_t ino;
+} sh_sockfile;
+
 /* Options to set before bind. Returns 0, or -1 with a message in 'err'. */
 int sh_socket_options(int fd, int family, const sh_sockopts *o, char *err, size_t errlen);
-/* Bind, replacing a stale Unix socket file (never a non-socket, never a
-** live one), then apply 'mode'. The bound file's path goes to 'path' ("" for
-** other kinds). Returns 0, or -1 with a message in 'err'. */
+/* Bind, then apply 'mode'. A Unix socket file already at the path is
+** replaced only when stale: a socket file nobody has bound (a probe of the
+** socket's own type hears "connection refused"); never a file that is not a
+** socket ("address in use: '/path' is not a socket"), never one any process
+** still holds, whatever its type ("address in use: a live process serves
+** '/path'"). The file made goes to 'f' (path "" for other kinds: IP,
+** abstract names). Returns 0, or -1 with a message in 'err' and no file
+** left behind. */
 int sh_socket_bind(int fd, const struct sockaddr *sa, socklen_t len, const sh_sockopts *o,
-                   char *path, size_t pathlen, char *err, size_t errlen);
+                   sh_sockfile *f, char *err, size_t errlen);
+/* Remove the file in 'f' if it is still the one bound (same device and
+** inode: never a file put there since); then 'f' names none. */
+void sh_sockfile_remove(sh_sockfile *f);
 
 /* ---------------- Listener ---------------- */
 

@@ -1,6 +1,7 @@
 /* addr_fuzz.c -- libFuzzer target: the address parser. Whatever the input,
-** parsing must not crash; a parsed literal must format back to an address
-** that parses to the same socket address. Built and run by `make fuzz`. */
+** parsing must not crash; an input with a NUL byte must be refused (never
+** cut short); a parsed literal must format back to an address that parses
+** to the same socket address. Built and run by `make fuzz`. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,9 +17,11 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size) {
   if (size >= sizeof text) return 0;
   memcpy(text, data, size);
   text[size] = '\0';
-  if (sh_addr_parse(text, &a, err, sizeof err) != 0 || !a.resolved) return 0;
+  if (sh_addr_parse(text, size, &a, err, sizeof err) != 0) return 0;
+  if (memchr(text, '\0', size) != NULL) abort();       /* a NUL was let through */
+  if (!a.resolved) return 0;
   sh_addr_format((struct sockaddr *)&a.sa, a.salen, a.scheme, back, sizeof back);
-  if (sh_addr_parse(back, &b, err, sizeof err) != 0) abort();
+  if (sh_addr_parse(back, strlen(back), &b, err, sizeof err) != 0) abort();
   if (b.salen != a.salen || memcmp(&a.sa, &b.sa, a.salen) != 0) {
     /* Unix paths are kept as written; inet addresses must round-trip */
     if (a.sa.ss_family != AF_UNIX) abort();

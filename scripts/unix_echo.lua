@@ -7,11 +7,13 @@
 local sh = require "sockhost"
 
 local addr = arg[1] or "unix:/tmp/sockhost-echo.sock"
+-- the file only this user may use (an abstract name has no file to chmod)
+local opts = addr:match("^unix:@") and {} or { mode = tonumber("600", 8) }
 local srv = assert(sh.listen(addr, function(conn)
   local cred = conn:peercred()
   conn:write(("hello pid %d uid %d\n"):format(cred.pid, cred.uid))
   for line in conn:lines() do
     conn:write(line, "\n")
   end
-end, { mode = tonumber("600", 8) }))
+end, opts))
 print("unix echo: listening on " .. srv:address())

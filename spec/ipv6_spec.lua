@@ -126,6 +126,41 @@ describe("IPv6 streams", function()
     assert.is_false(r[2][1])
     assert.matches("IPv6 hosts go in brackets", r[2][2])
   end)
+
+  it("a zone id after an IPv6 literal ([::1%lo], [::1%1]) is taken; an unknown or empty one is a bad address", function()
+    local r = H.run(function()
+      local l = assert(sh.listen("tcp://[::1%lo]:0", function(c) c:write("zoned ", c:peer(), "\n") end))
+      local port = port_of(l:address())
+      local got = {}
+      for _, zone in ipairs { "lo", "1" } do
+        local c = assert(sh.connect(("tcp://[::1%%%s]:%d"):format(zone, port)))
+        got[#got + 1] = c:read("l")
+        c:close()
+      end
+      local u = assert(sh.udp("udp://[::1%lo]:0"))
+      local cli = assert(sh.udp("udp://[::1]:0"))
+      assert(cli:sendto("dgram", ("udp://[::1%%lo]:%d"):format(port_of(u:address()))))
+      u:settimeout(2)
+      local d = table.pack(u:recvfrom())
+      local bad = { table.pack(pcall(sh.listen, "tcp://[::1%no-such-if0]:0", function() end)),
+                    table.pack(pcall(sh.listen, "tcp://[::1%]:0", function() end)),
+                    table.pack(pcall(sh.listen, "tcp://[::1%99999999999]:0", function() end)) }
+      local a = l:address()
+      l:close(); u:close(); cli:close()
+      return { a, got, d, cli:address(), bad }
+    end)
+    assert.matches("^tcp://%[::1%]:%d+$", r[1])
+    assert.equals(2, #r[2])
+    for _, line in ipairs(r[2]) do assert.matches("^zoned tcp://%[::1%]:%d+$", line) end
+    assert.equals("dgram", r[3][1])
+    assert.matches("^udp://%[::1%]:%d+$", r[3][2])
+    assert.is_false(r[5][1][1])
+    assert.matches("bad address 'tcp://%[::1%%no%-such%-if0%]:0': unknown zone", r[5][1][2])
+    assert.is_false(r[5][2][1])
+    assert.matches("bad address 'tcp://%[::1%%%]:0': empty zone", r[5][2][2])
+    assert.is_false(r[5][3][1])
+    assert.matches("unknown zone", r[5][3][2])
+  end)
 end)
 
 describe("IPv6 datagrams, dual stack", function()

@@ -374,6 +374,24 @@ describe("name resolution", function()
     assert.matches("^cannot resolve 'here.spec.test': ", r[3][2])
   end)
 
+  it("a NUL byte in a name is refused, never cut short (resolve, resolver)", function()
+    hosts_only()
+    local r = H.run(function()
+      return { table.pack(pcall(sh.resolve, "here.spec.test\0evil.test", { timeout = 5 })),
+               table.pack(pcall(sh.resolve, "here\0.spec.test", { timeout = 5 })),
+               table.pack(pcall(sh.resolver, { hosts = hosts_file .. "\0junk" })),
+               table.pack(pcall(sh.resolver, { nameservers = { "127.0.0.1\0junk" } })) }
+    end)
+    assert.is_false(r[1][1], "resolved: " .. tostring(r[1][2]))
+    assert.matches("NUL byte in name", r[1][2])
+    assert.is_false(r[2][1], "resolved: " .. tostring(r[2][2]))
+    assert.matches("NUL byte in name", r[2][2])
+    assert.is_false(r[3][1])
+    assert.matches("NUL byte in hosts file path", r[3][2])
+    assert.is_false(r[4][1])
+    assert.matches("bad name server '127%.0%.0%.1\\x00junk'", r[4][2])
+  end)
+
   it("sockhost.resolver checks its arguments", function()
     local missing = H.tmpname(".nohosts")
     local ok1, e1 = pcall(sh.resolver, { hosts = missing })

@@ -322,3 +322,178 @@ print(os.getpid(), s.makefile("rb").readline().decode().strip())
     assert.is_string(r[2])
   end)
 end)
+
+describe("Unix datagram socket files", function()
+  -- A python unixgram server: binds the path, prints each datagram until
+  -- "last" (or 5 s of silence).
+  local PY_DGRAM_SERVER = [[
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("ready", flush=True)
+s.settimeout(5)
+while True:
+    try:
+        d = s.recv(100)
+    except socket.timeout:
+        print("silence", flush=True); break
+    print("got", d.decode(), flush=True)
+    if d == b"last":
+        break
+]]
+
+  it("a live python unixgram server keeps its socket: udp and listen on its path get 'address in use'", function()
+    local path = H.tmpname(".sock")
+    local py = py_start(PY_DGRAM_SERVER, H.q(path))
+    py.wait_output("ready")
+    local r = H.run(function()
+      local u = table.pack(sh.udp("unixgram:" .. path))
+      local l = table.pack(sh.listen("unix:" .. path, function() end))
+      local cli = assert(sh.udp())
+      assert(cli:sendto("after", "unixgram:" .. path))
+      assert(cli:sendto("last", "unixgram:" .. path))
+      cli:close()
+      local rc, out = py.join(sh.sleep)
+      return { u, l, rc, out }
+    end)
+    os.remove(path)
+    local live = ("address in use: a live process serves '%s'"):format(path)
+    assert.same({ n = 2, nil, live }, r[1])
+    assert.same({ n = 2, nil, live }, r[2])
+    assert.equals(0, r[3])
+    assert.equals("ready\ngot after\ngot last\n", r[4])
+  end)
+
+  it("a stale unixgram file (its python process gone) is replaced by udp and by listen", function()
+    local a, b = H.tmpname(".sock"), H.tmpname(".sock")
+    local out, rc = py_run([[
+import socket, sys
+for p in sys.argv[1:]:
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).bind(p)   # closed, file left
+]], H.q(a) .. " " .. H.q(b))
+    assert.equals(0, rc, out)
+    assert.is_true(is_socket(a) and is_socket(b), "python left no stale files")
+    local r = H.run(function()
+      local u = assert(sh.udp("unixgram:" .. a))
+      local l = assert(sh.listen("unix:" .. b, function() end))
+      local got = { u:address(), l:address() }
+      u:close(); l:close()
+      return got
+    end)
+    assert.same({ "unixgram:" .. a, "unix:" .. b }, r)
+    assert.is_false(exists(a) or exists(b))
+  end)
+
+  it("closing a unixgram socket removes its own file, but leaves a file that replaced it alone", function()
+    local a, b = H.tmpname(".sock"), H.tmpname(".sock")
+    local r = H.run(function()
+      local ua = assert(sh.udp("unixgram:" .. a))
+      local ub = assert(sh.udp("unixgram:" .. b, function() end))
+      local before = { is_socket(a), is_socket(b) }
+      ua:close()
+      os.remove(b)
+      H.writefile(b, "somebody else's file")
+      ub:close()
+      return { before, exists(a), H.readfile(b) }
+    end)
+    os.remove(b)
+    assert.same({ true, true }, r[1])
+    assert.is_false(r[2])
+    assert.equals("somebody else's file", r[3])
+  end)
+
+  it("at the end of the loop too, a file that replaced the socket's is left alone", function()
+    local path = H.tmpname(".sock")
+    local script = H.writefile(H.tmpname(".lua"), ([[
+      local sh = require "sockhost"
+      assert(sh.udp("unixgram:%s", function() end))
+      print("up")
+      io.stdout:flush()
+      sh.sleep(0.3)
+      sh.stop()
+    ]]):format(path))
+    local p = H.start(H.q(script))
+    p:wait_output("up")
+    os.remove(path)
+    H.writefile(path, "somebody else's file")
+    local rc = p:wait(5)
+    local content = H.readfile(path)
+    os.remove(path)
+    assert.equals(0, rc, p:stderr())
+    assert.equals("somebody else's file", content)
+  end)
+end)
+
+describe("Unix addresses and options checked", function()
+  local function raises(pattern, f, ...)
+    local t = table.pack(pcall(f, ...))
+    assert.is_false(t[1], "accepted: " .. tostring(t[2]))
+    assert.matches(pattern, t[2])
+  end
+
+  it("a NUL byte in an address is a bad address, never cut short", function()
+    local path = H.tmpname(".sock")
+    local name = ("sockhost-spec-%d-%d"):format(H.getpid(), math.random(1e9))
+    local r = H.run(function()
+      local out = {}
+      local function try(f, ...) out[#out + 1] = table.pack(pcall(f, ...)) end
+      local cli = assert(sh.udp("unixgram:@" .. name .. "-cli"))
+      try(sh.listen, "unix:@" .. name .. "\0hidden", function() end)
+      try(sh.listen, "unix:" .. path .. "\0evil", function() end)
+      try(sh.udp, "unixgram:" .. path .. "\0evil")
+      try(sh.connect, "unix:" .. path .. "\0evil")
+      try(sh.listen, "tcp://127.0.0.1:0\0junk", function() end)
+      try(cli.sendto, cli, "x", "unixgram:@" .. name .. "\0hidden")
+      try(cli.connect, cli, "unixgram:@" .. name .. "\0hidden")
+      cli:close()
+      -- nothing was bound to the cut names
+      local free = assert(sh.listen("unix:@" .. name, function() end))
+      free:close()
+      return { out, exists(path) }
+    end)
+    local esc = function(s) return (s:gsub("%p", "%%%0")) end
+    for i, t in ipairs(r[1]) do
+      assert.is_false(t[1], ("case %d accepted: %s"):format(i, tostring(t[2])))
+    end
+    assert.matches("bad address 'unix:@" .. esc(name) .. "\\x00hidden': NUL byte in address", r[1][1][2])
+    assert.matches("bad address 'unix:" .. esc(path) .. "\\x00evil': NUL byte in address", r[1][2][2])
+    assert.matches("bad address 'unixgram:" .. esc(path) .. "\\x00evil': NUL byte in address", r[1][3][2])
+    assert.matches("bad address 'unix:" .. esc(path) .. "\\x00evil': NUL byte in address", r[1][4][2])
+    assert.matches("bad address 'tcp://127%.0%.0%.1:0\\x00junk': NUL byte in address", r[1][5][2])
+    assert.matches("NUL byte in address", r[1][6][2])
+    assert.matches("NUL byte in address", r[1][7][2])
+    assert.is_false(r[2])
+  end)
+
+  it("an empty abstract name is refused as unix: with no path is", function()
+    raises("bad address 'unix:@': empty name", sh.listen, "unix:@", function() end)
+    raises("bad address 'unixgram:@': empty name", sh.udp, "unixgram:@")
+    raises("bad address 'unix:': empty path", sh.listen, "unix:", function() end)
+  end)
+
+  it("mode must be a whole number in range", function()
+    local path = H.tmpname(".sock")
+    raises("mode must be an integer", sh.listen, "unix:" .. path, function() end, { mode = 0.5 })
+    raises("mode must be an integer", sh.udp, "unixgram:" .. path, { mode = 384.5 })
+    raises("mode out of range", sh.listen, "unix:" .. path, function() end, { mode = -1 })
+    raises("mode out of range", sh.listen, "unix:" .. path, function() end, { mode = 4096 })
+    assert.is_false(exists(path))
+  end)
+
+  it("mode is refused where there is no socket file to apply it to", function()
+    local name = ("sockhost-spec-%d-%d"):format(H.getpid(), math.random(1e9))
+    local what = "mode applies only to a Unix socket file"
+    local m = tonumber("600", 8)
+    raises(what, sh.listen, "tcp://127.0.0.1:0", function() end, { mode = m })
+    raises(what, sh.listen, "unix:@" .. name, function() end, { mode = m })
+    raises(what, sh.udp, "udp://127.0.0.1:0", { mode = m })
+    raises(what, sh.udp, "unixgram:@" .. name, { mode = m })
+    raises(what, sh.udp, nil, nil, { mode = m })
+    -- and where there is one, it applies (unixgram: as unix:)
+    local path = H.tmpname(".sock")
+    local u = assert(sh.udp("unixgram:" .. path, { mode = m }))
+    local got = mode_of(path)
+    u:close()
+    assert.equals("600", got)
+  end)
+end)

@@ -155,6 +155,21 @@ function Session:_replace(addr, datagram)
   return (datagram and "udp://" or "tcp://") .. (v6 and "[::1]" or "127.0.0.1") .. ":0"
 end
 
+-- The options for the replacement of 'addr': a valid mode for the script's
+-- Unix socket file is dropped, since the replacement has no file (the host
+-- refuses a mode there); an invalid or misplaced one goes through, to be
+-- refused as it would be without the harness.
+local function replaced_opts(addr, opts)
+  local m = type(opts) == "table" and tonumber(opts.mode)
+  if not m or not addr:match("^unix%a*:[^@]") or m < 0 or m > 4095 or m ~= math.floor(m) then
+    return opts
+  end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.mode = nil
+  return o
+end
+
 -- The key a script's address is known by: "tcp:7010" for any host, the
 -- whole string for Unix addresses.
 local function key(addr)
@@ -186,13 +201,13 @@ function Session:_wrap()
     local srv, err = saved.listen(real, t:_guard(function(conn)
       own(conn)
       return handler(conn)
-    end), opts)
+    end), replaced_opts(addr, opts))
     if srv then t.addrs[key(addr)] = srv:address() end
     return own(srv), err
   end
   sh.udp = function(addr, handler, opts)
     local real = t:_replace(addr, true)
-    local s, err = saved.udp(real, handler and t:_guard(handler), opts)
+    local s, err = saved.udp(real, handler and t:_guard(handler), replaced_opts(addr, opts))
     if s then t.addrs[key(addr)] = s:address() end
     return own(s), err
   end
