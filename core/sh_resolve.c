@@ -651,6 +651,7 @@ static void on_try_timeout (evutil_socket_t fd, short what, void *arg) {
 static void tcp_begin (dnsq *q) {
   sh_resolver *r = q_resolver(q);
   id_drop(r, q);
+  q->naddr = 0;                            /* what a truncated answer held */
   q->state = Q_TCP_WAIT;
   qlist_push(&r->tcp_waiting, q);
   evtimer_add(q->timer, r->try_tv);
@@ -763,7 +764,7 @@ static void look_finish (sh_resolve *L, const char *err) {
 static void look_gather (sh_resolve *L) {
   int k, i;
   for (k = 0; k < 2; k++)
-    for (i = 0; i < L->q[k].naddr; i++)
+    for (i = 0; L->q[k].result == R_ADDRS && i < L->q[k].naddr; i++)
       look_add(L, L->q[k].type == T_A ? AF_INET : AF_INET6, L->q[k].addr[i]);
 }
 
