@@ -547,12 +547,24 @@ describe("a truncated answer and no TCP", function()
 
   it("ends with name server failure once the tries are spent", function()
     local r = H.run(function()
-      local dns, addr, queries = fake_dns({ ["big.spec.test"] = "10.9.8.7" }, 0, true)
+      -- the fake server's port number held for TCP without a listener
+      -- (whoever else may listen there): a connection there is refused
+      local dns, addr, queries, hold
+      for _ = 1, 20 do
+        dns, addr, queries = fake_dns({ ["big.spec.test"] = "10.9.8.7" }, 0, true)
+        hold = H.socket.tcp()
+        if hold:bind("127.0.0.1", port_of(addr)) then break end
+        hold:close()
+        hold = nil
+        dns:close()
+      end
+      assert(hold, "no port free for both UDP and TCP")
       assert(sh.resolver { nameservers = { addr }, attempts = 2, timeout = 0.5 })
       local t0 = sh.now()
       local got = table.pack(sh.resolve("big.spec.test", { timeout = 4 }))
       local took = sh.now() - t0
       dns:close()
+      hold:close()
       local a = 0
       for _, q in ipairs(queries) do if q.qtype == 1 then a = a + 1 end end
       return { got, took, a }
