@@ -1,8 +1,8 @@
 /* l_resolve.c -- host names: sockhost.resolve(), sockhost.resolver(), and
 ** shl_try_addrs, through which listen() and the datagram sockets try each
 ** address of an address string in turn (the core's sh_try_start, which
-** connect() uses too). Resolution runs on libevent's evdns and never blocks
-** the loop. */
+** connect() uses too). Resolution is the core's stub resolver
+** (sh_resolve.h) and never blocks the loop. */
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,7 +16,7 @@
 
 sh_resolver *shl_resolver (lua_State *L, shl_host *H) {
   char err[256];
-  if (H->resolver == NULL) H->resolver = sh_resolver_new(H->loop, NULL, NULL, err, sizeof err);
+  if (H->resolver == NULL) H->resolver = sh_resolver_new(H->loop, NULL, err, sizeof err);
   if (H->resolver == NULL) luaL_error(L, "sockhost: %s", err);
   return H->resolver;
 }
@@ -159,37 +159,75 @@ int shl_tried (lua_State *L) {
   return 0;
 }
 
-/* sockhost.resolver{ hosts = path, nameservers = { "ip[:port]", ... } } --
-** replace the system's configuration (/etc/hosts, /etc/resolv.conf) for
-** later look-ups. Requests in flight end with "cancelled". */
+/* config[name] as an integer in lo..hi, or 0 when absent. */
+static int conf_int (lua_State *L, const char *name, int lo, int hi) {
+  lua_Integer v;
+  int isint;
+  if (lua_getfield(L, 1, name) == LUA_TNIL) { lua_pop(L, 1); return 0; }
+  v = lua_tointegerx(L, -1, &isint);
+  lua_pop(L, 1);
+  if (!isint || v < lo || v > hi)
+    luaL_error(L, "sockhost.resolver: '%s' must be an integer from %d to %d", name, lo, hi);
+  return (int)v;
+}
+
+/* config.timeout: seconds above 0, or 0 when absent. */
+static double conf_timeout (lua_State *L) {
+  double v;
+  int isnum;
+  if (lua_getfield(L, 1, "timeout") == LUA_TNIL) { lua_pop(L, 1); return 0; }
+  v = lua_tonumberx(L, -1, &isnum);
+  lua_pop(L, 1);
+  if (!isnum || !(v > 0) || v > SH_RESOLVE_MAX_TIMEOUT)
+    luaL_error(L, "sockhost.resolver: 'timeout' must be above 0 and at most %d",
+               (int)SH_RESOLVE_MAX_TIMEOUT);
+  return v;
+}
+
+/* config.nameservers (at most 16) into ns, NULL-terminated, the strings
+** left on the stack; false when absent. */
+static int conf_nameservers (lua_State *L, const char *ns[SH_RESOLVE_MAX_SERVERS + 1]) {
+  int t, n = 0;
+  if (lua_getfield(L, 1, "nameservers") == LUA_TNIL) { lua_pop(L, 1); ns[0] = NULL; return 0; }
+  luaL_checktype(L, -1, LUA_TTABLE);
+  t = lua_gettop(L);
+  luaL_checkstack(L, SH_RESOLVE_MAX_SERVERS + 1, "nameservers");
+  for (n = 0; n < SH_RESOLVE_MAX_SERVERS && lua_rawgeti(L, t, n + 1) != LUA_TNIL; n++) {
+    size_t len;
+    ns[n] = luaL_checklstring(L, -1, &len);
+    if (strlen(ns[n]) != len)
+      luaL_error(L, "sockhost.resolver: bad name server '%s'", shl_push_nul_escaped(L, ns[n], len));
+  }
+  ns[n] = NULL;
+  return 1;
+}
+
+/* sockhost.resolver{ hosts = path, nameservers = { "ip[:port]", ... },
+** timeout = s, attempts = n, max_inflight = n } -- replace the system's
+** configuration (/etc/hosts, /etc/resolv.conf) for later look-ups. Requests
+** in flight end with "cancelled". */
 int shl_setresolver (lua_State *L) {
-  static const char *const known[] = {"hosts", "nameservers", NULL};
+  static const char *const known[] = {"hosts", "nameservers", "timeout", "attempts",
+                                      "max_inflight", NULL};
   shl_host *H = shl_gethost(L);
-  const char *hosts, *ns[17];
+  const char *ns[SH_RESOLVE_MAX_SERVERS + 1];
+  sh_resolver_conf conf;
   sh_resolver *r;
   char err[256];
   size_t len;
-  int n = 0, has_ns;
   luaL_checktype(L, 1, LUA_TTABLE);
   shl_checkoptions(L, 1, known);
+  lua_settop(L, 1);
+  memset(&conf, 0, sizeof conf);
   lua_getfield(L, 1, "hosts");
-  hosts = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &len);
-  if (hosts != NULL && strlen(hosts) != len)
+  conf.hosts = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &len);
+  if (conf.hosts != NULL && strlen(conf.hosts) != len)
     return luaL_error(L, "sockhost.resolver: NUL byte in hosts file path");
-  has_ns = lua_getfield(L, 1, "nameservers") != LUA_TNIL;
-  if (has_ns) {
-    luaL_checktype(L, -1, LUA_TTABLE);
-    for (n = 0; n < 16 && lua_rawgeti(L, -1, n + 1) != LUA_TNIL; n++) {
-      ns[n] = luaL_checklstring(L, -1, &len);
-      if (strlen(ns[n]) != len)
-        return luaL_error(L, "sockhost.resolver: bad name server '%s'",
-                          shl_push_nul_escaped(L, ns[n], len));
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-  }
-  ns[n] = NULL;
-  r = sh_resolver_new(H->loop, hosts, has_ns ? ns : NULL, err, sizeof err);
+  if (conf_nameservers(L, ns)) conf.nameservers = ns;
+  conf.timeout = conf_timeout(L);
+  conf.attempts = conf_int(L, "attempts", 1, SH_RESOLVE_MAX_ATTEMPTS);
+  conf.max_inflight = conf_int(L, "max_inflight", 1, SH_RESOLVE_MAX_INFLIGHT);
+  r = sh_resolver_new(H->loop, &conf, err, sizeof err);
   if (r == NULL) return luaL_error(L, "sockhost.resolver: %s", err);
   sh_resolver_free(H->resolver);
   H->resolver = r;

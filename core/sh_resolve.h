@@ -1,5 +1,21 @@
-/* sh_resolve.h -- name resolution that never blocks the loop, on libevent's
-** evdns (reads /etc/resolv.conf and /etc/hosts). Knows nothing about Lua.
+/* sh_resolve.h -- name resolution that never blocks the loop: a stub
+** resolver of our own on the loop's events (libevent 2.1's evdns gives up on
+** a truncated answer, and holds every look-up past its 64 in flight behind
+** those a silent server keeps). Knows nothing about Lua.
+**
+** A name is looked for in the hosts file first (/etc/hosts, or the file
+** given), then asked of the name servers (/etc/resolv.conf's, or those
+** given) over UDP: an A and an AAAA question at once, for each name of the
+** search list in turn (resolv.conf's "search" and "ndots"). A truncated
+** answer (the TC bit) is asked again over TCP. A question goes to the
+** servers in turn, 'attempts' rounds, each try limited to 'timeout' seconds
+** (resolv.conf's "options timeout: attempts:", or 5 s and 2).
+**
+** At most 'max_inflight' questions are out at once; the others wait their
+** turn first come, first served, and a question whose try ran out of time
+** goes to the back of that line before its next try. So a question a
+** server never answers holds a place for one try's timeout at a time, and
+** one behind it waits at most that long for each full round of places.
 **
 ** As everywhere in core/, the callback comes from the loop, never from
 ** inside sh_resolve_start(), even when the answer is known at once (a
@@ -32,19 +48,49 @@ typedef struct sh_resolve sh_resolve;
 ** "name not found". 'list' is only valid during the call. */
 typedef void (*sh_resolve_fn)(const char *err, const sh_addrlist *list, void *ctx);
 
-/* A resolver. 'hosts' replaces /etc/hosts when not NULL; 'nameservers'
-** (NULL-terminated, "ip" or "ip:port") replace /etc/resolv.conf's when not
-** NULL (an empty list: answer from the hosts file only). */
-sh_resolver *sh_resolver_new(sh_loop *loop, const char *hosts, const char *const *nameservers,
+/* How a resolver is set up; zeros (and NULLs) mean the defaults. */
+typedef struct sh_resolver_conf {
+  const char *hosts;              /* a hosts file instead of /etc/hosts */
+  const char *const *nameservers; /* NULL-terminated "ip", "ip:port" or
+                                  ** "[ip6]:port", instead of resolv.conf's (and
+                                  ** its search list and options); an empty
+                                  ** list: the hosts file only */
+  double timeout;                 /* seconds per try (default 5, or resolv.conf's) */
+  int attempts;                   /* rounds over the servers (default 2, or resolv.conf's) */
+  int max_inflight;               /* questions out at once (SH_RESOLVE_INFLIGHT) */
+} sh_resolver_conf;
+
+#define SH_RESOLVE_INFLIGHT 4096      /* default max_inflight */
+#define SH_RESOLVE_MAX_INFLIGHT 16384 /* its upper bound (a quarter of the ids) */
+#define SH_RESOLVE_MAX_ATTEMPTS 10
+#define SH_RESOLVE_MAX_TIMEOUT 60.0
+#define SH_RESOLVE_MAX_SERVERS 16
+#define SH_RESOLVE_TCP 32             /* TCP connections at once (after TC) */
+#define SH_RESOLVE_SKEW 1.0           /* once A or AAAA has addresses, seconds
+                                      ** the other gets before the answer goes
+                                      ** without it */
+
+/* A resolver on 'loop' (NULL conf: all defaults). Returns NULL with a
+** message in 'err' ("bad name server 'x'", "cannot read hosts file 'p'",
+** "out of memory"). */
+sh_resolver *sh_resolver_new(sh_loop *loop, const sh_resolver_conf *conf,
                              char *err, size_t errlen);
-/* Free; pending requests are answered "cancelled" first. */
+/* Free at once (its sockets closed). Look-ups still going on are answered
+** "cancelled", from the loop; an answer already due is still given. */
 void sh_resolver_free(sh_resolver *r);
 
 /* Resolve 'host' for a socket of 'socktype' (SOCK_STREAM, SOCK_DGRAM),
-** filling in 'port'. Returns NULL (errno set) only when out of memory. */
+** filling in 'port'. The answer comes through 'cb' from the loop: the
+** addresses (hosts-file order; from servers the A records, then the AAAA),
+** or "name not found", "no address" (the name has no A or AAAA records),
+** "timeout" (every try ran out of time), "temporary failure" (the servers
+** answered SERVFAIL), "name server failure" (they refused, or answered
+** nothing usable), "cancelled" (the resolver was freed). Returns NULL
+** (errno set) only when out of memory. */
 sh_resolve *sh_resolve_start(sh_resolver *r, const char *host, int port, int socktype,
                              sh_resolve_fn cb, void *ctx);
-/* Give up: never call back. */
+/* Give up: never call back. Frees everything at once (its place in flight
+** goes to the next question waiting). */
 void sh_resolve_cancel(sh_resolve *q);
 
 /* ---------------- Trying each address ---------------- */

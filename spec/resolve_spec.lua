@@ -2,7 +2,10 @@
 -- hosts file, own name servers), connect, listen, udp and udp:connect trying
 -- each address in turn, listen/udp/sendto on names, and proof that look-ups
 -- never block the loop (a name server served by a task on the same loop
--- answers them).
+-- answers them). Then against spec/fixtures/dns_server.py, a name server in
+-- python3 that keeps some names unanswered, truncates others: look-ups a
+-- silent server keeps never hold up one it answers, a truncated answer is
+-- asked again over TCP, and a look-up pending at exit leaks nothing.
 --
 -- Every test that changes the resolver puts the system's back afterwards
 -- (sockhost.resolver{}: no hosts, no nameservers -> /etc/hosts and
@@ -35,9 +38,10 @@ local function port_of(addr) return tonumber(addr:match(":(%d+)$")) end
 
 -- A name server run by a task on our own loop. Names in 'answers' get an A
 -- record after 'delay' seconds; others NXDOMAIN; AAAA queries an empty
--- answer. Every query's name and type is recorded (as sent: resolvers
--- randomise the letters' case).
-local function fake_dns(answers, delay)
+-- answer; with 'tc', every answer has the TC bit (and nothing listens on
+-- its TCP port). Every query's name and type is recorded (as sent:
+-- resolvers randomise the letters' case).
+local function fake_dns(answers, delay, tc)
   local queries = {}
   local srv = assert(sh.udp("udp://127.0.0.1:0", function(s, q, from)
     local i, labels = 13, {}
@@ -52,7 +56,8 @@ local function fake_dns(answers, delay)
     if delay and delay > 0 then sh.sleep(delay) end
     local ip = answers[name:lower()]
     local an = (ip and qtype == 1) and 1 or 0
-    local resp = q:sub(1, 2) .. string.pack(">I2I2I2I2I2", 0x8180 | (ip and 0 or 3), 1, an, 0, 0)
+    local flags = 0x8180 | (ip and 0 or 3) | (tc and 0x0200 or 0)
+    local resp = q:sub(1, 2) .. string.pack(">I2I2I2I2I2", flags, 1, an, 0, 0)
       .. q:sub(13, i + 4)
     if an == 1 then
       local a, b, c, d = ip:match("(%d+)%.(%d+)%.(%d+)%.(%d+)")
@@ -400,5 +405,203 @@ describe("name resolution", function()
     assert.matches("cannot read hosts file", e1)
     assert.is_false(ok3)
     assert.is_string(e3)
+    local bad = {
+      { { nameservers = { "not an address" } }, "bad name server 'not an address'" },
+      { { timeout = 0 }, "'timeout' must be above 0 and at most 60" },
+      { { timeout = 61 }, "'timeout' must be above 0 and at most 60" },
+      { { attempts = 0 }, "'attempts' must be an integer from 1 to 10" },
+      { { attempts = 1.5 }, "'attempts' must be an integer from 1 to 10" },
+      { { max_inflight = 16385 }, "'max_inflight' must be an integer from 1 to 16384" },
+    }
+    for _, case in ipairs(bad) do
+      local ok, e = pcall(sh.resolver, case[1])
+      assert.is_false(ok)
+      assert.equals("sockhost.resolver: " .. case[2], e:match("sockhost%.resolver: .*$"))
+    end
+    assert.is_true(sh.resolver { timeout = 60, attempts = 10, max_inflight = 16384 })
+  end)
+end)
+
+-- spec/fixtures/dns_server.py on 127.0.0.1 (UDP and TCP): okN names
+-- answered at once (10.x.y.z from N), halfN the same without AAAA answers,
+-- silent... never answered, bigN truncated over UDP and N A records over
+-- TCP, fail... SERVFAIL. Returns the process and "127.0.0.1:port".
+local function dns_server()
+  local p = H.launch(("timeout -s KILL 40 python3 -u %s 35"):format(
+    H.q(H.ROOT .. "/spec/fixtures/dns_server.py")), "dns_server.py")
+  local port = p:wait_output("port (%d+)")
+  return p, "127.0.0.1:" .. port
+end
+
+-- How many questions the fixture has logged so far (to the hundred).
+local function questions_seen(p)
+  local n = 0
+  for m in p:stdout():gmatch("seen (%d+)") do n = tonumber(m) end
+  return n
+end
+
+describe("name servers that keep look-ups, truncate or fail", function()
+  local dns, ns
+  before_each(function() dns, ns = dns_server() end)
+  after_each(function()
+    sh.resolver {}
+    dns:stop()
+  end)
+
+  it("an answerable name resolves promptly beside 1,000 look-ups the server never answers", function()
+    local N = 1000
+    local r = H.run(function()
+      assert(sh.resolver { nameservers = { ns } })
+      local ended, cancelled = 0, 0
+      for i = 1, N do
+        sh.spawn(function()
+          local _, err = sh.resolve("silent" .. i .. ".spec.test", { timeout = 8 })
+          ended = ended + 1
+          if err == ("cannot resolve 'silent%d.spec.test': cancelled"):format(i) then
+            cancelled = cancelled + 1
+          end
+        end)
+      end
+      -- their 2,000 questions (A and AAAA) reach the server first
+      local deadline = sh.now() + 3
+      repeat sh.sleep(0.05) until questions_seen(dns) >= 2 * N or sh.now() > deadline
+      local seen = questions_seen(dns)
+      local t0 = sh.now()
+      local one = table.pack(sh.resolve("ok7.spec.test", { timeout = 3 }))
+      local took = sh.now() - t0
+      local many, tasks = {}, {}
+      t0 = sh.now()
+      for i = 1, 50 do
+        tasks[i] = sh.spawn(function() many[i] = sh.resolve("ok" .. (1000 + i) .. ".spec.test", { timeout = 3 }) end)
+      end
+      for i = 1, 50 do tasks[i]:join() end
+      local took_many = sh.now() - t0
+      local ended_meanwhile = ended
+      -- a new resolver: the silent server's look-ups end "cancelled"
+      assert(sh.resolver { nameservers = { ns } })
+      deadline = sh.now() + 3
+      while ended < N and sh.now() < deadline do sh.sleep(0.02) end
+      return { one = one, took = took, many = many, took_many = took_many, seen = seen,
+               ended_meanwhile = ended_meanwhile, ended = ended, cancelled = cancelled }
+    end, 25)
+    assert.same({ n = 1, { "10.0.0.7" } }, r.one)
+    assert.is_true(r.took < 0.5, ("took %.3f s beside %d stuck (server saw %d questions)"):format(r.took, N, r.seen))
+    for i = 1, 50 do
+      local n = 1000 + i
+      assert.same({ ("10.0.%d.%d"):format(n >> 8, n & 255) }, r.many[i])
+    end
+    assert.is_true(r.took_many < 1, ("50 more at once took %.3f s"):format(r.took_many))
+    assert.equals(0, r.ended_meanwhile)        -- the stuck ones were still waiting
+    assert.equals(N, r.ended)
+    assert.equals(N, r.cancelled)
+  end)
+
+  it("a question whose try ran out of time goes to the back: one behind it waits one try, not all", function()
+    local r = H.run(function()
+      -- two places: the silent name's A and AAAA questions take both
+      assert(sh.resolver { nameservers = { ns }, max_inflight = 2, timeout = 0.4, attempts = 5 })
+      local stuck, t_stuck
+      local task = sh.spawn(function()
+        t_stuck = sh.now()
+        stuck = table.pack(sh.resolve("silent.spec.test", { timeout = 5 }))
+      end)
+      repeat sh.sleep(0.01) until t_stuck     -- its questions are out
+      local got = table.pack(sh.resolve("ok9.spec.test", { timeout = 1.9 }))
+      local took = sh.now() - t_stuck
+      local before_new = stuck
+      assert(sh.resolver {})
+      task:join()
+      return { got, took, before_new, stuck }
+    end)
+    assert.same({ n = 1, { "10.0.0.9" } }, r[1])
+    -- it waited for a place until the silent name's first try ran out
+    -- (0.4 s after that began), and no longer: its five tries take 2 s
+    assert.is_true(r[2] >= 0.35 and r[2] < 1.0, ("answered %.3f s after the silent one began"):format(r[2]))
+    assert.is_nil(r[3])
+    assert.same({ n = 2, nil, "cannot resolve 'silent.spec.test': cancelled" }, r[4])
+  end)
+
+  it("a truncated answer is asked again over TCP", function()
+    local r = H.run(function()
+      assert(sh.resolver { nameservers = { ns } })
+      local t0 = sh.now()
+      local got = table.pack(sh.resolve("big40.spec.test", { timeout = 3 }))
+      return { got, sh.now() - t0 }
+    end)
+    local want = {}
+    for i = 1, 16 do want[i] = "10.1.0." .. i end     -- 40 records, 16 kept
+    assert.same({ n = 1, want }, r[1])
+    assert.is_true(r[2] < 1, ("took %.3f s"):format(r[2]))
+    local log = dns:stdout():lower()
+    assert.matches("udp big40%.spec%.test 1\n", log)
+    assert.matches("tcp big40%.spec%.test 1\n", log)
+  end)
+
+  it("an A answer does not wait more than 1 s for an AAAA answer that never comes", function()
+    local r = H.run(function()
+      assert(sh.resolver { nameservers = { ns } })
+      local t0 = sh.now()
+      local got = table.pack(sh.resolve("half5.spec.test", { timeout = 4 }))
+      return { got, sh.now() - t0 }
+    end)
+    assert.same({ n = 1, { "10.0.0.5" } }, r[1])
+    assert.is_true(r[2] >= 0.9 and r[2] < 2.5, ("took %.3f s"):format(r[2]))
+  end)
+
+  it("SERVFAIL from every try: temporary failure, without waiting for the timeout", function()
+    local r = H.run(function()
+      assert(sh.resolver { nameservers = { ns } })
+      local t0 = sh.now()
+      local got = table.pack(sh.resolve("fail.spec.test", { timeout = 4 }))
+      return { got, sh.now() - t0 }
+    end)
+    assert.same({ n = 2, nil, "cannot resolve 'fail.spec.test': temporary failure" }, r[1])
+    assert.is_true(r[2] < 1, ("took %.3f s"):format(r[2]))
+  end)
+end)
+
+describe("a truncated answer and no TCP", function()
+  after_each(function() sh.resolver {} end)
+
+  it("ends with name server failure once the tries are spent", function()
+    local r = H.run(function()
+      -- the fake server's port number held for TCP without a listener
+      -- (whoever else may listen there): a connection there is refused
+      local dns, addr, queries, hold
+      for _ = 1, 20 do
+        dns, addr, queries = fake_dns({ ["big.spec.test"] = "10.9.8.7" }, 0, true)
+        hold = H.socket.tcp()
+        if hold:bind("127.0.0.1", port_of(addr)) then break end
+        hold:close()
+        hold = nil
+        dns:close()
+      end
+      assert(hold, "no port free for both UDP and TCP")
+      assert(sh.resolver { nameservers = { addr }, attempts = 2, timeout = 0.5 })
+      local t0 = sh.now()
+      local got = table.pack(sh.resolve("big.spec.test", { timeout = 4 }))
+      local took = sh.now() - t0
+      dns:close()
+      hold:close()
+      local a = 0
+      for _, q in ipairs(queries) do if q.qtype == 1 then a = a + 1 end end
+      return { got, took, a }
+    end)
+    assert.same({ n = 2, nil, "cannot resolve 'big.spec.test': name server failure" }, r[1])
+    assert.is_true(r[2] < 1, ("took %.3f s"):format(r[2]))
+    assert.equals(2, r[3])                   -- each of the two tries asked over UDP first
+  end)
+end)
+
+describe("a look-up pending when the program stops", function()
+  it("leaks nothing (checked under the sanitizers and valgrind)", function()
+    if not os.getenv("SOCKHOST_SANITIZED") and not H.VALGRIND then
+      pending("only a leak checker sees it: make sanitize, make valgrind")
+      return
+    end
+    local out, err, rc = H.exec(H.q(H.ROOT .. "/spec/fixtures/resolve_pending.lua"), { timeout = 60 })
+    assert.equals(0, rc, err)
+    assert.equals("stopping with 40 look-ups pending\n", out)
+    assert.not_matches("LeakSanitizer", err)
   end)
 end)
