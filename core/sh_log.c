@@ -74,8 +74,8 @@ static size_t escape_one (const char *s, char *e, size_t *len) {
 
 /* Copy 'msg' to 'out' with control characters, bytes that are not UTF-8 and
 ** the characters of escaped_char escaped; newlines and tabs are kept as "\n"
-** / "\t" escapes too, so one event is one line. Cut (with "...") when 'out'
-** is full. */
+** / "\t" escapes too, so one event is one line. Cut (with "...") before the
+** first escape that does not fit in 'out'. */
 static void escape (const char *msg, char *out, size_t n) {
   size_t o = 0, len, elen;
   char e[12];
@@ -91,7 +91,7 @@ static void escape (const char *msg, char *out, size_t n) {
 }
 
 static void emit (sh_log_level level, const char *msg, const char *trace) {
-  char line[LOG_MAX * 4 + 8], stamp[32];    /* every byte escaped still fits */
+  char line[LOG_MAX * 2], stamp[32];
   struct timeval tv;
   struct tm tm;
   escape(msg, line, sizeof line);
