@@ -20,7 +20,9 @@ static int l_stop (lua_State *L) {
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 
 /* sockhost.log(level, ...) -- one log line: the values, tostring'd, joined by
-** spaces. Control bytes are escaped; long messages are cut. */
+** spaces. A NUL is written "\x00" here; sh_log escapes the other control
+** characters, bytes that are not UTF-8 and bidi controls, and cuts long
+** messages. */
 static int l_log (lua_State *L) {
   int level = luaL_checkoption(L, 1, NULL, level_names), i, n = lua_gettop(L);
   luaL_Buffer b;

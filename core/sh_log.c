@@ -24,18 +24,69 @@ int sh_log_parse_level (const char *name) {
   return -1;
 }
 
-/* Copy 'msg' to 'out' with control bytes escaped; newlines and tabs are kept
-** as "\n" / "\t" escapes too, so one event is one line. */
-static void escape (const char *msg, char *out, size_t n) {
-  size_t o = 0;
-  for (; *msg != '\0' && o + 5 < n; msg++) {
-    unsigned char c = (unsigned char)*msg;
-    if (c == '\n') { out[o++] = '\\'; out[o++] = 'n'; }
-    else if (c == '\t') { out[o++] = '\\'; out[o++] = 't'; }
-    else if (c < 0x20 || c == 0x7f) o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
-    else out[o++] = (char)c;
+/* The length (1 to 4) of the well-formed UTF-8 sequence at s, its code
+** point in *cp; 0 if s does not start one (a stray or missing continuation
+** byte, an overlong form, a surrogate, past U+10FFFF). s ends in a NUL,
+** which no continuation byte matches. */
+static int utf8_seq (const unsigned char *s, unsigned long *cp) {
+  unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+  int n, i;
+  if (c < 0x80) { *cp = c; return 1; }
+  if (c >= 0xc2 && c <= 0xdf) n = 2;
+  else if (c >= 0xe0 && c <= 0xef) n = 3;
+  else if (c >= 0xf0 && c <= 0xf4) n = 4;
+  else return 0;
+  if (c == 0xe0) lo = 0xa0;                 /* no overlong forms */
+  else if (c == 0xed) hi = 0x9f;            /* no surrogates */
+  else if (c == 0xf0) lo = 0x90;
+  else if (c == 0xf4) hi = 0x8f;            /* nothing past U+10FFFF */
+  if (s[1] < lo || s[1] > hi) return 0;
+  *cp = c & (0x7f >> n);
+  for (i = 1; i < n; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+    *cp = (*cp << 6) | (s[i] & 0x3f);
   }
-  if (*msg != '\0' && o + 4 < n) { memcpy(out + o, "...", 3); o += 3; }
+  return n;
+}
+
+/* Characters that are valid UTF-8 but would let a message act on how the
+** line shows: the C1 controls, and the bidi controls and separators that
+** reorder or break a line. */
+static int escaped_char (unsigned long cp) {
+  return (cp >= 0x80 && cp <= 0x9f) || cp == 0x61c || cp == 0x200e || cp == 0x200f ||
+         (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/* Write the form of the character at s into e (room for 12); its length in
+** the message in *len. */
+static size_t escape_one (const char *s, char *e, size_t *len) {
+  unsigned char c = (unsigned char)*s;
+  unsigned long cp;
+  int n = utf8_seq((const unsigned char *)s, &cp);
+  *len = n > 0 ? (size_t)n : 1;
+  if (c == '\n') return (size_t)snprintf(e, 12, "\\n");
+  if (c == '\t') return (size_t)snprintf(e, 12, "\\t");
+  if (n == 0 || c < 0x20 || c == 0x7f) return (size_t)snprintf(e, 12, "\\x%02x", c);
+  if (escaped_char(cp)) return (size_t)snprintf(e, 12, "\\u{%lx}", cp);
+  memcpy(e, s, *len);
+  return *len;
+}
+
+/* Copy 'msg' to 'out' with control characters, bytes that are not UTF-8 and
+** the characters of escaped_char escaped; newlines and tabs are kept as "\n"
+** / "\t" escapes too, so one event is one line. Cut (with "...") before the
+** first escape that does not fit in 'out'. */
+static void escape (const char *msg, char *out, size_t n) {
+  size_t o = 0, len, elen;
+  char e[12];
+  while (*msg != '\0') {
+    elen = escape_one(msg, e, &len);
+    if (o + elen + 4 > n - 1) break;        /* room for this and "..." */
+    memcpy(out + o, e, elen);
+    o += elen;
+    msg += len;
+  }
+  if (*msg != '\0') { memcpy(out + o, "...", 3); o += 3; }
   out[o] = '\0';
 }
 
@@ -53,12 +104,21 @@ static void emit (sh_log_level level, const char *msg, const char *trace) {
   fflush(stderr);
 }
 
+/* End a message that filled msg[n] with "...", not in the middle of a
+** UTF-8 character. */
+static void cut (char *msg, size_t n) {
+  size_t k = n - 4, back = 0;
+  while (back < 3 && ((unsigned char)msg[k - back] & 0xc0) == 0x80) back++;
+  if (((unsigned char)msg[k - back] & 0xc0) == 0xc0) k -= back;   /* the lead byte goes too */
+  memcpy(msg + k, "...", 4);
+}
+
 static void vlog (sh_log_level level, const char *trace, const char *fmt, va_list ap) {
   char msg[LOG_MAX];
   int n;
   if (level < current || level >= SH_LOG_OFF) return;
   n = vsnprintf(msg, sizeof msg, fmt, ap);
-  if (n >= (int)sizeof msg) memcpy(msg + sizeof msg - 4, "...", 4);   /* cut: say so */
+  if (n >= (int)sizeof msg) cut(msg, sizeof msg);
   emit(level, msg, trace);
 }
 

@@ -1,6 +1,11 @@
 /* sh_log.h -- one line per event on standard error:
 **   2026-11-30T16:53:23.123Z ERROR conn #3 tcp://127.0.0.1:5555: handler failed: ...
-** Control bytes in messages are escaped, so a peer cannot forge log lines. */
+** Control characters in messages (C0, DEL, C1) are escaped ("\n", "\t",
+** "\x1b", "\u{9b}"), and so are bytes that are not UTF-8 ("\xff") and the
+** characters that reorder or break a line (the bidi controls U+061C, U+200E,
+** U+200F, U+202A..U+202E, U+2066..U+2069; U+2028, U+2029: "\u{202e}"), so a
+** peer cannot forge log lines or make one read otherwise; the rest of UTF-8
+** is written as it is. */
 #ifndef SH_LOG_H
 #define SH_LOG_H
 

@@ -5,8 +5,14 @@
 --   then: nc 127.0.0.1 7010                  (in two or more terminals)
 --
 -- A newcomer is named guestN; everyone sees who joins and leaves. Commands:
--- /nick NAME (1 to 16 letters, digits, _ or -), /who, /quit. A line longer
--- than 4 KiB ends the session.
+-- /nick NAME (1 to 16 ASCII letters, digits, _ or -), /who, /quit. A line
+-- longer than 4 KiB ends the session.
+-- What a client says is shown to the others, never obeyed by their terminals:
+-- control characters (C0, DEL and C1: ESC, CR, NUL, ...), bytes that are not
+-- UTF-8, and the characters that reorder or break a line (Unicode's bidi
+-- controls, U+2028, U+2029) are escaped as the host's log escapes them
+-- ("\t", "\x1b", "\u{202e}"); the rest of UTF-8 goes through as it is. So
+-- no line can retitle a terminal, clear it, or overwrite its "<nick>".
 -- Each client has its own queue of outgoing lines, written by a task of its
 -- own, so a client that stops reading never holds up the room: once 64 KiB
 -- wait for it, it is dropped (and logged). Clients on which nothing moves for
@@ -29,6 +35,38 @@ local function flush(c)
 end
 
 local leave
+
+-- The escaped form of a line (see the header). Printable ASCII, the usual
+-- case, is returned as it is.
+local function hex_byte(b)
+  if b == "\t" then return "\\t" end
+  return ("\\x%02x"):format(b:byte())
+end
+local function hex_char(ch) return ("\\u{%x}"):format(utf8.codepoint(ch)) end
+
+local function escape_utf8(s)                            -- s: valid UTF-8
+  s = s:gsub("[\0-\31\127]", hex_byte)                  -- C0 controls, DEL
+  if s:find("[\194\216\226]") then
+    s = s:gsub("\194[\128-\159]", hex_char)             -- C1 controls, U+0080..U+009F
+      :gsub("\216\156", hex_char)                       -- U+061C
+      :gsub("\226\128[\142\143\168-\174]", hex_char)    -- U+200E, U+200F, U+2028..U+202E
+      :gsub("\226\129[\166-\169]", hex_char)            -- U+2066..U+2069
+  end
+  return s
+end
+
+local function shown(line)
+  if not line:find("[^\32-\126]") then return line end
+  local out, i, n = {}, 1, #line
+  while i <= n do
+    local ok, bad = utf8.len(line, i)     -- not ok: bad is the first byte that is not UTF-8
+    out[#out + 1] = escape_utf8(line:sub(i, ok and n or bad - 1))
+    if ok then break end
+    out[#out + 1] = hex_byte(line:sub(bad, bad))
+    i = bad + 1
+  end
+  return table.concat(out)
+end
 
 -- Queue a line for one client. Never blocks.
 local function send(c, line)
@@ -60,7 +98,7 @@ end
 local commands = {}
 
 function commands.nick(c, name)
-  if #name > 16 or not name:match("^[%w_%-]+$") then
+  if #name > 16 or not name:match("^[A-Za-z0-9_%-]+$") then   -- not %w: it follows the C locale
     send(c, "* a nick is 1 to 16 letters, digits, _ or -")
   elseif by_nick[name] then
     send(c, "* " .. name .. " is taken")
@@ -105,7 +143,7 @@ local srv = assert(sh.listen(addr, function(conn)
     elseif cmd then
       send(c, "* unknown command /" .. cmd)
     elseif line ~= "" then
-      broadcast("<" .. c.nick .. "> " .. line, c)
+      broadcast("<" .. c.nick .. "> " .. shown(line), c)
     end
     sh.sleep(0)              -- one line a turn: a flood of input cannot starve the writers
   end

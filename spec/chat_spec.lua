@@ -166,6 +166,34 @@ describe("scripts/chat.lua", function()
     end
   end)
 
+  it("relays terminal control bytes, bytes that are not UTF-8 and bidi controls escaped; UTF-8 as it is", function()
+    start()
+    local a = join("nc", "guest1")
+    local b = join("python", "guest2")
+    a:expect("* guest2 joined")
+    -- each line as sent, and as the others must see it after "<guest1> "
+    local cases = {
+      { "\27]0;pwned\7\27[2J\27[H", "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[H" },  -- retitle, clear
+      { "hi\r<bob> I owe alice $100", "hi\\x0d<bob> I owe alice $100" },       -- a bare CR
+      { "a\0b\tc\127\8", "a\\x00b\\tc\\x7f\\x08" },                            -- NUL, tab, DEL, BS
+      { "\194\155" .. "31m C1 CSI", "\\u{9b}31m C1 CSI" },                          -- U+009B
+      { "\226\128\174" .. "txt.exe \226\129\166x\226\129\169", "\\u{202e}txt.exe \\u{2066}x\\u{2069}" },
+      { "bad \255\192\128 \237\160\128 \226\130", "bad \\xff\\xc0\\x80 \\xed\\xa0\\x80 \\xe2\\x82" },
+      { "caf\195\169 \226\130\172 \240\159\152\128 \u{5d0}\u{5d1}", "caf\195\169 \226\130\172 \240\159\152\128 \u{5d0}\u{5d1}" },
+    }
+    for _, c in ipairs(cases) do
+      a:say(c[1])
+      b:expect("<guest1> " .. c[2])
+    end
+    b:say("/nick \27[2Jx")                 -- no control bytes in a nick either
+    b:expect("* a nick is 1 to 16 letters, digits, _ or -")
+    b:say("/nick caf\195\169")
+    b:expect("* a nick is 1 to 16 letters, digits, _ or -")
+    a:say("/who")
+    a:expect("* here: guest1 guest2")
+    for _, x in ipairs { a, b } do x:expect_nothing_more() end
+  end)
+
   it("a line longer than 4 KiB ends that client's session; the others are told why", function()
     start()
     local a = join("python", "guest1")

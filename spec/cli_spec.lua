@@ -545,6 +545,46 @@ print("listening on " .. srv:address())
       assert.is_true(#lines[2] < 5000, "cut at about 4 KiB: " .. #lines[2])
     end)
 
+    it("escapes bytes that are not UTF-8, C1 and bidi controls and line separators; keeps the rest of UTF-8", function()
+      -- from sockhost.log, and from the host's own message when a handler
+      -- fails on a peer's line (the C side)
+      local script = H.writefile(H.tmpname(".lua"), [==[
+local sh = require "sockhost"
+sh.log("info", "A", "caf\195\169 \226\130\172 \240\159\152\128 \215\144\215\145 z\226\128\141w")
+sh.log("info", "B", "\255\254 \192\175 \237\160\128 \244\144\128\128 \248\136\128\128\128 \128 \226\130")
+sh.log("info", "C", "\194\155" .. "2J \194\133 \226\128\174" .. "gpj.exe \226\129\166\226\129\167\226\129\168\226\129\169",
+  "\226\128\170\226\128\171\226\128\172\226\128\173 \226\128\142\226\128\143\216\156 \226\128\168\226\128\169")
+sh.log("info", "D", ("\195\169"):rep(3000))
+sh.log("info", "E", ("\255"):rep(4000))
+local srv = assert(sh.listen("tcp://127.0.0.1:0", function(conn)
+  error("bad line: " .. conn:read("l"), 0)
+end))
+local c = assert(sh.connect(srv:address()))
+c:write("evil \226\128\174txt \255 \27[2J\n")
+c:read("a")
+sh.sleep(0.1)
+os.exit(0)
+]==])
+      local _, err, rc = H.exec(H.q(script))
+      assert.equals(0, rc, err)
+      local lines = {}
+      for l in err:gmatch("[^\n]+") do
+        local tag, rest = l:match("^%S+Z INFO  ([A-E]) (.*)$")
+        if tag then lines[tag] = rest end
+        if l:find("bad line", 1, true) then lines.peer = l end
+      end
+      assert.equals("caf\195\169 \226\130\172 \240\159\152\128 \215\144\215\145 z\226\128\141w", lines.A)
+      assert.equals([[\xff\xfe \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xf8\x88\x80\x80\x80 \x80 \xe2\x82]], lines.B)
+      assert.equals([[\u{9b}2J \u{85} \u{202e}gpj.exe \u{2066}\u{2067}\u{2068}\u{2069} ]]
+        .. [[\u{202a}\u{202b}\u{202c}\u{202d} \u{200e}\u{200f}\u{61c} \u{2028}\u{2029}]], lines.C)
+      -- cut at about 4 KiB, or 8 KiB once escaped, never inside a character or an escape
+      assert.equals("...", (lines.D:gsub("\195\169", "")))
+      assert.is_true(#lines.D > 4000 and #lines.D < 4100, #lines.D)
+      assert.equals("...", (lines.E:gsub("\\xff", "")))
+      assert.is_true(#lines.E > 8000 and #lines.E < 8192, #lines.E)
+      assert.equals([[failed: bad line: evil \u{202e}txt \xff \x1b[2J]], lines.peer:match("failed: .*$"))
+    end)
+
     it("--log-level and sockhost.log_level set the least level written", function()
       local _, err, rc = H.exec([[--log-level warn -e 'local sh = require "sockhost"
         sh.log("info", "hidden 1")

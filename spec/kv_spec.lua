@@ -11,6 +11,40 @@ local function have(cmd)
   return rc == 0
 end
 
+-- A raw client: sends bytes, reads n replies with resp.decode.
+local function raw_at(port)
+  local s = H.tcp("127.0.0.1", port, 0.1)
+  local c = { sock = s, buf = "", pos = 1 }
+  function c.send(data) assert(s:send(data)) end
+  function c.read(n)
+    local out, deadline = {}, H.socket.gettime() + 10
+    while #out < n do
+      local v, nxt = resp.decode(c.buf, c.pos)
+      if v ~= nil then
+        out[#out + 1], c.pos = v, nxt
+      else
+        assert.equals("short", nxt)
+        local data, err, partial = s:receive(65536)
+        data = data or partial
+        if err == "closed" and data == "" then return out, "closed" end
+        c.buf = c.buf .. data
+        assert(H.socket.gettime() < deadline, "no reply in time")
+      end
+    end
+    return out
+  end
+  function c.closed()               -- true once the server has closed it
+    local deadline = H.socket.gettime() + 5
+    repeat
+      local data, err, partial = s:receive(65536)
+      if err == "closed" then return (data or partial) == "" end
+    until H.socket.gettime() > deadline
+    return false
+  end
+  function c.close() s:close() end
+  return c
+end
+
 describe("scripts/kv.lua", function()
   local proc, port
 
@@ -46,39 +80,7 @@ describe("scripts/kv.lua", function()
     end
   end
 
-  -- A raw client: sends bytes, reads n replies with resp.decode.
-  local function raw()
-    local s = H.tcp("127.0.0.1", port, 0.1)
-    local c = { sock = s, buf = "", pos = 1 }
-    function c.send(data) assert(s:send(data)) end
-    function c.read(n)
-      local out, deadline = {}, H.socket.gettime() + 10
-      while #out < n do
-        local v, nxt = resp.decode(c.buf, c.pos)
-        if v ~= nil then
-          out[#out + 1], c.pos = v, nxt
-        else
-          assert.equals("short", nxt)
-          local data, err, partial = s:receive(65536)
-          data = data or partial
-          if err == "closed" and data == "" then return out, "closed" end
-          c.buf = c.buf .. data
-          assert(H.socket.gettime() < deadline, "no reply in time")
-        end
-      end
-      return out
-    end
-    function c.closed()               -- true once the server has closed it
-      local deadline = H.socket.gettime() + 5
-      repeat
-        local data, err, partial = s:receive(65536)
-        if err == "closed" then return (data or partial) == "" end
-      until H.socket.gettime() > deadline
-      return false
-    end
-    function c.close() s:close() end
-    return c
-  end
+  local function raw() return raw_at(port) end
 
   before_each(function() assert.equals("OK", cli("flushall")) end)
 
@@ -271,6 +273,55 @@ describe("scripts/kv.lua", function()
     assert.equals("(error) ERR wrong number of arguments for 'keys' command", cli("keys"))
   end)
 
+  it("SCAN with MATCH, COUNT and TYPE walks every key, as redis-cli --scan shows", function()
+    local c = raw()
+    local wire, all, ones = {}, {}, {}
+    for i = 1, 3000 do
+      local k = "user:" .. i
+      wire[#wire + 1] = resp.encode({ "SET", k, "v" })
+      all[#all + 1] = k
+      if k:match("^user:1") then ones[#ones + 1] = k end
+    end
+    c.send(table.concat(wire))
+    assert.equals(3000, #c.read(3000))
+    c.close()
+    table.sort(all)
+    table.sort(ones)
+    local function scan(opts)
+      local out = H.sh_cmd(("timeout 30 redis-cli -p %d --scan %s"):format(port, opts))
+      local t = {}
+      for k in out:gmatch("[^\n]+") do t[#t + 1] = k end
+      table.sort(t)
+      return t
+    end
+    assert.same(all, scan(""))                              -- each key once: nothing moved meanwhile
+    assert.same(ones, scan("--pattern 'user:1*'"))
+    assert.same({}, scan("--pattern 'nope*'"))
+    -- one call with a COUNT past the size: the cursor back to 0, and all of them
+    local out = H.sh_cmd(("timeout 10 redis-cli -p %d scan 0 count 5000 match 'user:2?'"):format(port))
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equals("0", table.remove(lines, 1))
+    table.sort(lines)
+    assert.equals("user:20 user:21 user:22 user:23 user:24 user:25 user:26 user:27 user:28 user:29",
+      table.concat(lines, " "))
+    assert.equals("(integer) 3000", cli("dbsize"))
+    check [[
+      scan 0 type string count 5000 match user:1000 => 1) "0"\n2) 1) "user:1000"
+      scan 0 type hash count 5000 => 1) "0"\n2) (empty array)
+      scan x => (error) ERR invalid cursor
+      scan 18446744073709551616 => (error) ERR invalid cursor
+      scan 0 count 0 => (error) ERR syntax error
+      scan 0 count x => (error) ERR value is not an integer or out of range
+      scan 0 match => (error) ERR syntax error
+      scan 0 foo bar => (error) ERR syntax error
+      scan => (error) ERR wrong number of arguments for 'scan' command
+      flushall => OK
+      dbsize => (integer) 0
+      scan 0 => 1) "0"\n2) (empty array)
+    ]]
+  end)
+
   it("answers the CONFIG GET and COMMAND that redis-benchmark and redis-cli send", function()
     check [[
       config get save => 1) "save"\n2) ""
@@ -397,5 +448,121 @@ describe("scripts/kv.lua", function()
     assert.equals(0, proc:stop())
     assert.is_true(H.socket.gettime() - t0 < 3)
     proc = nil
+  end)
+end)
+
+-- Commands whose work grows with the store or their arguments, on half a
+-- million keys, under a budget of 0.4 s: a command that ran its loop
+-- without yielding would be stopped (and its client cut) long before the
+-- end (the script before it yielded: its KEYS was). Here each must be
+-- answered in full, and another client served while KEYS walks the store.
+-- (Half a million: under 2^19, whose table rebuild takes 0.14 s here.)
+describe("scripts/kv.lua on half a million keys", function()
+  local SMALL = H.ONEBYTE or H.VALGRIND               -- every byte a syscall, or valgrind: fewer keys
+  local N = SMALL and 20000 or 500000
+  local proc, port
+
+  setup(function()
+    port = H.free_port()
+    -- (valgrind and the sanitizers slow the rebuild of a growing table, which no yield splits)
+    local budget = H.VALGRIND and 3 or os.getenv("SOCKHOST_SANITIZED") and 1 or 0.4
+    proc = H.start(("--budget %s scripts/kv.lua tcp://127.0.0.1:%d"):format(budget, port))
+    proc:wait_output("kv: listening on tcp://127.0.0.1:%d+")
+  end)
+  teardown(function() if proc then proc:stop() end end)
+
+  -- Many MiB at once to a raw client's socket (whose timeout is short).
+  local function send_big(c, data)
+    c.sock:settimeout(30)
+    c.send(data)
+    c.sock:settimeout(0.1)
+  end
+
+  -- An array reply of bulk strings (or nils, as false), read from a raw client.
+  local function read_array(c)
+    local s = c.sock
+    s:settimeout(30)
+    local head = assert(s:receive("*l"))
+    local n = assert(tonumber(head:match("^%*(%d+)$")), head)
+    local out = {}
+    for i = 1, n do
+      local len = tonumber(assert(s:receive("*l")):match("^%$(%-?%d+)$"))
+      out[i] = len >= 0 and assert(s:receive(len + 2)):sub(1, len)
+    end
+    s:settimeout(0.1)
+    return out
+  end
+
+  it("answers KEYS, MGET, EXISTS, DEL, DBSIZE and FLUSHALL in full, serving another client meanwhile", function()
+    -- fill with MSET, 1000 keys a command
+    local fill = raw_at(port)
+    local wire = {}
+    for b = 0, N // 1000 - 1 do
+      local cmd = { "MSET" }
+      for i = b * 1000 + 1, b * 1000 + 1000 do cmd[#cmd + 1], cmd[#cmd + 2] = "key:" .. i, "v" .. i end
+      wire[#wire + 1] = resp.encode(cmd)
+    end
+    send_big(fill, table.concat(wire))
+    wire = nil
+    local oks = fill.read(N // 1000)
+    for i = 1, N // 1000 do assert.equals("OK", tostring(oks[i])) end
+    fill.send(resp.encode({ "DBSIZE" }))
+    assert.equals(N, fill.read(1)[1])
+
+    -- KEYS * from one client; meanwhile another deletes keys at random and
+    -- adds new ones, each answered in turn, until the KEYS reply comes
+    local a, b = raw_at(port), raw_at(port)
+    a.send(resp.encode({ "KEYS", "*" }))
+    local deleted, added, trips, slowest = {}, {}, 0, 0
+    local t_end = H.socket.gettime() + 60
+    math.randomseed(os.time())
+    while #H.socket.select({ a.sock }, nil, 0) == 0 and trips < 5000 and H.socket.gettime() < t_end do
+      trips = trips + 1
+      local victim, new = "key:" .. math.random(N), "new:" .. trips
+      local t0 = H.socket.gettime()
+      b.send(resp.encode({ "DEL", victim }) .. resp.encode({ "SET", new, "x" }))
+      local r = b.read(2)
+      slowest = math.max(slowest, H.socket.gettime() - t0)
+      if r[1] == 1 then deleted[victim] = true end
+      added[new] = true
+    end
+    local keys = read_array(a)
+    assert.is_true(trips >= 1 and slowest < 1, ("%d round trips, the slowest %.3f s"):format(trips, slowest))
+    -- each key once, none that never was, every one there throughout (one
+    -- assert for all: busted's take 10 us each)
+    local seen, wrong, ndeleted = {}, nil, 0
+    for _, k in ipairs(keys) do
+      if seen[k] then wrong = wrong or "twice: " .. k end
+      seen[k] = true
+      local i = tonumber(k:match("^key:(%d+)$"))
+      if not (added[k] or (i and i >= 1 and i <= N)) then wrong = wrong or "never set: " .. k end
+    end
+    for i = 1, N do
+      local k = "key:" .. i
+      if deleted[k] then ndeleted = ndeleted + 1 elseif not seen[k] then wrong = wrong or "missing: " .. k end
+    end
+    assert.is_nil(wrong)
+
+    -- MGET and EXISTS of every key, DEL of them all, in one command each
+    local cmd = { "MGET" }
+    for i = 1, N do cmd[i + 1] = "key:" .. i end
+    local wire_keys = resp.encode(cmd)
+    send_big(a, wire_keys)
+    local values = read_array(a)
+    assert.equals(N, #values)
+    for i = 1, N do
+      if values[i] ~= (not deleted["key:" .. i] and "v" .. i) then wrong = wrong or "MGET: " .. i end
+    end
+    assert.is_nil(wrong)
+    send_big(a, (wire_keys:gsub("^(%*%d+\r\n)%$4\r\nMGET", "%1$6\r\nEXISTS")))
+    assert.equals(N - ndeleted, a.read(1)[1])
+    send_big(a, (wire_keys:gsub("^(%*%d+\r\n)%$4\r\nMGET", "%1$3\r\nDEL")))
+    assert.equals(N - ndeleted, a.read(1)[1])
+    a.send(resp.encode({ "DBSIZE" }) .. resp.encode({ "FLUSHALL" }) .. resp.encode({ "DBSIZE" }))
+    local r = a.read(3)
+    assert.same({ trips, "OK", 0 }, { r[1], tostring(r[2]), r[3] })
+    for _, c in ipairs { fill, a, b } do c.close() end
+    assert.is_nil(proc:stderr():find("without yielding", 1, true), proc:stderr())
+    assert.is_nil(proc:exited())
   end)
 end)

@@ -138,6 +138,15 @@ describe("chat.lua (virtual time, " .. transport .. ")", function()
     a:expect_match("^<guest%d+> hi$")
   end)
 
+  it("escapes control bytes, bytes that are not UTF-8 and bidi controls in what it relays", function()
+    local a = join("a")
+    local b, nb = join("b", { a })
+    b:send("\27]2;owned\7\27[1A\27[2K\r<a> fake\0\194\133x\226\128\168y\226\128\174z\240\159\146\169\n")
+    a:expect_line("<" .. nb .. "> \\x1b]2;owned\\x07\\x1b[1A\\x1b[2K\\x0d<a> fake\\x00\\u{85}x\\u{2028}y\\u{202e}z\240\159\146\169")
+    b:send("\128\191 \248\136\128\128\128 \226\128\n")      -- lone continuations, a 5-byte form, cut short
+    a:expect_line("<" .. nb .. "> \\x80\\xbf \\xf8\\x88\\x80\\x80\\x80 \\xe2\\x80")
+  end)
+
   it("ends a session whose line passes 4 KiB", function()
     local a = join("a")
     local b, nb = join("b", { a })

@@ -102,6 +102,74 @@ describe("kv.lua (virtual time)", function()
     end)
   end)
 
+  describe("KEYS and SCAN", function()
+    before_each(function() start { idle_timeout = 8, line_timeout = 30 } end)
+
+    local function arr(list)
+      local out = { "*" .. #list .. "\r\n" }
+      for _, v in ipairs(list) do out[#out + 1] = v:sub(1, 1) == "*" and v or bulk(v) end
+      return table.concat(out)
+    end
+
+    it("SCAN's cursor counts the places left: newest keys first, COUNT at a time, 0 at the end", function()
+      local p = client("p")
+      p:send(cmd("MSET", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5"))
+      p:expect(OK)
+      call(p, arr { "3", arr { "e", "d" } }, "SCAN", "0", "COUNT", "2")
+      call(p, arr { "1", arr { "c", "b" } }, "SCAN", "3", "COUNT", "2")
+      call(p, arr { "0", arr { "a" } }, "SCAN", "1", "COUNT", "2")
+      call(p, arr { "0", arr { "e", "d", "c", "b", "a" } }, "SCAN", "0")      -- COUNT 10
+      call(p, arr { "2", arr { "d" } }, "SCAN", "0", "MATCH", "[bd]", "COUNT", "3")
+      call(p, arr { "0", arr { "b" } }, "SCAN", "2", "MATCH", "[bd]", "COUNT", "3")
+      call(p, arr { "0", arr {} }, "SCAN", "0", "TYPE", "list")
+      call(p, arr { "0", arr { "a" } }, "SCAN", "99", "MATCH", "a", "TYPE", "STRING")   -- past the end: from the end
+      call(p, int(1), "DEL", "b")                     -- e (the last) moves to b's place
+      call(p, arr { "0", arr { "d", "c", "e", "a" } }, "SCAN", "0")
+      call(p, arr { "d", "c", "e", "a" }, "KEYS", "[a-e]")          -- the same walk
+      call(p, "-ERR invalid cursor\r\n", "SCAN", "1x")
+    end)
+
+    it("SCAN returns every key that stays while others are deleted and added between calls", function()
+      local p = client("p")
+      local batch, stays = {}, {}
+      for i = 1, 300 do
+        batch[i] = cmd("SET", "k" .. i, "v")
+        stays["k" .. i] = true
+      end
+      p:send(table.concat(batch))
+      p:expect(OK:rep(300))
+      local ever = {}
+      for k in pairs(stays) do ever[k] = true end
+      local seen, cursor, calls, j = {}, "0", 0, 0
+      repeat
+        calls = calls + 1
+        p:send(cmd("SCAN", cursor, "COUNT", "7"))
+        local reply, after = resp.decode((p:received()))
+        assert.is_table(reply)
+        p:expect_bytes(after - 1)
+        cursor = reply[1]
+        for _, k in ipairs(reply[2]) do
+          assert.is_true(ever[k], k)
+          seen[k] = true
+        end
+        for _ = 1, 3 do                              -- delete 3, some seen and some not; add 2
+          j = j + 1
+          local victim = "k" .. (j * 37 % 300 + 1)
+          stays[victim] = nil
+          p:send(cmd("DEL", victim))
+          p:expect_bytes(4)
+        end
+        for n = 1, 2 do
+          local k = "new" .. calls .. "_" .. n
+          ever[k] = true
+          call(p, OK, "SET", k, "v")
+        end
+      until cursor == "0" or calls > 300
+      assert.equal("0", cursor)
+      for k in pairs(stays) do assert.is_true(seen[k], k) end
+    end)
+  end)
+
   describe("expiry on the virtual clock", function()
     before_each(function() start() end)
 
