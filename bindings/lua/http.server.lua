@@ -63,6 +63,12 @@ local function checkstatus(status, level)
   if math.type(status) ~= "integer" or status < 100 or status > 999 then
     error(("bad status %s (an integer 100..999 expected)"):format(tostring(status)), level + 1)
   end
+  if status == 101 then
+    error("status 101 switches protocols: use res:upgrade", level + 1)
+  elseif status < 200 then
+    error(("informational status %d is not a final response (send it with res:inform)")
+      :format(status), level + 1)
+  end
 end
 
 -- A complete response with no handler involved (errors from the server).
@@ -91,17 +97,76 @@ function Res:status(code)
   return self
 end
 
+local function sent(self, ok, err)
+  if not ok then self._close = true; self._failed = err end
+  return ok, err
+end
+
+-- A header name and value as a response may carry them (raises at 'level').
+local function checkheader(name, value, level)
+  if type(name) ~= "string" or not name:find("^[%w!#$%%&'*+%-.^_`|~]+$") then
+    error(("bad header name %s"):format(tostring(name)), level + 1)
+  end
+  if type(value) == "number" then value = tostring(value) end
+  if type(value) ~= "string" or value:find("[%z\r\n]") then
+    error(("bad value for header '%s'"):format(name), level + 1)
+  end
+  return value
+end
+
+-- The header lines of a table { name = value or { values } }, checked.
+local function header_lines(headers, level)
+  local t = {}
+  for k, v in pairs(headers or {}) do
+    for _, x in ipairs(type(v) == "table" and v or { v }) do
+      t[#t + 1] = k .. ": " .. checkheader(k, x, level + 1) .. "\r\n"
+    end
+  end
+  return table.concat(t)
+end
+
+--- res:inform(code [, headers]) -> true | nil, err. Sends an informational
+-- (1xx) response at once, before the final one: 100 Continue, 102
+-- Processing, 103 Early Hints (a proxy relays a backend's with it). Not
+-- sent to an HTTP/1.0 client, which would take it for the final response;
+-- 100 only to a client that sent Expect: 100-continue and has not had it
+-- yet (reading the body sends it by itself).
+function Res:inform(code, headers)
+  if math.type(code) ~= "integer" or code < 100 or code > 199 or code == 101 then
+    error(("bad informational status %s (100..199 expected; 101 is res:upgrade)")
+      :format(tostring(code)), 2)
+  end
+  if headers ~= nil and type(headers) ~= "table" then error("bad headers (a table expected)", 2) end
+  local lines = header_lines(headers, 2)
+  if self._state then error("response already started", 2) end
+  self._informed = true
+  if self._req.version ~= "1.1" then return true end
+  if code == 100 then                    -- only to a client that waits for it
+    if not self._req._expect then return true end
+    self._req._expect = nil
+  end
+  return sent(self, self._conn:write("HTTP/1.1 ", code, " ", reason(code), "\r\n", lines, "\r\n"))
+end
+
+--- res:upgrade([headers]) -> conn | nil, err. Switches protocols: sends
+-- 101 Switching Protocols with the headers (Upgrade, Connection: upgrade,
+-- ...), and hands the connection over: sockhost.http reads no further
+-- requests from it, and the handler speaks the new protocol on the conn.
+function Res:upgrade(headers)
+  if headers ~= nil and type(headers) ~= "table" then error("bad headers (a table expected)", 2) end
+  local lines = header_lines(headers, 2)
+  if self._state then error("response already started", 2) end
+  self._state, self._switched, self._req._expect = "done", true, nil
+  local ok, err = sent(self, self._conn:write("HTTP/1.1 101 ", reason(101), "\r\n", lines, "\r\n"))
+  if not ok then return nil, err end
+  return self._conn
+end
+
 --- res:header(name, value) -> res. Adds a header (repeats allowed, e.g.
 -- Set-Cookie). Content-Length and Connection: close are understood;
 -- Transfer-Encoding is the host's to set.
 function Res:header(name, value)
-  if type(name) ~= "string" or not name:find("^[%w!#$%%&'*+%-.^_`|~]+$") then
-    error(("bad header name %s"):format(tostring(name)), 2)
-  end
-  if type(value) == "number" then value = tostring(value) end
-  if type(value) ~= "string" or value:find("[%z\r\n]") then
-    error(("bad value for header '%s'"):format(name), 2)
-  end
+  value = checkheader(name, value, 2)
   if self._state then error("response already started", 2) end
   local lname = name:lower()
   if lname == "content-length" then
@@ -147,11 +212,6 @@ local function head_text(self, framing)
   end
   t[#t + 1] = "\r\n"
   return table.concat(t)
-end
-
-local function sent(self, ok, err)
-  if not ok then self._close = true; self._failed = err end
-  return ok, err
 end
 
 --- res:write(data) -> true | nil, err. Streams part of the body: the first
@@ -478,6 +538,13 @@ local function serve(conn, handler, o)
     if not ok then
       sh.log("error", ("http: %s %s %s failed: %s"):format(tostring(conn), req.method, req.path, tostring(a)))
       if not res._state then send_plain(conn, o, 500, true) end
+      return
+    end
+    if res._switched then return end      -- the connection is the handler's now
+    if not res._state and a == nil and res._informed then
+      sh.log("error", ("http: %s %s %s: handler ended after only an informational response")
+        :format(tostring(conn), req.method, req.path))
+      send_plain(conn, o, 500, true)
       return
     end
     if res._state ~= "done" then

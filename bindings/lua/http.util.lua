@@ -4,7 +4,8 @@
 local M = {}
 
 local REASONS = {
-  [100] = "Continue", [101] = "Switching Protocols",
+  [100] = "Continue", [101] = "Switching Protocols", [102] = "Processing",
+  [103] = "Early Hints",
   [200] = "OK", [201] = "Created", [202] = "Accepted", [204] = "No Content",
   [206] = "Partial Content",
   [301] = "Moved Permanently", [302] = "Found", [303] = "See Other",
@@ -14,7 +15,7 @@ local REASONS = {
   [409] = "Conflict", [410] = "Gone", [411] = "Length Required", [412] = "Precondition Failed",
   [413] = "Content Too Large", [414] = "URI Too Long", [415] = "Unsupported Media Type",
   [416] = "Range Not Satisfiable", [417] = "Expectation Failed", [422] = "Unprocessable Content",
-  [429] = "Too Many Requests", [431] = "Request Header Fields Too Large",
+  [426] = "Upgrade Required", [429] = "Too Many Requests", [431] = "Request Header Fields Too Large",
   [500] = "Internal Server Error", [501] = "Not Implemented", [502] = "Bad Gateway",
   [503] = "Service Unavailable", [504] = "Gateway Timeout", [505] = "HTTP Version Not Supported",
 }
