@@ -304,7 +304,7 @@ describe("sockhost command line", function()
         assert.equal(1, rc, pre .. ": " .. err)
         assert.equal("", out)
         assert.matches("%-%-log%-level: expected debug, info, warn, error or off", err)
-        assert.is_nil(err:find("worker", 1, true), err)
+        assert.is_nil(err:find("worker %d"), err)   -- no worker started (the path may say "worker")
       end
     end)
 
