@@ -662,4 +662,85 @@ describe("TLS", function()
       assert.is_nil(srv:stdout():match("[Ee]rror"))
     end)
   end)
+
+  describe("peers that reset or half-close with our output queued", function()
+    -- libevent stops a TLS bufferevent both ways at the end of its input.
+    -- A reset must end the connection at once, as on a plain one (it was
+    -- taken as an end of input: the output stayed queued, a parked writer
+    -- slept on, a close waited out its linger of 30 s and SIGTERM its
+    -- grace); after an orderly end (close_notify) our output must still go
+    -- out (it stalled).
+    it("a reset wakes the writer parked on the connection with 'closed' at once", function()
+      local r = {}
+      H.run(function()
+        local srv = assert(sh.listen("tls://127.0.0.1:0", function(c)
+          c:read()
+          r.write = { c:write(string.rep("w", 16 * 1024 * 1024)) }   -- parks: nobody reads
+          r.woken = sh.now()
+        end, server_opts("srv")))
+        local c = assert(sh.connect(srv:address(), client_opts()))
+        c:write("go\n")
+        sh.sleep(0.3)                          -- the server's writer is parked by now
+        r.parked = r.write == nil
+        r.reset = sh.now()
+        c:abort()
+        sh.sleep(0.2)
+        srv:close()
+      end)
+      assert.is_true(r.parked)
+      assert.same({ nil, "closed" }, r.write)
+      assert.is_true(r.woken - r.reset < 1, tostring(r.woken - r.reset))
+    end)
+
+    it("a half-close (close_notify, FIN) still gets all of the output queued for it", function()
+      local r = {}
+      local n = H.big(16 * 1024 * 1024, 256 * 1024)
+      H.run(function()
+        local srv = assert(sh.listen("tls://127.0.0.1:0", function(c)
+          c:read()
+          r.write = { c:write(string.rep("w", n)) }
+        end, server_opts("srv")))
+        local c = assert(sh.connect(srv:address(), client_opts()))
+        c:write("go\n")
+        sh.sleep(0.3)                          -- the server's writer is parked by now
+        r.parked = r.write == nil
+        assert(c:shutdown())                   -- read by the server with its output queued
+        sh.sleep(0.2)
+        c:settimeout(5)
+        r.got = { c:read("a") }
+        c:close()
+        srv:close()
+      end, 30)
+      assert.is_true(r.parked)
+      assert.same({ true }, r.write)
+      assert.equals(n, #(r.got[1] or r.got[3] or ""), tostring(r.got[2]))
+    end)
+
+    -- Each sends 100 KB to scripts/tls_echo.lua, never reads the echo, and
+    -- resets while the server is still echoing.
+    it("200 clients x 100 KB that reset free their descriptors at once, and SIGTERM does not wait for them", function()
+      local n, size = H.big(200, 20), H.big(100000, 20000)
+      local proc = H.start(("scripts/tls_echo.lua %s %s tls://127.0.0.1:0"):format(
+        H.q(path("srv.pem")), H.q(path("srv.key"))))
+      finally(function() proc:stop() end)
+      local port = port_of(proc:wait_output("listening on (%S+)"))
+      local base = proc:fd_count()
+      local out, rc = cmd(("python3 spec/fixtures/tls_reset.py 127.0.0.1 %d %s %d %d")
+        :format(port, H.q(path("ca.pem")), n, size), 60)
+      assert.equals(0, rc, out)
+      assert.matches("reset " .. n .. "\n", out)
+      local sent = tonumber(out:match("sent (%d+) of"))
+      assert.is_true(sent >= n * 16384, out)          -- past what the server reads ahead of the echo
+      local t0, now = H.socket.gettime(), H.socket.gettime
+      while proc:fd_count() > base and now() - t0 < 5 do H.socket.sleep(0.02) end
+      local freed = now() - t0
+      assert.equals(base, proc:fd_count())
+      assert.is_true(freed < (H.VALGRIND and 5 or 1), ("freed in %.2f s"):format(freed))
+      t0 = now()
+      proc:signal("TERM")
+      assert.equals(0, proc:wait(H.VALGRIND and 30 or 20))
+      local stopped = now() - t0
+      assert.is_true(stopped < (H.VALGRIND and 10 or 2), ("stopped in %.2f s"):format(stopped))
+    end)
+  end)
 end)
