@@ -416,6 +416,65 @@ describe("TLS", function()
       assert.same({ nil, "closed" }, r.after)
     end)
 
+    it("starttls over unix: a verifying client without servername fails, never accepts any trusted certificate", function()
+      local r = {}
+      local sock = H.tmpname(".sock")
+      H.run(function()
+        local srv = assert(sh.listen("unix:" .. sock, function(c)
+          if c:read() ~= "STARTTLS" then return end
+          c:write("GO\n")
+          -- a certificate of the trusted test CA, made out to other.example
+          if c:starttls(server_opts("other")) then c:write("inside\n") end
+        end))
+        local function try(opts)
+          local c = assert(sh.connect("unix:" .. sock))
+          c:write("STARTTLS\n")
+          c:read()
+          local res = { c:starttls(opts) }
+          if res[1] then res.line = c:read() end
+          res.still = { c:write("") }            -- a refusal before the handshake: still open
+          c:close()
+          return res
+        end
+        r.none = try(client_opts())
+        r.wrong = try(client_opts({ servername = "localhost" }))
+        r.right = try(client_opts({ servername = "other.example" }))
+        r.unverified = try({ verify = false })
+        srv:close()
+      end)
+      os.remove(sock)
+      assert.is_nil(r.none[1])
+      assert.matches("^no servername: ", r.none[2])
+      assert.same({ true }, r.none.still)
+      assert.is_nil(r.wrong[1])
+      assert.matches("^name mismatch", r.wrong[2])
+      assert.same({ nil, "closed" }, r.wrong.still)
+      assert.is_true(r.right[1])
+      assert.equals("inside", r.right.line)
+      assert.is_true(r.unverified[1])
+      assert.equals("inside", r.unverified.line)
+    end)
+
+    it("starttls while another task's starttls is in its handshake is 'busy'", function()
+      local r = {}
+      H.run(function()
+        local srv = assert(sh.listen("tcp://127.0.0.1:0", function(c) c:read("a") end))   -- never answers
+        local c = assert(sh.connect(srv:address()))
+        local first = sh.spawn(function()
+          return c:starttls(client_opts({ servername = "localhost", handshake_timeout = 0.5 }))
+        end)
+        sh.sleep(0.1)                          -- the first is in its handshake
+        r.second = { c:starttls(client_opts({ servername = "localhost" })) }
+        r.first = { first:join() }
+        r.after = { c:starttls(client_opts({ servername = "localhost" })) }
+        c:close()
+        srv:close()
+      end)
+      assert.same({ nil, "busy" }, r.second)
+      assert.same({ nil, "handshake timeout" }, r.first)
+      assert.same({ nil, "closed" }, r.after)  -- the failed handshake closed it
+    end)
+
     it("keeps settimeout, max_line, line and idle limits, close flushing and abort", function()
       local r = {}
       local flood = math.floor(H.big(3, 0.25) * 1024 * 1024)   -- far past the 64 KiB queue
