@@ -753,7 +753,7 @@ describe("TLS", function()
 
     it("a half-close (close_notify, FIN) still gets all of the output queued for it", function()
       local r = {}
-      local n = H.big(16 * 1024 * 1024, 256 * 1024)
+      local n = H.big(16 * 1024 * 1024, 96 * 1024)   -- past the 64 KiB the writer queues
       H.run(function()
         local srv = assert(sh.listen("tls://127.0.0.1:0", function(c)
           c:read()
@@ -765,7 +765,7 @@ describe("TLS", function()
         r.parked = r.write == nil
         assert(c:shutdown())                   -- read by the server with its output queued
         sh.sleep(0.2)
-        c:settimeout(5)
+        c:settimeout(H.ONEBYTE and 20 or 5)
         r.got = { c:read("a") }
         c:close()
         srv:close()
@@ -776,9 +776,11 @@ describe("TLS", function()
     end)
 
     -- Each sends 100 KB to scripts/tls_echo.lua, never reads the echo, and
-    -- resets while the server is still echoing.
+    -- resets while the server is still echoing. (One byte at a time the
+    -- server first reads, a byte a turn, what arrived before the reset, as
+    -- Linux keeps it readable: it gets fewer bytes and more time.)
     it("200 clients x 100 KB that reset free their descriptors at once, and SIGTERM does not wait for them", function()
-      local n, size = H.big(200, 20), H.big(100000, 20000)
+      local n, size = H.big(200, 20), H.big(100000, 4000)
       local proc = H.start(("scripts/tls_echo.lua %s %s tls://127.0.0.1:0"):format(
         H.q(path("srv.pem")), H.q(path("srv.key"))))
       finally(function() proc:stop() end)
@@ -789,12 +791,12 @@ describe("TLS", function()
       assert.equals(0, rc, out)
       assert.matches("reset " .. n .. "\n", out)
       local sent = tonumber(out:match("sent (%d+) of"))
-      assert.is_true(sent >= n * 16384, out)          -- past what the server reads ahead of the echo
+      assert.equals(n * size, sent, out)
       local t0, now = H.socket.gettime(), H.socket.gettime
-      while proc:fd_count() > base and now() - t0 < 5 do H.socket.sleep(0.02) end
+      while proc:fd_count() > base and now() - t0 < 10 do H.socket.sleep(0.02) end
       local freed = now() - t0
       assert.equals(base, proc:fd_count())
-      assert.is_true(freed < (H.VALGRIND and 5 or 1), ("freed in %.2f s"):format(freed))
+      assert.is_true(freed < ((H.VALGRIND or H.ONEBYTE) and 5 or 1), ("freed in %.2f s"):format(freed))
       t0 = now()
       proc:signal("TERM")
       assert.equals(0, proc:wait(H.VALGRIND and 30 or 20))
