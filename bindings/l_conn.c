@@ -905,6 +905,7 @@ static int conn_starttls (lua_State *L) {
   lconn *lc = checkconn(L, 1);
   shl_task *t;
   shl_checkoptions(L, 2, starttls_opts);
+  if (lc->state == CONN_HANDSHAKE) return shl_pushfail(L, "busy");   /* another task's */
   if (lc->s == NULL) return shl_pushfail(L, "closed");
   if (sh_tls_is_tls(lc->s)) return shl_pushfail(L, "already TLS");
   if (lc->readers.head != NULL || lc->writers.head != NULL) return shl_pushfail(L, "busy");

@@ -9,6 +9,7 @@
 ** per set of options (verify, alpn, min_version): loading the store costs
 ** about 25 ms, more than the handshake. Those with files of their own
 ** (ca, cert) are built at each call, so that a changed file is read. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,8 +123,11 @@ static sh_tls_ctx *cached_ctx (lua_State *L, const sh_tls_conf *c, char *err, si
 
 /* Build a context from the options table at 'arg' (nil: none). Raises on
 ** malformed options; returns NULL with a message in 'err' when a file
-** cannot be used. For a client, '*name' is set to 'servername' if given,
-** else left alone; '*hs_timeout' to handshake_timeout (default 10 s). */
+** cannot be used, or when a client that verifies has no name to check the
+** certificate against (a unix: peer, and no servername): the chain alone
+** would let any certificate of a trusted CA pass. For a client, '*name' is
+** set to 'servername' if given, else left alone; '*hs_timeout' to
+** handshake_timeout (default 10 s). */
 sh_tls_ctx *shl_tls_ctx (lua_State *L, int arg, int server, const char **name,
                          double *hs_timeout, char *err, size_t errlen) {
   unsigned char alpn[MAX_ALPN * 256];
@@ -166,6 +170,11 @@ sh_tls_ctx *shl_tls_ctx (lua_State *L, int arg, int server, const char **name,
   if (server && c.verify && c.ca == NULL)
     luaL_error(L, "bad option 'verify' (a server checks client certificates against 'ca': give it)");
   if (c.key != NULL && c.cert == NULL) luaL_error(L, "bad option 'key' (no 'cert')");
+  if (!server && c.verify && (*name == NULL || **name == '\0')) {
+    snprintf(err, errlen, "no servername: nothing to check the server's certificate against "
+             "(give servername, or verify = false)");
+    return NULL;
+  }
   if (!server && c.ca == NULL && c.cert == NULL) return cached_ctx(L, &c, err, errlen);
   return sh_tls_ctx_new(&c, err, errlen);
 }

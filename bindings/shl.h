@@ -282,7 +282,8 @@ struct sh_tls_ctx;
 struct sh_stream;
 /* A TLS context from the options table at 'arg' (nil: defaults) for a
 ** server or a client. Raises on malformed options; NULL with a message in
-** 'err' when a file cannot be used. Sets '*name' to the 'servername'
+** 'err' when a file cannot be used, or a verifying client has no name to
+** check (no '*name', no servername). Sets '*name' to the 'servername'
 ** option (client) if given, and '*hs_timeout' (default 10 s). */
 struct sh_tls_ctx *shl_tls_ctx(lua_State *L, int arg, int server, const char **name,
                                double *hs_timeout, char *err, size_t errlen);

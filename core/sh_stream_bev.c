@@ -78,16 +78,25 @@ static void bev_on_write (struct bufferevent *bev, void *arg) {
   sh_transport_sent(s, SIZE_MAX, bev_outlen(s));
 }
 
+/* A failure: the output can never go out now. As a reset is on a socket. */
+static void bev_fail (sh_stream *s) {
+  int err = EVUTIL_SOCKET_ERROR();
+  if (err == 0 || err == EAGAIN) err = ECONNRESET;   /* a TLS-level failure */
+  if (s->err == 0) s->err = err;
+  if (bev_outlen(s) > 0) evbuffer_drain(bufferevent_get_output(s->u.bev.bev), bev_outlen(s));
+}
+
+/* The end of the stream: the peer's (EOF) or a failure (ERROR); libevent
+** stops both directions on either. A failure, or an end met while writing,
+** is an error: the output is dropped and the owner told at once, closing
+** or not, so that nothing waits for bytes that cannot go out. After the
+** peer's orderly end our output may still go out (a half-close): writing
+** starts again. */
 static void bev_on_event (struct bufferevent *bev, short what, void *arg) {
   sh_stream *s = arg;
-  (void)bev;
   if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) return;
-  if (what & BEV_EVENT_ERROR) {
-    int err = EVUTIL_SOCKET_ERROR();
-    if (err == 0 || err == EAGAIN) err = ECONNRESET;   /* a TLS-level failure */
-    if (s->err == 0) s->err = err;
-    if (bev_outlen(s) > 0) evbuffer_drain(bufferevent_get_output(s->u.bev.bev), bev_outlen(s));
-  }
+  if (what & (BEV_EVENT_ERROR | BEV_EVENT_WRITING)) bev_fail(s);
+  else if (bev_outlen(s) > 0) bufferevent_enable(bev, EV_WRITE);
   sh_transport_eof(s, 0);
   if (s->closing) { sh_transport_finish_close(s); return; }
   sh_transport_notify(s, SH_STREAM_READ);

@@ -354,6 +354,10 @@ static void hs_finish (sh_tls_hs *h, struct bufferevent *bev, const char *err) {
   sh_stream *s = NULL;
   if (bev != NULL) {
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    /* A peer's end without close_notify is still an end (the context
+    ** ignores an unexpected EOF); what else ends the stream now (a reset)
+    ** is an error, as on a socket, never an end of input. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 0);
     s = sh_stream_new_bev(h->loop, bev, &tls_hooks, NULL, NULL);
     if (s != NULL) h->bev = NULL;           /* the stream's now */
     else err = "out of memory";

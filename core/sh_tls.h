@@ -65,9 +65,11 @@ typedef void (*sh_tls_done_fn)(sh_stream *s, const char *err, void *arg);
 /* Start a handshake on connected non-blocking socket 'fd', which the
 ** handshake owns from now on (closed on failure). A client checks the
 ** server's certificate for 'name' and sends it as SNI (IP literals are
-** checked against the certificate's IP addresses, never sent); NULL: no
-** name. The handshake fails with "handshake timeout" after 'timeout'
-** seconds (<= 0: none). Returns NULL (fd closed) only when out of memory. */
+** checked against the certificate's IP addresses, never sent); NULL or "":
+** no name, and a verifying client then checks the chain alone (any
+** certificate of a trusted CA passes: callers refuse that before, see
+** bindings/l_tls.c). The handshake fails with "handshake timeout" after
+** 'timeout' seconds (<= 0: none). Returns NULL (fd closed) only when out of memory. */
 sh_tls_hs *sh_tls_start(sh_loop *loop, sh_tls_ctx *t, int fd, const char *name, double timeout,
                         sh_tls_done_fn cb, void *arg);
 /* Give up: close the socket, free the handshake, never call back. */

@@ -416,6 +416,65 @@ describe("TLS", function()
       assert.same({ nil, "closed" }, r.after)
     end)
 
+    it("starttls over unix: a verifying client without servername fails, never accepts any trusted certificate", function()
+      local r = {}
+      local sock = H.tmpname(".sock")
+      H.run(function()
+        local srv = assert(sh.listen("unix:" .. sock, function(c)
+          if c:read() ~= "STARTTLS" then return end
+          c:write("GO\n")
+          -- a certificate of the trusted test CA, made out to other.example
+          if c:starttls(server_opts("other")) then c:write("inside\n") end
+        end))
+        local function try(opts)
+          local c = assert(sh.connect("unix:" .. sock))
+          c:write("STARTTLS\n")
+          c:read()
+          local res = { c:starttls(opts) }
+          if res[1] then res.line = c:read() end
+          res.still = { c:write("") }            -- a refusal before the handshake: still open
+          c:close()
+          return res
+        end
+        r.none = try(client_opts())
+        r.wrong = try(client_opts({ servername = "localhost" }))
+        r.right = try(client_opts({ servername = "other.example" }))
+        r.unverified = try({ verify = false })
+        srv:close()
+      end)
+      os.remove(sock)
+      assert.is_nil(r.none[1])
+      assert.matches("^no servername: ", r.none[2])
+      assert.same({ true }, r.none.still)
+      assert.is_nil(r.wrong[1])
+      assert.matches("^name mismatch", r.wrong[2])
+      assert.same({ nil, "closed" }, r.wrong.still)
+      assert.is_true(r.right[1])
+      assert.equals("inside", r.right.line)
+      assert.is_true(r.unverified[1])
+      assert.equals("inside", r.unverified.line)
+    end)
+
+    it("starttls while another task's starttls is in its handshake is 'busy'", function()
+      local r = {}
+      H.run(function()
+        local srv = assert(sh.listen("tcp://127.0.0.1:0", function(c) c:read("a") end))   -- never answers
+        local c = assert(sh.connect(srv:address()))
+        local first = sh.spawn(function()
+          return c:starttls(client_opts({ servername = "localhost", handshake_timeout = 0.5 }))
+        end)
+        sh.sleep(0.1)                          -- the first is in its handshake
+        r.second = { c:starttls(client_opts({ servername = "localhost" })) }
+        r.first = { first:join() }
+        r.after = { c:starttls(client_opts({ servername = "localhost" })) }
+        c:close()
+        srv:close()
+      end)
+      assert.same({ nil, "busy" }, r.second)
+      assert.same({ nil, "handshake timeout" }, r.first)
+      assert.same({ nil, "closed" }, r.after)  -- the failed handshake closed it
+    end)
+
     it("keeps settimeout, max_line, line and idle limits, close flushing and abort", function()
       local r = {}
       local flood = math.floor(H.big(3, 0.25) * 1024 * 1024)   -- far past the 64 KiB queue
@@ -660,6 +719,89 @@ describe("TLS", function()
       srv:wait(5)
       assert.matches("1 server accepts that finished", srv:stdout())
       assert.is_nil(srv:stdout():match("[Ee]rror"))
+    end)
+  end)
+
+  describe("peers that reset or half-close with our output queued", function()
+    -- libevent stops a TLS bufferevent both ways at the end of its input.
+    -- A reset must end the connection at once, as on a plain one (it was
+    -- taken as an end of input: the output stayed queued, a parked writer
+    -- slept on, a close waited out its linger of 30 s and SIGTERM its
+    -- grace); after an orderly end (close_notify) our output must still go
+    -- out (it stalled).
+    it("a reset wakes the writer parked on the connection with 'closed' at once", function()
+      local r = {}
+      H.run(function()
+        local srv = assert(sh.listen("tls://127.0.0.1:0", function(c)
+          c:read()
+          r.write = { c:write(string.rep("w", 16 * 1024 * 1024)) }   -- parks: nobody reads
+          r.woken = sh.now()
+        end, server_opts("srv")))
+        local c = assert(sh.connect(srv:address(), client_opts()))
+        c:write("go\n")
+        sh.sleep(0.3)                          -- the server's writer is parked by now
+        r.parked = r.write == nil
+        r.reset = sh.now()
+        c:abort()
+        sh.sleep(0.2)
+        srv:close()
+      end)
+      assert.is_true(r.parked)
+      assert.same({ nil, "closed" }, r.write)
+      assert.is_true(r.woken - r.reset < 1, tostring(r.woken - r.reset))
+    end)
+
+    it("a half-close (close_notify, FIN) still gets all of the output queued for it", function()
+      local r = {}
+      local n = H.big(16 * 1024 * 1024, 96 * 1024)   -- past the 64 KiB the writer queues
+      H.run(function()
+        local srv = assert(sh.listen("tls://127.0.0.1:0", function(c)
+          c:read()
+          r.write = { c:write(string.rep("w", n)) }
+        end, server_opts("srv")))
+        local c = assert(sh.connect(srv:address(), client_opts()))
+        c:write("go\n")
+        sh.sleep(0.3)                          -- the server's writer is parked by now
+        r.parked = r.write == nil
+        assert(c:shutdown())                   -- read by the server with its output queued
+        sh.sleep(0.2)
+        c:settimeout(H.ONEBYTE and 20 or 5)
+        r.got = { c:read("a") }
+        c:close()
+        srv:close()
+      end, 30)
+      assert.is_true(r.parked)
+      assert.same({ true }, r.write)
+      assert.equals(n, #(r.got[1] or r.got[3] or ""), tostring(r.got[2]))
+    end)
+
+    -- Each sends 100 KB to scripts/tls_echo.lua, never reads the echo, and
+    -- resets while the server is still echoing. (One byte at a time the
+    -- server first reads, a byte a turn, what arrived before the reset, as
+    -- Linux keeps it readable: it gets fewer bytes and more time.)
+    it("200 clients x 100 KB that reset free their descriptors at once, and SIGTERM does not wait for them", function()
+      local n, size = H.big(200, 20), H.big(100000, 4000)
+      local proc = H.start(("scripts/tls_echo.lua %s %s tls://127.0.0.1:0"):format(
+        H.q(path("srv.pem")), H.q(path("srv.key"))))
+      finally(function() proc:stop() end)
+      local port = port_of(proc:wait_output("listening on (%S+)"))
+      local base = proc:fd_count()
+      local out, rc = cmd(("python3 spec/fixtures/tls_reset.py 127.0.0.1 %d %s %d %d")
+        :format(port, H.q(path("ca.pem")), n, size), 60)
+      assert.equals(0, rc, out)
+      assert.matches("reset " .. n .. "\n", out)
+      local sent = tonumber(out:match("sent (%d+) of"))
+      assert.equals(n * size, sent, out)
+      local t0, now = H.socket.gettime(), H.socket.gettime
+      while proc:fd_count() > base and now() - t0 < 10 do H.socket.sleep(0.02) end
+      local freed = now() - t0
+      assert.equals(base, proc:fd_count())
+      assert.is_true(freed < ((H.VALGRIND or H.ONEBYTE) and 5 or 1), ("freed in %.2f s"):format(freed))
+      t0 = now()
+      proc:signal("TERM")
+      assert.equals(0, proc:wait(H.VALGRIND and 30 or 20))
+      local stopped = now() - t0
+      assert.is_true(stopped < (H.VALGRIND and 10 or 2), ("stopped in %.2f s"):format(stopped))
     end)
   end)
 end)
