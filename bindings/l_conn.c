@@ -91,6 +91,11 @@ static size_t fit (lconn *lc, size_t cap) {
   return share > 0 && cap > share ? share : cap;
 }
 
+/* The input holds all a connection may, and the read is not done. */
+static int over_share (lconn *lc, size_t len) {
+  return lc->H->conn_share > 0 && len >= lc->H->conn_share;
+}
+
 /* A read that needs 'need' bytes (or, with 0, more than the share): push
 ** nil, "too large" and mark the conn to be cut. */
 static int too_large (lua_State *L, lconn *lc, size_t need) {
@@ -169,6 +174,7 @@ static int try_read (lua_State *L, lconn *lc) {
     case RD_ALL:
       if (eof) { take(L, lc, len, 0); return 1; }
       if (len >= lc->max_all) return shl_pushfail(L, "too large");
+      if (over_share(lc, len)) return too_large(L, lc, 0);
       return -1;
     case RD_UNTIL: {
       ssize_t pos = find_delim(lc, lc->delim, lc->dlen);
@@ -180,7 +186,7 @@ static int try_read (lua_State *L, lconn *lc) {
       if ((n = read_line(L, lc, len, eof)) >= 0) return n;
       break;
   }
-  if (!eof && lc->H->conn_share > 0 && len >= lc->H->conn_share) return too_large(L, lc, 0);
+  if (!eof && over_share(lc, len)) return too_large(L, lc, 0);
   if (!eof) {
     if (len > 0 && lc->rmode != RD_SOME && lc->rmode != RD_N)
       sh_stream_partial(lc->s, 1);        /* a line begun: it has a deadline */

@@ -69,13 +69,16 @@ void shl_host_set_max_buffers (shl_host *H, double bytes) {
 
 /* Two steps: the first may only end a cycle that began while the strings
 ** were still in use; the second then runs a whole one. Each does work in
-** proportion to the bytes, as allocating them would have. */
+** proportion to the bytes, as allocating them would have. What they free
+** may be in glibc's heap (a large free block there is reused before a new
+** mapping is made): give it back. */
 static void on_collect (sh_timer *timer, void *ctx) {
   shl_host *H = ctx;
   int kb = H->collect / 1024 < 0x7fffffff ? (int)(H->collect / 1024) : 0x7fffffff;
   (void)timer;
   H->collect = 0;
   if (lua_gc(H->L, LUA_GCSTEP, kb) == 1) lua_gc(H->L, LUA_GCSTEP, kb);
+  sh_budget_give_back();                 /* the heap may hold them: free now */
 }
 
 void shl_host_collect (shl_host *H, size_t bytes) {

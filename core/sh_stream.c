@@ -97,7 +97,13 @@ ssize_t sh_stream_find (sh_stream *s, const char *d, size_t dlen, size_t from) {
   return found.pos;
 }
 
-static void give_back(void);
+/* Give the heap's free pages back to the system (glibc keeps them for
+** reuse otherwise, past its trim threshold; core/sh_tls.c raises that). */
+void sh_budget_give_back (void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
 
 /* Making a large input contiguous copies it into one new block and frees
 ** the chains it came in: give those back at once, or the process holds
@@ -109,7 +115,7 @@ const char *sh_stream_peek (sh_stream *s, size_t n) {
   if (in == NULL || n == 0 || evbuffer_get_length(in) < n) return NULL;
   copied = n >= SH_BUDGET_TRIM && (size_t)evbuffer_get_contiguous_space(in) < n;
   p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-  if (copied) give_back();
+  if (copied) sh_budget_give_back();
   return p;
 }
 
@@ -167,13 +173,6 @@ static void budget_unlink (sh_budget *b, sh_stream *s) {
   s->bu_prev = s->bu_next = NULL;
 }
 
-/* Give the heap's free pages back to the system (glibc keeps them for
-** reuse otherwise, past its trim threshold; core/sh_tls.c raises that). */
-static void give_back (void) {
-#ifdef __GLIBC__
-  malloc_trim(0);
-#endif
-}
 
 /* Most of what was buffered, and a large amount, is free again. (Not on
 ** every fall: a busy host's charge goes up and down, and the pages given
@@ -181,7 +180,7 @@ static void give_back (void) {
 static void budget_trim (sh_budget *b) {
   if (b->used > b->high / 2 || b->high - b->used < SH_BUDGET_TRIM) return;
   b->high = b->used;
-  give_back();
+  sh_budget_give_back();
 }
 
 /* The stream now holds 'now' bytes. */

@@ -120,6 +120,9 @@ size_t sh_budget_used(const sh_budget *b);
 size_t sh_budget_peak(const sh_budget *b);
 /* Whether the budget is over its limit now. */
 int sh_budget_over(const sh_budget *b);
+/* Give the heap's free pages back to the system now (glibc: malloc_trim),
+** for an owner that has just freed much itself (large strings of its own). */
+void sh_budget_give_back(void);
 
 /* Charge the stream's buffers to 'b' from now on (NULL: to none); what it
 ** holds already is charged at once. */
