@@ -640,6 +640,14 @@ static void close_handshake (lconn *lc, int how) {
   if (how != CLOSE_GC && t != NULL) shl_wake_fail(t, "closed");
 }
 
+/* What the conn's reads handed to its script is likely garbage once it
+** closes: ask for the collector's work on it, as much as one read's worth
+** at most (a long-lived conn has handed much more, long collected). */
+static void collect_handed (lconn *lc) {
+  size_t most = lc->H->conn_share > 0 ? lc->H->conn_share : MAX_ALL;
+  shl_host_collect(lc->H, lc->handed < most ? lc->handed : most);
+}
+
 static void close_internal (lconn *lc, int how) {
   sh_stream *s = lc->s;
   if (lc->state == CONN_HANDSHAKE) { close_handshake(lc, how); return; }
@@ -649,7 +657,7 @@ static void close_internal (lconn *lc, int how) {
   if (how == CLOSE_ABORT) sh_stream_abort(s);
   else sh_stream_close(s, lc->H->linger);
   uncount(lc);
-  if (lc->handed >= SH_BUDGET_TRIM && how != CLOSE_GC) shl_host_collect(lc->H, lc->handed);
+  if (lc->handed >= SH_BUDGET_TRIM && how != CLOSE_GC) collect_handed(lc);
   lc->handed = 0;
   if (how == CLOSE_GC) {                   /* the tasks may be gone */
     lc->readers.head = lc->readers.tail = NULL;
