@@ -358,7 +358,7 @@ describe("scripts/kv.lua", function()
     local peers = {}
     for i = 1, 12 do
       peers[i] = raw()
-      peers[i].send(header .. ("x"):rep(65536))
+      peers[i].send(header .. ("x"):rep(H.big(65536, 1024)))
     end
     for i = 1, 12 do
       assert.equals("ERR Protocol error: bulk too large", tostring(peers[i].read(1)[1]))
@@ -368,7 +368,7 @@ describe("scripts/kv.lua", function()
     -- at once, and what it sends on is read and dropped until it hangs up.
     local go = H.tmpname(".go")
     local peer = H.launch(("timeout -s KILL 60 python3 -u spec/fixtures/big_announce.py 127.0.0.1 %d 12 64000000 %d %s")
-      :format(port, H.big(60 * 1024 * 1024, 256 * 1024), H.q(go)), "python3")
+      :format(port, H.big(60 * 1024 * 1024, 32 * 1024), H.q(go)), "python3")
     local deadline = H.socket.gettime() + 60
     while not peer:stdout():find("sent") and H.socket.gettime() < deadline do H.socket.sleep(0.05) end
     local during = proc:rss_kib()
