@@ -214,7 +214,7 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
   if (!cancel && lc->s != NULL && lc->rmode != RD_SOME) {
     luaL_pushfail(t->co);
     lua_pushliteral(t->co, "timeout");
-    peek(t->co, lc);                  /* stays buffered */
+    peek(t->co, lc);                     /* stays buffered */
     n = 3;
   } else if (!cancel) {
     shl_pushfail(t->co, "timeout");

@@ -26,9 +26,9 @@
 #define SHL_DEFAULT_MAX_CONNS 10000   /* ... per listener */
 #define SHL_DEFAULT_MAX_TIMERS 100000 /* armed after/every timers */
 #define SHL_DEFAULT_GRACE 10.0        /* seconds handlers get on shutdown */
-#define SHL_DEFAULT_MAX_BUFFERS (256.0 * 1024 * 1024)   /* bytes all connections may
-                                      ** hold in their buffers together */
-#define SHL_CONN_SHARE 4              /* one connection may hold 1/4 of that */
+#define SHL_DEFAULT_MAX_BUFFERS 268435456.0   /* bytes (256 MiB) all connections
+                                      ** may hold in their buffers together */
+#define SHL_CONN_SHARE 4              /* ... one connection, 1/4 of that */
 
 #define TASK_MT "sockhost.task"
 #define CONN_MT "sockhost.conn"

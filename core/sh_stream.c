@@ -97,14 +97,6 @@ ssize_t sh_stream_find (sh_stream *s, const char *d, size_t dlen, size_t from) {
   return found.pos;
 }
 
-/* Give the heap's free pages back to the system (glibc keeps them for
-** reuse otherwise, past its trim threshold; core/sh_tls.c raises that). */
-void sh_budget_give_back (void) {
-#ifdef __GLIBC__
-  malloc_trim(0);
-#endif
-}
-
 /* Making a large input contiguous copies it into one new block and frees
 ** the chains it came in: give those back at once, or the process holds
 ** the input twice until it is consumed. */
@@ -130,7 +122,6 @@ void sh_stream_consume (sh_stream *s, size_t n) {
 struct sh_budget {
   size_t limit;               /* 0: none */
   size_t used;                /* bytes charged now */
-  size_t peak;                /* the most ever charged at once */
   size_t high;                /* the high point since the heap was last trimmed */
   sh_stream *head;            /* the streams charged something */
 };
@@ -156,7 +147,6 @@ void sh_budget_free (sh_budget *b) {
 void sh_budget_set_limit (sh_budget *b, size_t limit) { b->limit = limit; }
 size_t sh_budget_limit (const sh_budget *b) { return b->limit; }
 size_t sh_budget_used (const sh_budget *b) { return b->used; }
-size_t sh_budget_peak (const sh_budget *b) { return b->peak; }
 int sh_budget_over (const sh_budget *b) { return b->limit > 0 && b->used > b->limit; }
 
 static void budget_link (sh_budget *b, sh_stream *s) {
@@ -173,6 +163,13 @@ static void budget_unlink (sh_budget *b, sh_stream *s) {
   s->bu_prev = s->bu_next = NULL;
 }
 
+/* Give the heap's free pages back to the system (glibc keeps them for
+** reuse otherwise, past its trim threshold; core/sh_tls.c raises that). */
+void sh_budget_give_back (void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
 
 /* Most of what was buffered, and a large amount, is free again. (Not on
 ** every fall: a busy host's charge goes up and down, and the pages given
@@ -193,7 +190,6 @@ static void charge_to (sh_stream *s, size_t now) {
   else if (now == 0) budget_unlink(b, s);
   if (now > was) {
     b->used += now - was;
-    if (b->used > b->peak) b->peak = b->used;
     if (b->used > b->high) b->high = b->used;
   } else {
     b->used -= was - now;

@@ -115,9 +115,8 @@ sh_budget *sh_budget_new(size_t limit);
 void sh_budget_free(sh_budget *b);
 void sh_budget_set_limit(sh_budget *b, size_t limit);
 size_t sh_budget_limit(const sh_budget *b);
-/* Bytes charged now, and the most ever charged at once. */
+/* Bytes charged now. */
 size_t sh_budget_used(const sh_budget *b);
-size_t sh_budget_peak(const sh_budget *b);
 /* Whether the budget is over its limit now. */
 int sh_budget_over(const sh_budget *b);
 /* Give the heap's free pages back to the system now (glibc: malloc_trim),
