@@ -18,8 +18,11 @@ local function status_kib(proc, field)
   return tonumber(s:match(field .. ":%s*(%d+)"))
 end
 
+local started = {}   -- the processes of a case: stopped after it, even when it fails
+
 local function start(args)
   local proc = H.start(args)
+  started[#started + 1] = proc
   local addr = proc:wait_output("listening on (%S+)")
   return proc, addr
 end
@@ -32,6 +35,7 @@ local function announce(port, clients, size, send, cafile)
   local peer = H.launch(("timeout -s KILL 60 python3 -u %s 127.0.0.1 %d %d %d %d %s %s"):format(
     H.q(H.writefile(H.tmpname(".py"), src)), port, clients, size, send, H.q(go),
     cafile and H.q(cafile) or ""), "python3")
+  started[#started + 1] = peer
   return peer, go
 end
 
@@ -78,6 +82,13 @@ local function rss_falls_to(proc, kib, secs)
 end
 
 describe("the budget of buffered bytes", function()
+  after_each(function()
+    for i = #started, 1, -1 do
+      started[i]:stop()
+      started[i] = nil
+    end
+  end)
+
   it("12 peers sending 60 MiB of a 64,000,000-byte read: RSS under the budget, then back", function()
     -- Defaults: a 256 MiB budget, 64 MiB a connection (64,000,000 fits in
     -- it); the Lua state capped at 64 MiB. One-byte shim: the same story in
