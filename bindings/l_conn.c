@@ -67,6 +67,8 @@ struct lconn {
   int tracked;           /* on that list */
   unsigned id;           /* for logs: "conn #7" */
   unsigned char rmode;   /* reader: RD_* */
+  char cut[96];          /* why the read that failed cuts the conn, or "" */
+  size_t handed;         /* bytes its reads handed to Lua (see close_internal) */
   sh_tls_hs *hs;         /* starttls: the handshake running (s is NULL) */
   shl_task *hs_task;     /* ... and the task parked in starttls */
 };
@@ -77,22 +79,53 @@ static lconn *checkconn (lua_State *L, int arg) {
 
 static void close_internal(lconn *lc, int how);
 
+/* ====================== The buffer share ======================
+** A connection may hold H->conn_share bytes in its buffers (0: any): a read
+** never raises the input cap past it, a read that needs more fails with
+** "too large", and the connection is cut (cut_now) once the read has its
+** results. The host's budget of all buffers (sh_budget) cuts the
+** connection holding the most when it is over its limit (on_over). */
+
+static size_t fit (lconn *lc, size_t cap) {
+  size_t share = lc->H->conn_share;
+  return share > 0 && cap > share ? share : cap;
+}
+
+/* The input holds all a connection may, and the read is not done. */
+static int over_share (lconn *lc, size_t len) {
+  return lc->H->conn_share > 0 && len >= lc->H->conn_share;
+}
+
+/* A read that needs 'need' bytes (or, with 0, more than the share): push
+** nil, "too large" and mark the conn to be cut. */
+static int too_large (lua_State *L, lconn *lc, size_t need) {
+  if (need > 0)
+    snprintf(lc->cut, sizeof lc->cut, "a read of %zu bytes, over the %zu a connection may hold",
+             need, lc->H->conn_share);
+  else
+    snprintf(lc->cut, sizeof lc->cut, "no end in the %zu bytes a connection may hold",
+             lc->H->conn_share);
+  return shl_pushfail(L, "too large");
+}
+
 /* ====================== Reading ====================== */
 
 /* Push the first n input bytes, then remove n + extra. */
-static void take (lua_State *L, sh_stream *s, size_t n, size_t extra) {
-  const char *p = sh_stream_peek(s, n);
+static void take (lua_State *L, lconn *lc, size_t n, size_t extra) {
+  const char *p = sh_stream_peek(lc->s, n);
   if (p == NULL) lua_pushliteral(L, "");
   else lua_pushlstring(L, p, n);
-  sh_stream_consume(s, n + extra);
+  sh_stream_consume(lc->s, n + extra);
+  lc->handed += n;
 }
 
 /* Push a copy of what is buffered, leaving it there. */
-static void peek (lua_State *L, sh_stream *s) {
-  size_t len = sh_stream_inlen(s);
-  const char *p = sh_stream_peek(s, len);
+static void peek (lua_State *L, lconn *lc) {
+  size_t len = sh_stream_inlen(lc->s);
+  const char *p = sh_stream_peek(lc->s, len);
   if (p == NULL) lua_pushliteral(L, "");
   else lua_pushlstring(L, p, len);
+  lc->handed += len;
 }
 
 /* Find the reader's delimiter ("\n" for lines), resuming the search where
@@ -119,7 +152,7 @@ static int read_line (lua_State *L, lconn *lc, size_t len, int eof) {
   }
   if (len > lc->max_line) return shl_pushfail(L, "line too long");
   if (eof && len > 0) {                 /* the last line, without its end */
-    take(L, lc->s, len, 0);
+    take(L, lc, len, 0);
     return 1;
   }
   return -1;
@@ -130,22 +163,22 @@ static int read_line (lua_State *L, lconn *lc, size_t len, int eof) {
 static int try_read (lua_State *L, lconn *lc) {
   size_t len = sh_stream_inlen(lc->s);
   int eof = sh_stream_eof(lc->s), n;
-  sh_stream *in = lc->s;
   if (len == 0 && !eof) return -1;        /* the common case: nothing yet */
   switch (lc->rmode) {
     case RD_SOME:
-      if (len > 0) { take(L, in, len < lc->want ? len : lc->want, 0); return 1; }
+      if (len > 0) { take(L, lc, len < lc->want ? len : lc->want, 0); return 1; }
       break;
     case RD_N:
-      if (len >= lc->want) { take(L, in, lc->want, 0); return 1; }
+      if (len >= lc->want) { take(L, lc, lc->want, 0); return 1; }
       break;
     case RD_ALL:
-      if (eof) { take(L, in, len, 0); return 1; }
+      if (eof) { take(L, lc, len, 0); return 1; }
       if (len >= lc->max_all) return shl_pushfail(L, "too large");
+      if (over_share(lc, len)) return too_large(L, lc, 0);
       return -1;
     case RD_UNTIL: {
       ssize_t pos = find_delim(lc, lc->delim, lc->dlen);
-      if (pos >= 0 && (size_t)pos <= lc->want) { take(L, in, (size_t)pos, lc->dlen); return 1; }
+      if (pos >= 0 && (size_t)pos <= lc->want) { take(L, lc, (size_t)pos, lc->dlen); return 1; }
       if (pos >= 0 || len > lc->want + lc->dlen) return shl_pushfail(L, "line too long");
       break;
     }
@@ -153,6 +186,7 @@ static int try_read (lua_State *L, lconn *lc) {
       if ((n = read_line(L, lc, len, eof)) >= 0) return n;
       break;
   }
+  if (!eof && over_share(lc, len)) return too_large(L, lc, 0);
   if (!eof) {
     if (len > 0 && lc->rmode != RD_SOME && lc->rmode != RD_N)
       sh_stream_partial(lc->s, 1);        /* a line begun: it has a deadline */
@@ -161,7 +195,7 @@ static int try_read (lua_State *L, lconn *lc) {
   luaL_pushfail(L);                      /* the stream ended first */
   lua_pushliteral(L, "closed");
   if (lc->rmode == RD_SOME || lc->rmode == RD_LINE || lc->rmode == RD_LINE_KEEP) return 2;
-  take(L, in, len, 0);                   /* what did arrive */
+  take(L, lc, len, 0);                   /* what did arrive */
   return 3;
 }
 
@@ -169,7 +203,7 @@ static void reader_done (lconn *lc) {
   shl_waitq_pop(&lc->readers);
   lc->delim = NULL;
   if (lc->s != NULL) {
-    sh_stream_set_cap(lc->s, INPUT_CAP);
+    sh_stream_set_cap(lc->s, fit(lc, INPUT_CAP));
     sh_stream_partial(lc->s, 0);
   }
 }
@@ -180,7 +214,7 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
   if (!cancel && lc->s != NULL && lc->rmode != RD_SOME) {
     luaL_pushfail(t->co);
     lua_pushliteral(t->co, "timeout");
-    peek(t->co, lc->s);                  /* stays buffered */
+    peek(t->co, lc);                     /* stays buffered */
     n = 3;
   } else if (!cancel) {
     shl_pushfail(t->co, "timeout");
@@ -189,12 +223,13 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
   }
   shl_waitq_remove(&lc->readers, t);
   lc->delim = NULL;
-  if (lc->s != NULL) sh_stream_set_cap(lc->s, INPUT_CAP);
+  if (lc->s != NULL) sh_stream_set_cap(lc->s, fit(lc, INPUT_CAP));
   return n;
 }
 
 /* Start a read of the mode set in lc: results now, or park the task. */
 static int drain_now(lconn *lc);
+static void cut_now(lconn *lc);
 
 static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
   shl_task *t;
@@ -208,10 +243,11 @@ static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
   n = try_read(L, lc);
   if (n >= 0) {
     sh_stream_partial(lc->s, 0);
+    if (lc->cut[0] != '\0') cut_now(lc);
     return k != NULL ? k(L, LUA_OK, 0) : n;
   }
   t = shl_checktask(L, "conn:read()");
-  sh_stream_set_cap(lc->s, cap);
+  sh_stream_set_cap(lc->s, fit(lc, cap));
   return shl_wait(L, &lc->readers, t, SHL_WAIT_READ, lc->timeout, read_timeout, lc, 0, k);
 }
 
@@ -238,6 +274,11 @@ static int conn_read (lua_State *L) {
     if (n == 0) { lua_pushliteral(L, ""); return 1; }
     lc->rmode = RD_N;
     lc->want = (size_t)n;
+    if (lc->H->conn_share > 0 && lc->want > lc->H->conn_share) {
+      too_large(L, lc, lc->want);
+      cut_now(lc);
+      return 2;
+    }
     if (lc->want > cap) cap = lc->want;
   } else {
     const char *f = luaL_optstring(L, 2, "l");
@@ -409,22 +450,44 @@ static int conn_write (lua_State *L) {
 /* ====================== Stream events ====================== */
 
 
-/* A time limit passed: say so in the log and close. */
-static void on_limit (sh_stream *s, lconn *lc, int what) {
+/* Say in the log why the conn is cut ("conn #7 127.0.0.1:5000: why,
+** closing"), then close it at once. */
+static void cut (lconn *lc, const char *why) {
+  sh_stream *s = lc->s;
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   char peer[160] = "?";
+  if (s == NULL) return;
   if (getpeername(sh_stream_fd(s), (struct sockaddr *)&ss, &len) == 0)
     sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX
                    : sh_tls_is_tls(s) ? SH_TLS : SH_TCP, peer, sizeof peer);
-  sh_log(SH_LOG_INFO, "conn #%u %s: %s, closing", lc->id, peer,
-         what == SH_STREAM_SLOW ? "line not finished in time" : "idle too long");
+  sh_log(SH_LOG_INFO, "conn #%u %s: %s, closing", lc->id, peer, why);
   close_internal(lc, CLOSE_ABORT);
+}
+
+/* The read that just failed with "too large" cuts the conn. */
+static void cut_now (lconn *lc) {
+  char why[sizeof lc->cut];
+  memcpy(why, lc->cut, sizeof why);
+  lc->cut[0] = '\0';
+  cut(lc, why);
+}
+
+/* The host's buffers are over their budget, and this conn holds the most:
+** its reader gets "out of memory", and it is cut. */
+static void on_over (sh_stream *s, lconn *lc) {
+  char why[128];
+  snprintf(why, sizeof why, "holds %zu bytes, the most, with all buffers over their "
+           "limit of %zu", sh_stream_charged(s), (size_t)lc->H->max_buffers);
+  shl_waitq_fail_all(&lc->readers, "out of memory");
+  cut(lc, why);
 }
 
 static void on_stream (sh_stream *s, int what, void *ctx) {
   lconn *lc = ctx;
-  if (what & (SH_STREAM_IDLE | SH_STREAM_SLOW)) { on_limit(s, lc, what); return; }
+  if (what & SH_STREAM_IDLE) { cut(lc, "idle too long"); return; }
+  if (what & SH_STREAM_SLOW) { cut(lc, "line not finished in time"); return; }
+  if (what & SH_STREAM_OVER) { on_over(s, lc); return; }
   if ((what & SH_STREAM_READ) && lc->readers.head != NULL) {
     shl_task *t = lc->readers.head;
     int n;
@@ -433,6 +496,7 @@ static void on_stream (sh_stream *s, int what, void *ctx) {
     if (n >= 0) {
       reader_done(lc);
       shl_unpark(t);
+      if (lc->cut[0] != '\0') cut_now(lc);   /* its reader is out of the queue */
       shl_resume(t, n);
       if ((lc = sh_stream_ctx(s)) == NULL) return;   /* closed meanwhile */
     }
@@ -477,6 +541,8 @@ lconn *shl_conn_new (lua_State *L, shl_host *H, int fd) {
   }
   lc->state = CONN_OPEN;
   sh_stream_set_lowat(lc->s, OUT_LOW);
+  sh_stream_set_budget(lc->s, H->budget);
+  sh_stream_set_cap(lc->s, fit(lc, INPUT_CAP));
   lc->id = ++H->next_id;
   return lc;
 }
@@ -487,6 +553,8 @@ static void adopt (lconn *lc, sh_stream *s) {
   lc->state = CONN_OPEN;
   sh_stream_set_owner(s, on_stream, lc);
   sh_stream_set_lowat(s, OUT_LOW);
+  sh_stream_set_budget(s, lc->H->budget);
+  sh_stream_set_cap(s, fit(lc, INPUT_CAP));
 }
 
 lconn *shl_conn_new_stream (lua_State *L, shl_host *H, sh_stream *s) {
@@ -572,6 +640,14 @@ static void close_handshake (lconn *lc, int how) {
   if (how != CLOSE_GC && t != NULL) shl_wake_fail(t, "closed");
 }
 
+/* What the conn's reads handed to its script is likely garbage once it
+** closes: ask for the collector's work on it, as much as one read's worth
+** at most (a long-lived conn has handed much more, long collected). */
+static void collect_handed (lconn *lc) {
+  size_t most = lc->H->conn_share > 0 ? lc->H->conn_share : MAX_ALL;
+  shl_host_collect(lc->H, lc->handed < most ? lc->handed : most);
+}
+
 static void close_internal (lconn *lc, int how) {
   sh_stream *s = lc->s;
   if (lc->state == CONN_HANDSHAKE) { close_handshake(lc, how); return; }
@@ -581,6 +657,8 @@ static void close_internal (lconn *lc, int how) {
   if (how == CLOSE_ABORT) sh_stream_abort(s);
   else sh_stream_close(s, lc->H->linger);
   uncount(lc);
+  if (lc->handed >= SH_BUDGET_TRIM && how != CLOSE_GC) collect_handed(lc);
+  lc->handed = 0;
   if (how == CLOSE_GC) {                   /* the tasks may be gone */
     lc->readers.head = lc->readers.tail = NULL;
     lc->writers.head = lc->writers.tail = NULL;

@@ -1,7 +1,8 @@
 /* l_host.c -- the host of a Lua state: its loop, the defaults and limits
 ** the objects start from, counters, the shutdown's state, and what they
-** share (the resolver, the time-limit sweep, a datagram buffer). It owns
-** the scheduler (l_sched.c) and ends everything at lua_close.
+** share (the resolver, the time-limit sweep, the budget of the streams'
+** buffers, a datagram buffer). It owns the scheduler (l_sched.c) and ends
+** everything at lua_close.
 **
 ** The host is a full userdata in the registry, made first, so that its
 ** finalizer runs after every other object's: connections closed by their
@@ -44,6 +45,8 @@ static int host_gc (lua_State *L) {
   shl_sched_close(H->sched);
   if (H->grace_timer != NULL) sh_timer_free(H->grace_timer);
   H->grace_timer = NULL;
+  if (H->collect_timer != NULL) sh_timer_free(H->collect_timer);
+  H->collect_timer = NULL;
   sh_sweep_free(H->sweep);
   H->sweep = NULL;
   sh_resolver_free(H->resolver);
@@ -51,9 +54,39 @@ static int host_gc (lua_State *L) {
   if (!sh_loop_running(H->loop)) sh_loop_run(H->loop, SHUTDOWN_GRACE);
   sh_loop_free(H->loop);
   H->loop = H->sched->loop = NULL;
+  sh_budget_free(H->budget);                   /* after every stream */
+  H->budget = NULL;
   free(H->dgram_buf);
   H->dgram_buf = NULL;
   return 0;
+}
+
+void shl_host_set_max_buffers (shl_host *H, double bytes) {
+  H->max_buffers = bytes > 0 ? bytes : 0;
+  H->conn_share = (size_t)(H->max_buffers / SHL_CONN_SHARE);
+  if (H->budget != NULL) sh_budget_set_limit(H->budget, (size_t)H->max_buffers);
+}
+
+/* Two steps: the first may only end a cycle that began while the strings
+** were still in use; the second then runs a whole one. Each does work in
+** proportion to the bytes, as allocating them would have. What they free
+** may be in glibc's heap (a large free block there is reused before a new
+** mapping is made): give it back. */
+static void on_collect (sh_timer *timer, void *ctx) {
+  shl_host *H = ctx;
+  int kb = H->collect / 1024 < 0x7fffffff ? (int)(H->collect / 1024) : 0x7fffffff;
+  (void)timer;
+  H->collect = 0;
+  if (lua_gc(H->L, LUA_GCSTEP, kb) == 1) lua_gc(H->L, LUA_GCSTEP, kb);
+  sh_budget_give_back();                 /* the heap may hold them: free now */
+}
+
+void shl_host_collect (shl_host *H, size_t bytes) {
+  if (H->loop == NULL || bytes == 0) return;
+  if (H->collect_timer == NULL && (H->collect_timer = sh_timer_new(H->loop, 0, on_collect, H)) == NULL)
+    return;
+  H->collect += bytes;
+  if (!sh_timer_active(H->collect_timer)) sh_timer_start(H->collect_timer, 0, 0);
 }
 
 static void set_defaults (shl_host *H) {
@@ -64,6 +97,7 @@ static void set_defaults (shl_host *H) {
   H->max_conns = SHL_DEFAULT_MAX_CONNS;
   H->max_timers = SHL_DEFAULT_MAX_TIMERS;
   H->grace = SHL_DEFAULT_GRACE;
+  shl_host_set_max_buffers(H, SHL_DEFAULT_MAX_BUFFERS);
 }
 
 void shl_host_open (lua_State *L) {
@@ -88,4 +122,6 @@ void shl_host_open (lua_State *L) {
   shl_sched_init(L, H->sched, H->loop);
   H->L = H->sched->L;
   set_defaults(H);
+  H->budget = sh_budget_new((size_t)H->max_buffers);
+  if (H->budget == NULL) luaL_error(L, "sockhost: out of memory");
 }

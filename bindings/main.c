@@ -45,6 +45,7 @@ static int fail (const char *msg) {
 typedef struct opts {
   double budget;        /* --budget */
   double max_memory;    /* --max-memory, MiB */
+  double max_buffers;   /* --max-buffers, MiB, or UNSET */
   double max_conns;     /* --max-conns; this and the next four may be UNSET */
   double idle_timeout;  /* --idle-timeout */
   double line_timeout;  /* --line-timeout */
@@ -103,7 +104,11 @@ static const option options[] = {
   {"--budget", NULL, "s", ARG_NUMBER, FIELD(budget), DEFAULT_BUDGET,
    "stop a task that runs s seconds without yielding\n(default 1; 0: no limit)"},
   {"--max-memory", NULL, "m", ARG_NUMBER, FIELD(max_memory), DEFAULT_MAX_MEMORY,
-   "cap the Lua state's memory at m MiB (default 1024)"},
+   "cap the Lua state's memory at m MiB (default 1024;\n"
+   "0: no cap); buffers count in --max-buffers"},
+  {"--max-buffers", NULL, "m", ARG_NUMBER, FIELD(max_buffers), UNSET,
+   "cap the bytes all connections hold in buffers at\n"
+   "m MiB (default 256; 0: no cap); each one, at a\nquarter of that"},
   {"--max-conns", NULL, "n", ARG_NUMBER, FIELD(max_conns), UNSET,
    "connections per listener (default 10000)"},
   {"--idle-timeout", NULL, "s", ARG_NUMBER, FIELD(idle_timeout), UNSET,
@@ -763,6 +768,7 @@ static void apply_limits (shl_host *H, const opts *o) {
   if (o->line_timeout >= 0) H->line_timeout = o->line_timeout;
   if (o->max_line >= 1) H->max_line = o->max_line;
   if (o->grace >= 0) H->grace = o->grace;
+  if (o->max_buffers >= 0) shl_host_set_max_buffers(H, o->max_buffers * 1024 * 1024);
   if (worker_id > 0) H->reuseport = 1;         /* share listeners with the others */
 }
 

@@ -26,6 +26,9 @@
 #define SHL_DEFAULT_MAX_CONNS 10000   /* ... per listener */
 #define SHL_DEFAULT_MAX_TIMERS 100000 /* armed after/every timers */
 #define SHL_DEFAULT_GRACE 10.0        /* seconds handlers get on shutdown */
+#define SHL_DEFAULT_MAX_BUFFERS 268435456.0   /* bytes (256 MiB) all connections
+                                      ** may hold in their buffers together */
+#define SHL_CONN_SHARE 4              /* ... one connection, 1/4 of that */
 
 #define TASK_MT "sockhost.task"
 #define CONN_MT "sockhost.conn"
@@ -91,6 +94,8 @@ typedef struct shl_host {
   double max_conns;          /* default connections per listener */
   int max_timers;            /* cap on armed after/every timers */
   int reuseport;             /* default for listeners (set in -w workers) */
+  double max_buffers;        /* bytes all streams may buffer together; 0: any */
+  size_t conn_share;         /* bytes one connection may buffer; 0: any */
   /* counters */
   unsigned next_id;          /* connection ids for logs */
   int timers;                /* armed after/every timers */
@@ -102,6 +107,9 @@ typedef struct shl_host {
   /* shared by the objects */
   lconn *accepted;           /* open accepted connections (a list) */
   struct sh_sweep *sweep;    /* checks the connections' time limits */
+  struct sh_budget *budget;  /* what the streams' buffers hold, against max_buffers */
+  size_t collect;            /* bytes of large reads to collect (shl_host_collect) */
+  sh_timer *collect_timer;   /* runs that collection from the loop */
   sh_resolver *resolver;     /* made on first use; see sockhost.resolver() */
   unsigned char *dgram_buf;  /* one datagram's worth, shared by all sockets */
 } shl_host;
@@ -134,6 +142,14 @@ shl_host *shl_gethost(lua_State *L);
 void shl_host_open(lua_State *L);             /* creates the host once per state */
 /* Run the loop (see sh_loop_run). */
 int shl_run(shl_host *H, double timeout);
+/* Limit what the streams may buffer together to 'bytes' (0: no limit); one
+** connection may then hold a share of it (H->conn_share). */
+void shl_host_set_max_buffers(shl_host *H, double bytes);
+/* 'bytes' of large strings handed to scripts (a closed connection's reads)
+** are likely garbage now: soon, from the loop, the Lua collector does the
+** work that allocating them would have asked of it, so that the memory goes
+** back without waiting for scripts to allocate more. */
+void shl_host_collect(shl_host *H, size_t bytes);
 
 /* ---------------- l_sched.c: the scheduler ---------------- */
 shl_sched *shl_getsched(lua_State *L);

@@ -8,6 +8,9 @@
 #include "sh_transport.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdint.h>
@@ -38,6 +41,7 @@ sh_stream *sh_transport_new (sh_loop *loop, const sh_transport *ops, int fd, sh_
 void sh_transport_discard (sh_stream *s) { free(s); }
 
 static void sweep_leave(sh_stream *s);
+static void charge_to(sh_stream *s, size_t now);
 
 static void destroy (sh_stream *s) {
   if (s->in_cb) { s->dead = 1; return; }   /* finish after the callback */
@@ -46,10 +50,12 @@ static void destroy (sh_stream *s) {
   if (s->linger) event_free(s->linger);
   if (s->holds_ref) sh_loop_unref(s->loop);
   s->ops->destroy(s);
+  charge_to(s, 0);                           /* its buffers are gone */
   free(s);
 }
 
 int sh_transport_notify (sh_stream *s, int what) {
+  sh_transport_charge(s);
   if (s->cb == NULL) return 1;
   s->in_cb = 1;
   s->cb(s, what, s->ctx);
@@ -91,15 +97,139 @@ ssize_t sh_stream_find (sh_stream *s, const char *d, size_t dlen, size_t from) {
   return found.pos;
 }
 
+/* Making a large input contiguous copies it into one new block and frees
+** the chains it came in: give those back at once, or the process holds
+** the input twice until it is consumed. */
 const char *sh_stream_peek (sh_stream *s, size_t n) {
   struct evbuffer *in = s->ops->input(s, 0);
+  const char *p;
+  int copied;
   if (in == NULL || n == 0 || evbuffer_get_length(in) < n) return NULL;
-  return (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+  copied = n >= SH_BUDGET_TRIM && (size_t)evbuffer_get_contiguous_space(in) < n;
+  p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+  if (copied) sh_budget_give_back();
+  return p;
 }
 
 void sh_stream_consume (sh_stream *s, size_t n) {
   struct evbuffer *in = s->ops->input(s, 0);
   if (in != NULL && n > 0) evbuffer_drain(in, n);
+  sh_transport_charge(s);
+}
+
+/* ====================== The buffer budget ====================== */
+
+struct sh_budget {
+  size_t limit;               /* 0: none */
+  size_t used;                /* bytes charged now */
+  size_t high;                /* the high point since the heap was last trimmed */
+  sh_stream *head;            /* the streams charged something */
+};
+
+sh_budget *sh_budget_new (size_t limit) {
+  sh_budget *b = calloc(1, sizeof *b);
+  if (b != NULL) b->limit = limit;
+  return b;
+}
+
+void sh_budget_free (sh_budget *b) {
+  if (b == NULL) return;
+  while (b->head != NULL) {
+    sh_stream *s = b->head;
+    b->head = s->bu_next;
+    s->bu_prev = s->bu_next = NULL;
+    s->budget = NULL;
+    s->charged = 0;
+  }
+  free(b);
+}
+
+void sh_budget_set_limit (sh_budget *b, size_t limit) { b->limit = limit; }
+size_t sh_budget_limit (const sh_budget *b) { return b->limit; }
+size_t sh_budget_used (const sh_budget *b) { return b->used; }
+int sh_budget_over (const sh_budget *b) { return b->limit > 0 && b->used > b->limit; }
+
+static void budget_link (sh_budget *b, sh_stream *s) {
+  s->bu_prev = NULL;
+  s->bu_next = b->head;
+  if (b->head != NULL) b->head->bu_prev = s;
+  b->head = s;
+}
+
+static void budget_unlink (sh_budget *b, sh_stream *s) {
+  if (s->bu_prev != NULL) s->bu_prev->bu_next = s->bu_next;
+  else b->head = s->bu_next;
+  if (s->bu_next != NULL) s->bu_next->bu_prev = s->bu_prev;
+  s->bu_prev = s->bu_next = NULL;
+}
+
+/* Give the heap's free pages back to the system (glibc keeps them for
+** reuse otherwise, past its trim threshold; core/sh_tls.c raises that). */
+void sh_budget_give_back (void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
+/* Most of what was buffered, and a large amount, is free again. (Not on
+** every fall: a busy host's charge goes up and down, and the pages given
+** back would be faulted in again.) */
+static void budget_trim (sh_budget *b) {
+  if (b->used > b->high / 2 || b->high - b->used < SH_BUDGET_TRIM) return;
+  b->high = b->used;
+  sh_budget_give_back();
+}
+
+/* The stream now holds 'now' bytes. */
+static void charge_to (sh_stream *s, size_t now) {
+  sh_budget *b = s->budget;
+  size_t was = s->charged;
+  if (b == NULL || now == was) return;
+  s->charged = now;
+  if (was == 0) budget_link(b, s);
+  else if (now == 0) budget_unlink(b, s);
+  if (now > was) {
+    b->used += now - was;
+    if (b->used > b->high) b->high = b->used;
+  } else {
+    b->used -= was - now;
+    budget_trim(b);
+  }
+}
+
+void sh_transport_charge (sh_stream *s) {
+  if (s->budget != NULL) charge_to(s, s->ops->inlen(s) + s->ops->outlen(s));
+}
+
+void sh_stream_set_budget (sh_stream *s, sh_budget *b) {
+  if (s->budget == b) return;
+  charge_to(s, 0);
+  s->budget = b;
+  sh_transport_charge(s);
+}
+
+size_t sh_stream_charged (const sh_stream *s) { return s->charged; }
+
+/* The stream holding the most, among those with an owner. */
+static sh_stream *largest (sh_budget *b) {
+  sh_stream *s, *big = NULL;
+  for (s = b->head; s != NULL; s = s->bu_next)
+    if (s->cb != NULL && !s->dead && (big == NULL || s->charged > big->charged)) big = s;
+  return big;
+}
+
+int sh_transport_arrived (sh_stream *s) {
+  sh_budget *b = s->budget;
+  sh_stream *big;
+  if (b == NULL) return 1;
+  sh_transport_charge(s);
+  if (!sh_budget_over(b) || (big = largest(b)) == NULL) return 1;
+  if (big == s) return sh_transport_notify(s, SH_STREAM_OVER);
+  s->in_cb = 1;                              /* whatever the other owner does, */
+  sh_transport_notify(big, SH_STREAM_OVER);  /* 's' is freed only after this */
+  s->in_cb = 0;
+  if (s->dead) { destroy(s); return 0; }
+  return 1;
 }
 
 /* ====================== Writing ====================== */
@@ -112,6 +242,7 @@ void sh_transport_half_close (sh_stream *s) {
 }
 
 void sh_transport_sent (sh_stream *s, size_t before, size_t after) {
+  sh_transport_charge(s);
   if (after == 0 && s->shut_pending) sh_transport_half_close(s);
   if (s->closing) {
     if (after == 0) sh_transport_finish_close(s);
@@ -121,11 +252,14 @@ void sh_transport_sent (sh_stream *s, size_t before, size_t after) {
 }
 
 ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t limit) {
+  ssize_t w;
   if (s->closing || s->shut_done || s->shut_pending || s->err != 0) {
     errno = s->err != 0 ? s->err : EPIPE;
     return -1;
   }
-  return s->ops->write(s, iov, n, limit);
+  w = s->ops->write(s, iov, n, limit);
+  sh_transport_charge(s);
+  return w;
 }
 
 void sh_stream_shutdown (sh_stream *s) {
@@ -278,6 +412,7 @@ void sh_transport_finish_close (sh_stream *s) {
   if (s->eof || s->err != 0) { destroy(s); return; }
   sh_transport_half_close(s);
   s->ops->discard_input(s);
+  sh_transport_charge(s);
   s->ops->update_read(s);
   arm_linger(s, FIN_WAIT);
 }

@@ -31,7 +31,9 @@ enum {
   SH_STREAM_READ = 1,    /* new input, or the end of it (eof/error set) */
   SH_STREAM_DRAIN = 2,   /* output fell to the low-water mark or below */
   SH_STREAM_IDLE = 4,    /* past the idle limit (see sh_sweep) */
-  SH_STREAM_SLOW = 8     /* a partial message past its limit */
+  SH_STREAM_SLOW = 8,    /* a partial message past its limit */
+  SH_STREAM_OVER = 16    /* its budget is over its limit and this stream holds
+                         ** the most of it: the owner is to cut it (sh_budget) */
 };
 
 #define SH_STREAM_CAP 65536   /* input read ahead before pausing, by default */
@@ -74,7 +76,8 @@ int sh_stream_error(const sh_stream *s);
 ** or -1 if there is none yet. */
 ssize_t sh_stream_find(sh_stream *s, const char *d, size_t dlen, size_t from);
 /* The first 'n' input bytes, made contiguous; they stay buffered. NULL when
-** fewer are buffered or out of memory. */
+** fewer are buffered or out of memory. Copying SH_BUDGET_TRIM bytes or more
+** to make them contiguous gives the heap's free pages back (see below). */
 const char *sh_stream_peek(sh_stream *s, size_t n);
 /* Remove the first 'n' input bytes (all of them if fewer). */
 void sh_stream_consume(sh_stream *s, size_t n);
@@ -84,6 +87,47 @@ void sh_stream_consume(sh_stream *s, size_t n);
 void sh_stream_set_cap(sh_stream *s, size_t cap);
 /* DRAIN is reported when output falls to 'lowat' bytes or below. */
 void sh_stream_set_lowat(sh_stream *s, size_t lowat);
+
+/* ---------------- The buffer budget ----------------
+** A budget counts the bytes that the streams given to it hold in their
+** buffers (input not yet taken, output not yet sent; for TLS, the decrypted
+** input and the plaintext output), against one limit for them all. A
+** stream's charge is its buffers' length, taken again whenever bytes arrive,
+** are taken, queued or sent, and dropped when it is freed. When input
+** arriving on any of them leaves the budget over its limit, the stream that
+** holds the most hears SH_STREAM_OVER (from the loop, as every callback):
+** its owner is to cut it (sh_stream_abort), which gives its bytes back.
+** Each owner bounds its own streams with sh_stream_set_cap.
+**
+** glibc keeps freed heap memory for reuse; when a budget's charge falls to
+** half its last high point or below, by SH_BUDGET_TRIM bytes or more, the
+** heap's free pages are given back to the system (malloc_trim), so that the
+** memory a burst of buffered input took does not stay with the process. */
+
+#define SH_BUDGET_TRIM (8u << 20)
+
+typedef struct sh_budget sh_budget;
+
+/* A budget of 'limit' bytes (0: no limit, only the count). NULL when out
+** of memory. */
+sh_budget *sh_budget_new(size_t limit);
+/* Free it; streams still charged to it are let go (charged to nothing). */
+void sh_budget_free(sh_budget *b);
+void sh_budget_set_limit(sh_budget *b, size_t limit);
+size_t sh_budget_limit(const sh_budget *b);
+/* Bytes charged now. */
+size_t sh_budget_used(const sh_budget *b);
+/* Whether the budget is over its limit now. */
+int sh_budget_over(const sh_budget *b);
+/* Give the heap's free pages back to the system now (glibc: malloc_trim),
+** for an owner that has just freed much itself (large strings of its own). */
+void sh_budget_give_back(void);
+
+/* Charge the stream's buffers to 'b' from now on (NULL: to none); what it
+** holds already is charged at once. */
+void sh_stream_set_budget(sh_stream *s, sh_budget *b);
+/* Bytes the stream holds (input and output), as last charged. */
+size_t sh_stream_charged(const sh_stream *s);
 
 /* ---------------- Time limits ----------------
 ** A stream is past its limits when no byte has moved either way for 'idle'

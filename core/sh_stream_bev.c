@@ -58,7 +58,7 @@ static void bev_on_read (struct bufferevent *bev, void *arg) {
     evbuffer_drain(in, evbuffer_get_length(in));
     return;
   }
-  sh_transport_notify(s, SH_STREAM_READ);
+  if (sh_transport_arrived(s)) sh_transport_notify(s, SH_STREAM_READ);
 }
 
 /* Closing: discard without a cap. */

@@ -94,7 +94,7 @@ static void on_read (evutil_socket_t fd, short what, void *arg) {
     return;
   }
   sock_update_read(s);
-  sh_transport_notify(s, SH_STREAM_READ);
+  if (sh_transport_arrived(s)) sh_transport_notify(s, SH_STREAM_READ);
 }
 
 static void sock_discard_input (sh_stream *s) {

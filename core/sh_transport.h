@@ -78,6 +78,9 @@ struct sh_stream {
   double partial_since;       /* when the pending partial message began; 0: none */
   double outq_at;             /* when 'outq' was sampled */
   int outq;                   /* bytes waiting for the peer then */
+  sh_budget *budget;          /* charged to it, or NULL */
+  size_t charged;             /* bytes charged: input + output when last taken */
+  sh_stream *bu_prev, *bu_next;   /* in the budget's list while charged > 0 */
   size_t cap;                 /* pause reading when the input holds this much */
   size_t lowat;               /* report DRAIN at or below this */
   sh_stream_fn cb;            /* owner's callback; NULL once closed */
@@ -112,8 +115,16 @@ sh_stream *sh_transport_new(sh_loop *loop, const sh_transport *ops, int fd, sh_s
                             void *ctx);
 /* Free a stream whose constructor failed (nothing of the transport held). */
 void sh_transport_discard(sh_stream *s);
-/* Call the owner. Returns 0 if the stream was destroyed meanwhile. */
+/* Call the owner (the stream's charge taken again first). Returns 0 if
+** the stream was destroyed meanwhile. */
 int sh_transport_notify(sh_stream *s, int what);
+/* Charge the stream's buffers as they are now (after bytes were taken,
+** queued or sent; sh_stream.c does it for the calls it handles). */
+void sh_transport_charge(sh_stream *s);
+/* Input arrived: charge it, and if that leaves the budget over its limit,
+** tell the stream holding the most (SH_STREAM_OVER). Call before telling
+** the owner READ. Returns 0 if 's' was destroyed meanwhile. */
+int sh_transport_arrived(sh_stream *s);
 /* The input ended: 'err' 0 for the peer's orderly end, else its errno. */
 void sh_transport_eof(sh_stream *s, int err);
 /* Output went out: 'before' and 'after' are the queue's length around the

@@ -222,7 +222,7 @@ describe("sockhost command line", function()
     end
     -- A good value for each kind of argument the usage names.
     local good = { stat = "'x = 1'", mod = "string", lvl = "warn", n = "1", s = "1", m = "64" }
-    local numeric = { "--grace", "--budget", "--max-memory", "--max-conns", "--idle-timeout",
+    local numeric = { "--grace", "--budget", "--max-memory", "--max-buffers", "--max-conns", "--idle-timeout",
                       "--line-timeout", "--max-line" }
     local function find(list, name)
       for _, o in ipairs(list) do

@@ -401,6 +401,36 @@ describe("scripts/kv.lua", function()
     assert.is_nil(proc:exited())
   end)
 
+  it("refuses 12 peers' 64,000,000-byte SETs at once; their 60 MiB never stays", function()
+    -- sockhost.resp's default max_bulk (8 MiB) keeps a handful of peers from
+    -- filling the host's budget of buffers (256 MiB) with their values.
+    local before = proc:rss_kib()
+    local header = "*3\r\n$3\r\nSET\r\n$4\r\nbig1\r\n$64000000\r\n"
+    local peers = {}
+    for i = 1, 12 do
+      peers[i] = raw()
+      peers[i].send(header .. ("x"):rep(H.big(65536, 1024)))
+    end
+    for i = 1, 12 do
+      assert.equals("ERR Protocol error: bulk too large", tostring(peers[i].read(1)[1]))
+      peers[i].close()
+    end
+    -- The same peers sending their 60 MiB as fast as they can: each is told
+    -- at once, and what it sends on is read and dropped until it hangs up.
+    local go = H.tmpname(".go")
+    local peer = H.launch(("timeout -s KILL 60 python3 -u spec/fixtures/big_announce.py 127.0.0.1 %d 12 64000000 %d %s")
+      :format(port, H.big(60 * 1024 * 1024, 32 * 1024), H.q(go)), "python3")
+    local deadline = H.socket.gettime() + 60
+    while not peer:stdout():find("sent") and H.socket.gettime() < deadline do H.socket.sleep(0.05) end
+    local during = proc:rss_kib()
+    H.writefile(go, "")
+    assert.matches("sent %d+ %d+", peer:stdout())
+    assert.equals("PONG", cli("ping"))
+    if not H.VALGRIND and not os.getenv("SOCKHOST_SANITIZED") then
+      assert.is_true(during - before < 16 * 1024, ("RSS grew %d KiB"):format(during - before))
+    end
+  end)
+
   it("lives through clients that hang up mid-command or send random bytes", function()
     math.randomseed(os.time())
     for i = 1, 60 do

@@ -140,9 +140,15 @@ describe("sockhost.resp", function()
 
     it("applies the limits, defaults and given ones", function()
       -- the defaults, checked on the headers alone: "short" means accepted so far
-      assert.same({ nil, "short" }, { resp.decode(("$%d\r\n"):format(64 * MiB)) })
+      assert.same({ nil, "short" }, { resp.decode(("$%d\r\n"):format(8 * MiB)) })
       assert.same({ nil, "protocol error: bulk too large" },
-        { resp.decode(("$%d\r\n"):format(64 * MiB + 1)) })
+        { resp.decode(("$%d\r\n"):format(8 * MiB + 1)) })
+      local half = ("$%d\r\n%s\r\n"):format(8 * MiB, ("x"):rep(8 * MiB))   -- 16 MiB a value
+      assert.same({ nil, "short" }, { resp.decode("*3\r\n" .. half .. half .. "$0\r\n") })
+      assert.same({ nil, "protocol error: value too large" },
+        { resp.decode("*3\r\n" .. half .. half .. "$1\r\n") })
+      assert.same({ nil, "protocol error: value too large" },
+        { resp.decode_command("*3\r\n" .. half .. half .. "$1\r\n") })
       assert.same({ nil, "short" }, { resp.decode(("*%d\r\n"):format(1024 * 1024)) })
       assert.same({ nil, "protocol error: too many elements" },
         { resp.decode(("*%d\r\n"):format(1024 * 1024 + 1)) })

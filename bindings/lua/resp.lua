@@ -14,9 +14,16 @@ local byte, sub, find, match, format = string.byte, string.sub, string.find, str
 local concat, mtype = table.concat, math.type
 
 local MiB = 1024 * 1024
+-- A peer chooses the lengths it announces: the defaults keep what a handful
+-- of peers can make a default host hold (--max-buffers, 256 MiB) small. A
+-- bulk string is read into the connection's buffer before it becomes a Lua
+-- string, and a command's strings are all held until it is whole: with 8 MiB
+-- and 16 MiB (twice the bulk, as Redis's client-query-buffer-limit is twice
+-- its proto-max-bulk-len), 32 peers sending their largest at once fit in
+-- that budget, and one is far below a connection's share (64 MiB).
 local DEFAULTS = {
-  max_bulk = 64 * MiB,         -- longest bulk string
-  max_bytes = 128 * MiB,       -- all the bulk strings of one value together
+  max_bulk = 8 * MiB,          -- longest bulk string
+  max_bytes = 16 * MiB,        -- all the bulk strings of one value together
   max_elements = 1024 * 1024,  -- array elements in one value, all levels counted
   max_depth = 32,              -- arrays within arrays (a command: 1, always)
   max_line = 64 * 1024,        -- longest line, for decode (a conn has its own max_line)
