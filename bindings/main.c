@@ -743,6 +743,9 @@ static int run_master (int argc, char **argv, const opts *o) {
   if (precheck(argv, o) != 0) return 1;
   if (master_init(&m, argc, argv, o) != 0) return fail("out of memory");
   sh_log(SH_LOG_INFO, "master %d: %d workers", (int)getpid(), m.n);
+  sh_log(SH_LOG_WARN, "-w %d: each worker runs its own copy of the script, with state of its "
+         "own (tables, rooms, caches); a client reaches any one of them. Share state "
+         "through a store outside the process (Redis, a database)", m.n);
   for (i = 0; i < m.n && !m.stopping; i++) {   /* no more forks once one failed */
     start_slot(&m, i, sh_now_real());
     reap(&m, sh_now_real());

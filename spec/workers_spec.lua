@@ -95,6 +95,9 @@ describe("sockhost -w N", function()
       if n >= 2 then break end
     end
     assert.equals(2, n)
+    -- said once at start: the workers do not share the script's state
+    local _, warned = proc:stderr():gsub("WARN  %-w 2: each worker runs its own copy of the script", "")
+    assert.equals(1, warned, proc:stderr())
     local old = pids_of(seen, 1)[1]
     assert.is_number(old)
     -- kill worker 1: the master starts a new one
