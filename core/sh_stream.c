@@ -114,7 +114,7 @@ const char *sh_stream_peek (sh_stream *s, size_t n) {
 void sh_stream_consume (sh_stream *s, size_t n) {
   struct evbuffer *in = s->ops->input(s, 0);
   if (in != NULL && n > 0) evbuffer_drain(in, n);
-  sh_transport_charge(s);
+  if (s->charged != 0) sh_transport_charge(s);   /* input is counted when it arrives */
 }
 
 /* ====================== The buffer budget ====================== */
@@ -258,7 +258,9 @@ ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t li
     return -1;
   }
   w = s->ops->write(s, iov, n, limit);
-  sh_transport_charge(s);
+  /* Only the output can have grown: nothing to count when nothing was
+  ** held and the kernel took it all (the common case). */
+  if (s->budget != NULL && (s->charged != 0 || s->ops->outlen(s) != 0)) sh_transport_charge(s);
   return w;
 }
 
