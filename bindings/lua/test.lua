@@ -228,6 +228,33 @@ end
 -- session:script(path, ...) -- run the script at 'path' as `sockhost path
 -- ...` would, with arg = { [0] = path, ... }, until it waits. Its print()s
 -- go to session.output. Raises if the script fails.
+-- The script's file: 'path' from the working directory, or, when it is
+-- not found there and is relative, from the folder of the spec that asks.
+-- Returns the path found, and what was tried (for the error).
+local function find_script(path)
+  local tried = { ("'%s' from the working directory"):format(path) }
+  local f = io.open(path)
+  if f then f:close(); return path end
+  if path:sub(1, 1) ~= "/" then
+    local dir
+    for level = 2, 30 do                     -- the first caller outside this module
+      local info = debug.getinfo(level, "S")
+      if not info then break end
+      if info.source ~= "@sockhost/test.lua" and info.what ~= "C" then
+        dir = info.source:match("^@(.*/)[^/]*$")
+        break
+      end
+    end
+    if dir then
+      local beside = dir .. path
+      tried[2] = ("'%s' beside the spec"):format(beside)
+      f = io.open(beside)
+      if f then f:close(); return beside end
+    end
+  end
+  return nil, table.concat(tried, " and ")
+end
+
 function Session:script(path, ...)
   local env = setmetatable({}, { __index = _G })
   env.arg = table.pack(...)
@@ -237,7 +264,11 @@ function Session:script(path, ...)
     for i = 1, parts.n do parts[i] = tostring(parts[i]) end
     self.output[#self.output + 1] = table.concat(parts, "\t")
   end
-  local chunk, err = loadfile(path, "t", env)
+  local found, tried = find_script(path)
+  if not found then
+    error(("sockhost.test: cannot find the script '%s' (tried %s)"):format(path, tried), 2)
+  end
+  local chunk, err = loadfile(found, "t", env)
   if not chunk then error("sockhost.test: " .. err, 2) end
   local nerr = #self.errors
   sh.spawn(chunk, ...)
