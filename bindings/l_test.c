@@ -8,6 +8,7 @@
 ** non-blocking; the Lua half polls it between steps of the loop. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +19,7 @@
 
 #include "../core/sh_addr.h"
 #include "../core/sh_clock.h"
+#include "../core/sh_log.h"
 #include "../core/sh_loop.h"
 #include "../core/sh_timer.h"
 #include "shl.h"
@@ -274,11 +276,68 @@ static const luaL_Reg peer_meta[] = {
   {"__gc", peer_close}, {"__close", peer_close}, {NULL, NULL}
 };
 
+/* ---------------- the host's own log lines ---------------- */
+
+#define CAPTURE_MAX (1u << 20)   /* bytes of lines kept between two drains */
+
+/* Lines the host logged since the last drain, "LEVEL message\n" each (the
+** log escapes newlines: one line is one record). Process-wide, as the log. */
+static struct { char *buf; size_t len, cap; unsigned long dropped; } captured;
+
+static void capture_line (sh_log_level level, const char *line, void *ctx) {
+  const char *tag = sh_log_level_name(level);
+  size_t need = strlen(tag) + 1 + strlen(line) + 1;
+  (void)ctx;
+  if (captured.len + need > CAPTURE_MAX) { captured.dropped++; return; }
+  if (captured.len + need > captured.cap) {
+    size_t cap = captured.cap ? captured.cap * 2 : 4096;
+    char *p;
+    while (cap < captured.len + need) cap *= 2;
+    if ((p = realloc(captured.buf, cap)) == NULL) { captured.dropped++; return; }
+    captured.buf = p;
+    captured.cap = cap;
+  }
+  captured.len += (size_t)snprintf(captured.buf + captured.len, need + 1, "%s %s\n", tag, line);
+}
+
+/* core.capture(on) -- keep the host's own log lines (whatever the level)
+** for core.captured; off: stop, and forget what was kept. */
+static int t_capture (lua_State *L) {
+  int on = lua_toboolean(L, 1);
+  sh_log_set_sink(on ? capture_line : NULL, NULL);
+  if (!on) {
+    free(captured.buf);
+    memset(&captured, 0, sizeof captured);
+  }
+  return 0;
+}
+
+/* core.captured() -> { "info conn #3 ...: idle too long, closing", ... },
+** the lines kept since the last call (oldest first), and how many did not
+** fit; nothing when there are none. */
+static int t_captured (lua_State *L) {
+  size_t i = 0;
+  lua_Integer n = 0;
+  if (captured.len == 0 && captured.dropped == 0) return 0;   /* the usual case */
+  lua_newtable(L);
+  while (i < captured.len) {
+    const char *nl = memchr(captured.buf + i, '\n', captured.len - i);
+    size_t end = nl != NULL ? (size_t)(nl - captured.buf) : captured.len;
+    lua_pushlstring(L, captured.buf + i, end - i);
+    lua_rawseti(L, -2, ++n);
+    i = end + 1;
+  }
+  lua_pushinteger(L, (lua_Integer)captured.dropped);
+  captured.len = 0;
+  captured.dropped = 0;
+  return 2;
+}
+
 static const luaL_Reg core_funcs[] = {
   {"virtual", t_virtual}, {"set", t_set}, {"next_due", t_next_due},
   {"fire_due", t_fire_due}, {"step", t_step}, {"shuffle", t_shuffle},
   {"defaults", t_defaults}, {"pause", t_pause}, {"connect", t_connect}, {"datagram", t_datagram},
-  {NULL, NULL}
+  {"capture", t_capture}, {"captured", t_captured}, {NULL, NULL}
 };
 
 static int open_core (lua_State *L) {

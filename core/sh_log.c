@@ -90,11 +90,21 @@ static void escape (const char *msg, char *out, size_t n) {
   out[o] = '\0';
 }
 
+static sh_log_sink_fn sink;          /* also gets every line, whatever the level */
+static void *sink_ctx;
+
+void sh_log_set_sink (sh_log_sink_fn fn, void *ctx) {
+  sink = fn;
+  sink_ctx = ctx;
+}
+
 static void emit (sh_log_level level, const char *msg, const char *trace) {
   char line[LOG_MAX * 2], stamp[32];
   struct timeval tv;
   struct tm tm;
   escape(msg, line, sizeof line);
+  if (sink != NULL) sink(level, line, sink_ctx);
+  if (level < current) return;
   gettimeofday(&tv, NULL);
   gmtime_r(&tv.tv_sec, &tm);
   strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
@@ -116,7 +126,7 @@ static void cut (char *msg, size_t n) {
 static void vlog (sh_log_level level, const char *trace, const char *fmt, va_list ap) {
   char msg[LOG_MAX];
   int n;
-  if (level < current || level >= SH_LOG_OFF) return;
+  if ((level < current && sink == NULL) || level >= SH_LOG_OFF) return;
   n = vsnprintf(msg, sizeof msg, fmt, ap);
   if (n >= (int)sizeof msg) cut(msg, sizeof msg);
   emit(level, msg, trace);

@@ -23,6 +23,12 @@ void sh_log(sh_log_level level, const char *fmt, ...)
 #endif
   ;
 
+/* A sink that gets every line as it is logged, whatever the level, after
+** escaping and without the time stamp: sockhost.test keeps the host's own
+** messages for a spec to check. It must not log. NULL: none. */
+typedef void (*sh_log_sink_fn)(sh_log_level level, const char *line, void *ctx);
+void sh_log_set_sink(sh_log_sink_fn fn, void *ctx);
+
 /* The same, followed by a stack traceback written as it is, on indented
 ** continuation lines (it comes from the script's code, not from peers). */
 void sh_log_trace(sh_log_level level, const char *trace, const char *fmt, ...)

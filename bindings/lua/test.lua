@@ -123,9 +123,18 @@ function T.new(opts)
   core.set(START)
   t.start = sh.now()
   core.shuffle(seed)
+  core.capture(true)                       -- the host's own lines join session.logs
   t:_wrap()
   active = t
   return t
+end
+
+-- Move the host's own log lines kept since the last look into session.logs
+-- (their message, without the level: "conn #3 mem:1: idle too long, closing").
+function Session:_drain_logs()
+  local lines = core.captured()
+  if not lines then return end
+  for _, l in ipairs(lines) do self.logs[#self.logs + 1] = l:match("^%a+ (.*)$") or l end
 end
 
 -- Virtual seconds since the session began.
@@ -220,8 +229,12 @@ function Session:_wrap()
   sh.every = function(s, fn) return own(saved.every(s, t:_guard(fn))) end
   sh.log = function(level, ...)
     local msg = select("#", ...) > 0 and table.concat({ ... }, " ") or level
+    t:_drain_logs()                        -- the host's lines before it, in order
     t.logs[#t.logs + 1] = msg
-    if t.echo_log then return saved.log(level, ...) end
+    if t.echo_log then
+      saved.log(level, ...)
+      core.captured()                      -- that line again, from the host's log: kept already
+    end
   end
 end
 
@@ -291,6 +304,7 @@ function Session:settle()
     core.fire_due()
     local moved = core.step()
     self.stepno = self.stepno + 1
+    self:_drain_logs()
     if self:_poll() then moved = true end
     if moved then quiet = 0 else quiet = quiet + 1 end
     if quiet >= need then return end
@@ -380,6 +394,7 @@ end
 -- session:log_match(pattern) -> the first log line of the script that
 -- matches, or nil.
 function Session:log_match(pattern)
+  self:_drain_logs()
   for _, l in ipairs(self.logs) do
     if l:match(pattern) then return l end
   end
@@ -401,6 +416,8 @@ function Session:close(ignore_errors)
   core.defaults(self.defaults)
   sh.log_level(self.log_level)
   core.shuffle(0)
+  self:_drain_logs()
+  core.capture(false)
   core.virtual(false)
   active = nil
   if #self.errors > 0 and not ignore_errors then
