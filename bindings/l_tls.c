@@ -6,9 +6,10 @@
 ** handshakes, connections (l_conn.c) client ones and starttls.
 **
 ** Client contexts that use the system's CA store are kept and shared, one
-** per set of options (verify, alpn, min_version): loading the store costs
-** about 25 ms, more than the handshake. Those with files of their own
-** (ca, cert) are built at each call, so that a changed file is read. */
+** per set of options (verify, alpn, min_version); the store itself, which
+** takes 25-50 ms to load, is loaded once by a thread and shared by all of
+** them (core/sh_tls.c). Those with files of their own (ca, cert) are built
+** at each call, so that a changed file is read. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,6 +3,7 @@
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "sh_util.h"
@@ -13,6 +14,11 @@ struct sh_timer {
   sh_timer_fn cb;
   void *ctx;
   double repeat;        /* seconds between firings, 0 for one-shot */
+  double origin;        /* repeating: the k-th firing is due at origin +
+                        ** k * repeat (k >= 1), on the clock in use (sh_now):
+                        ** never at the previous one plus repeat, whose
+                        ** rounding errors would add up. every(): the start */
+  double ticks;         /* repeating: k of the firing armed (an integer) */
   int keep_alive;       /* hold a loop reference while active */
   int active;           /* armed */
   double due;           /* virtual clock: when it fires */
@@ -21,6 +27,13 @@ struct sh_timer {
   sh_timer *vprev, *vnext;   /* virtual clock: link in 'waiting' */
   int listed;           /* in 'waiting' */
 };
+
+/* A timer due within this much of now is due now: a periodic deadline
+** computed as origin + k * repeat may round a hair past the time a test
+** moves the virtual clock to (1000 + 2 * 0.3 is 1000.6, two advance(0.3)
+** make 1000.5999999999999). A microsecond, libevent's own resolution: no
+** real timer can tell the difference. */
+#define DUE_SLACK 1e-6
 
 /* Timers armed under the virtual clock, earliest first (equal times in the
 ** order they were armed). Tests keep few timers; a list is enough. */
@@ -77,11 +90,27 @@ static void set_active (sh_timer *t, int on) {
   }
 }
 
+/* A repeating timer that fired: arm its next firing on its grid, the first
+** origin + k * repeat that is still ahead. A firing late by more
+** than an interval (a long callback, a stalled loop) skips those it missed
+** rather than catching up in a burst. */
+static int rearm (sh_timer *t) {
+  double now = sh_now(), due;
+  t->ticks += 1;
+  if (t->origin + t->ticks * t->repeat + DUE_SLACK < now)
+    t->ticks = floor((now - t->origin) / t->repeat) + 1;
+  due = t->origin + t->ticks * t->repeat;
+  if (!sh_clock_is_virtual()) return arm(t, due - now);
+  evtimer_del(&t->ev);
+  list_at(t, due);                 /* exactly there, not now + (due - now) */
+  return 0;
+}
+
 static void on_fire (evutil_socket_t fd, short what, void *arg) {
   sh_timer *t = arg;
   (void)fd; (void)what;
   if (t->repeat > 0) {
-    arm(t, t->repeat);
+    rearm(t);
   } else {
     set_active(t, 0);
   }
@@ -104,6 +133,9 @@ sh_timer *sh_timer_new (sh_loop *loop, int keep_alive, sh_timer_fn cb, void *ctx
 
 int sh_timer_start (sh_timer *t, double seconds, double repeat) {
   t->repeat = repeat > 0 ? repeat : 0;
+  t->origin = sh_now();
+  if (seconds != t->repeat) t->origin += seconds - t->repeat;
+  t->ticks = 1;
   if (arm(t, seconds) != 0) return -1;
   set_active(t, 1);
   return 0;
@@ -136,7 +168,7 @@ int sh_timer_fire_due (sh_loop *loop) {
   double now = sh_now();
   int n = 0;
   sh_timer *t = waiting, *next;
-  for (; t != NULL && t->due <= now; t = next) {
+  for (; t != NULL && t->due <= now + DUE_SLACK; t = next) {
     next = t->vnext;
     if (t->loop != loop) continue;
     unlist(t);
@@ -152,6 +184,7 @@ static void to_real (double now) {
   while (waiting != NULL) {
     sh_timer *t = waiting;
     struct timeval tv = sh_timeval(t->due > now ? t->due - now : 0);
+    t->origin += sh_now_real() - now;       /* the grid moves with the clock */
     unlist(t);
     evtimer_add(&t->ev, &tv);
   }
@@ -165,6 +198,7 @@ static void to_virtual (void) {
   for (t = all; t != NULL; t = t->anext) {
     if (t->listed || !evtimer_pending(&t->ev, NULL)) continue;
     evtimer_del(&t->ev);
+    t->origin += now - real;                /* the grid moves with the clock */
     list_at(t, now + (t->due_real > real ? t->due_real - real : 0));
   }
 }

@@ -6,7 +6,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
@@ -33,6 +36,8 @@ struct sh_tls_ctx {
   int refs;                /* the owner + each running handshake */
   int server;
   int verify;
+  int sys;                 /* a client that checks against the system store */
+  int has_store;           /* ... and has it (sys_store, below) */
   SSL_CTX *ctx;            /* the default context */
   sni_entry *sni;          /* more certificates, by name */
   int nsni;
@@ -44,8 +49,11 @@ struct sh_tls_hs {
   sh_loop_item item;       /* first: destroyed with the loop if still running */
   sh_loop *loop;
   sh_tls_ctx *t;           /* a reference */
+  int fd;                  /* ours until the bufferevent has it, else -1 */
   struct bufferevent *bev;
   struct event *timer;     /* the deadline, or NULL */
+  struct event *wait;      /* waiting for the system store, or NULL */
+  char *name;              /* ... with the name to check, or NULL */
   sh_tls_done_fn cb;
   void *arg;
 };
@@ -156,8 +164,6 @@ static SSL_CTX *base_ctx (sh_tls_ctx *t, const sh_tls_conf *c, char *err, size_t
       return NULL;
     }
     if (c->server) SSL_CTX_set_client_CA_list(ctx, SSL_load_client_CA_file(c->ca));
-  } else if (!c->server && c->verify) {
-    SSL_CTX_set_default_verify_paths(ctx);
   }
   if (!c->server) mode = c->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE;
   else if (c->verify) mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
@@ -173,6 +179,155 @@ static SSL_CTX *base_ctx (sh_tls_ctx *t, const sh_tls_conf *c, char *err, size_t
     SSL_CTX_set_alpn_protos(ctx, c->alpn, (unsigned)c->alpn_len);
   }
   return ctx;
+}
+
+/* ====================== The system's CA store ====================== */
+
+/* Loading the system's CA store parses every certificate of the bundle
+** (/etc/ssl/certs/ca-certificates.crt: about 150): 25 to 50 ms, which on
+** the loop froze every connection at the first tls:// connect. A thread
+** loads it instead, when the first client context that needs it is made
+** (before that connect resolves its name and connects), into one X509_STORE
+** that every such context shares. A handshake that needs it before it is
+** there waits without blocking the loop; the others go on.
+**
+** The thread touches nothing but OpenSSL and its load: it builds the store,
+** says so under the lock, and closes its end of a pipe, whose other end
+** then reads as ended for each waiting handshake's event, on whatever loop.
+** Once the result is taken (on the loop, never blocking: the thread is done
+** when the pipe says so) and nobody waits, the pipe is closed. When the last
+** context that uses the store goes, so does the store; a load still running
+** then is waited for (at exit, say: a thread in OpenSSL must not outlive
+** OpenSSL's clean-up at exit). */
+typedef struct sys_load {
+  pthread_mutex_t lock;
+  pthread_t thread;
+  int fds[2];              /* the thread closes fds[1] when it is done */
+  int done;                /* under lock: the result is there */
+  X509_STORE *result;      /* under lock: the store, or NULL (out of memory) */
+  int joined;              /* loop side: the thread is gone, its result taken */
+  int waiters;             /* loop side: handshakes with an event on fds[0] */
+} sys_load;
+
+static struct {
+  int users;               /* client contexts that use the system store */
+  sys_load *load;          /* the load in flight or not yet taken, or NULL */
+  X509_STORE *store;       /* the store, once loaded (our reference): NULL
+                           ** after a load, when it found no memory */
+} sysca;
+
+static X509_STORE *load_store (void) {
+  X509_STORE *st = X509_STORE_new();
+  if (st != NULL) X509_STORE_set_default_paths(st);   /* a missing file: an empty store */
+  ERR_clear_error();
+  return st;
+}
+
+static void sys_load_free (sys_load *ld) {
+  if (ld->fds[0] >= 0) close(ld->fds[0]);
+  if (ld->fds[1] >= 0) close(ld->fds[1]);
+  X509_STORE_free(ld->result);
+  pthread_mutex_destroy(&ld->lock);
+  free(ld);
+}
+
+static void *sys_thread (void *arg) {
+  sys_load *ld = arg;
+  X509_STORE *st = load_store();
+  pthread_mutex_lock(&ld->lock);
+  ld->result = st;
+  ld->done = 1;
+  pthread_mutex_unlock(&ld->lock);
+  close(ld->fds[1]);                        /* the waiters' events fire */
+  ld->fds[1] = -1;
+  return NULL;
+}
+
+/* A thread with every signal blocked: the loop's handlers (and the CPU
+** budget's profiling timer) stay with the loop's thread. */
+static int sys_spawn (sys_load *ld) {
+  sigset_t all, old;
+  int r;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  r = pthread_create(&ld->thread, NULL, sys_thread, ld);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return r;
+}
+
+/* Start loading; without a pipe or a thread, load now, on the loop. */
+static void sys_start (void) {
+  sys_load *ld = calloc(1, sizeof *ld);
+  if (ld != NULL) {
+    ld->fds[0] = ld->fds[1] = -1;
+    pthread_mutex_init(&ld->lock, NULL);
+    if (pipe2(ld->fds, O_CLOEXEC | O_NONBLOCK) == 0 && sys_spawn(ld) == 0) {
+      sysca.load = ld;
+      return;
+    }
+    sys_load_free(ld);
+  }
+  sysca.store = load_store();
+}
+
+/* Join the thread, which is done or about to be (or wait for it), and take
+** its result. */
+static void sys_join (sys_load *ld) {
+  pthread_join(ld->thread, NULL);
+  ld->joined = 1;
+  sysca.store = ld->result;
+  ld->result = NULL;
+}
+
+/* The load is over and nobody waits on its pipe: let it go. */
+static void sys_load_end (void) {
+  sys_load *ld = sysca.load;
+  if (ld == NULL || ld->waiters > 0 || !ld->joined) return;
+  sysca.load = NULL;
+  sys_load_free(ld);
+}
+
+/* Whether the load is over (sysca.store is the store, or NULL if it failed),
+** taking the thread's result if it is done. Never blocks. */
+static int sys_ready (void) {
+  sys_load *ld = sysca.load;
+  int done;
+  if (ld == NULL || ld->joined) return 1;
+  pthread_mutex_lock(&ld->lock);
+  done = ld->done;
+  pthread_mutex_unlock(&ld->lock);
+  if (!done) return 0;
+  sys_join(ld);                             /* returning, if not gone already */
+  sys_load_end();
+  return 1;
+}
+
+static void sys_acquire (void) {
+  if (sysca.users++ == 0 && sysca.load == NULL) sys_start();
+}
+
+/* The last context that uses the store is gone (no handshake waits: each
+** holds its context). */
+static void sys_release (void) {
+  sys_load *ld = sysca.load;
+  if (--sysca.users > 0) return;
+  if (ld != NULL) {
+    if (!ld->joined) sys_join(ld);          /* may wait for the load to end */
+    sysca.load = NULL;
+    sys_load_free(ld);
+  }
+  X509_STORE_free(sysca.store);
+  sysca.store = NULL;
+}
+
+/* Give client context 't' the store, if it needs it and has not got it yet;
+** -1 if the load failed. The store must be ready (sys_ready). */
+static int sys_attach (sh_tls_ctx *t) {
+  if (!t->sys || t->has_store) return 0;
+  if (sysca.store == NULL) return -1;
+  SSL_CTX_set1_cert_store(t->ctx, sysca.store);   /* one more reference */
+  t->has_store = 1;
+  return 0;
 }
 
 /* glibc's heap and TLS streams: a TLS bufferevent reads each record into an
@@ -223,6 +378,10 @@ sh_tls_ctx *sh_tls_ctx_new (const sh_tls_conf *c, char *err, size_t errlen) {
     if ((e->ctx = base_ctx(t, c, err, errlen)) == NULL) goto fail;
     if (load_pair(e->ctx, c->certs[i].cert, c->certs[i].key, err, errlen) != 0) goto fail;
   }
+  if (!c->server && c->verify && c->ca == NULL) {
+    t->sys = 1;                             /* the system store, from a thread */
+    sys_acquire();
+  }
   return t;
 oom:
   snprintf(err, errlen, "out of memory");
@@ -245,6 +404,7 @@ void sh_tls_ctx_free (sh_tls_ctx *t) {
   }
   free(t->sni);
   if (t->ctx != NULL) SSL_CTX_free(t->ctx);
+  if (t->sys) sys_release();
   free(t->alpn);
   free(t);
 }
@@ -319,10 +479,22 @@ static void describe (struct bufferevent *bev, short what, char *buf, size_t n) 
 
 /* ====================== Handshakes ====================== */
 
+/* Stop waiting for the system store. */
+static void hs_unwait (sh_tls_hs *h) {
+  if (h->wait == NULL) return;
+  event_free(h->wait);
+  h->wait = NULL;
+  sysca.load->waiters--;                      /* a waiter's context keeps the load */
+  sys_load_end();
+}
+
 static void hs_free (sh_tls_hs *h, int free_bev) {
   sh_loop_untrack(h->loop, &h->item);
   if (h->timer != NULL) event_free(h->timer);
+  hs_unwait(h);
   if (free_bev && h->bev != NULL) bufferevent_free(h->bev);
+  if (h->fd >= 0) close(h->fd);
+  free(h->name);
   sh_tls_ctx_free(h->t);
   free(h);
 }
@@ -387,12 +559,12 @@ static int is_ip (const char *name) {
   return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
 }
 
-sh_tls_hs *sh_tls_start (sh_loop *loop, sh_tls_ctx *t, int fd, const char *name, double timeout,
-                         sh_tls_done_fn cb, void *arg) {
-  struct event_base *base = sh_loop_base(loop);
-  sh_tls_hs *h = calloc(1, sizeof *h);
+/* The handshake proper: the SSL, the name to check, the bufferevent, which
+** takes the socket. -1 when out of memory (the socket still ours). */
+static int hs_begin (sh_tls_hs *h, const char *name) {
+  sh_tls_ctx *t = h->t;
   SSL *ssl = SSL_new(t->ctx);
-  if (h == NULL || ssl == NULL) goto fail;
+  if (ssl == NULL) return -1;
   if (!t->server && name != NULL && *name != '\0') {
     if (is_ip(name)) {
       if (t->verify) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
@@ -401,36 +573,66 @@ sh_tls_hs *sh_tls_start (sh_loop *loop, sh_tls_ctx *t, int fd, const char *name,
       if (t->verify) SSL_set1_host(ssl, name);
     }
   }
-  h->bev = bufferevent_openssl_socket_new(base, fd, ssl,
+  h->bev = bufferevent_openssl_socket_new(sh_loop_base(h->loop), h->fd, ssl,
              t->server ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
              BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-  if (h->bev == NULL) goto fail;           /* ssl and fd are still ours */
-  ssl = NULL;
-  h->loop = loop;
-  h->t = t;
-  t->refs++;
-  h->cb = cb;
-  h->arg = arg;
+  if (h->bev == NULL) { SSL_free(ssl); return -1; }
+  h->fd = -1;                              /* the bufferevent's now */
   bufferevent_openssl_set_allow_dirty_shutdown(h->bev, 1);
-  if (timeout > 0) {
-    struct timeval tv = sh_timeval(timeout);
-    h->timer = evtimer_new(base, hs_on_timer, h);
-    if (h->timer == NULL || evtimer_add(h->timer, &tv) != 0) {
-      hs_free(h, 1);
-      return NULL;
-    }
-  }
-  h->item.destroy = hs_orphan;
-  sh_loop_track(loop, &h->item);
   bufferevent_setcb(h->bev, NULL, NULL, hs_on_event, h);
   bufferevent_enable(h->bev, EV_READ | EV_WRITE);
+  return 0;
+}
+
+/* The system store is there (or failed): begin. From the loop. */
+static void hs_on_store (evutil_socket_t fd, short what, void *arg) {
+  sh_tls_hs *h = arg;
+  char *name = h->name;
+  (void)fd; (void)what;
+  if (!sys_ready()) return;                 /* not yet: the event is still added */
+  hs_unwait(h);
+  h->name = NULL;
+  if (sys_attach(h->t) != 0) hs_finish(h, NULL, "cannot load the system's CA store: out of memory");
+  else if (hs_begin(h, name) != 0) hs_finish(h, NULL, "out of memory");
+  free(name);
+}
+
+/* Wait for the system store, on an event of our own on the load's pipe. */
+static int hs_wait (sh_tls_hs *h, const char *name) {
+  if (name != NULL && (h->name = strdup(name)) == NULL) return -1;
+  h->wait = event_new(sh_loop_base(h->loop), sysca.load->fds[0], EV_READ | EV_PERSIST, hs_on_store, h);
+  if (h->wait == NULL) return -1;
+  if (event_add(h->wait, NULL) != 0) {
+    event_free(h->wait);
+    h->wait = NULL;
+    return -1;
+  }
+  sysca.load->waiters++;
+  return 0;
+}
+
+sh_tls_hs *sh_tls_start (sh_loop *loop, sh_tls_ctx *t, int fd, const char *name, double timeout,
+                         sh_tls_done_fn cb, void *arg) {
+  sh_tls_hs *h = calloc(1, sizeof *h);
+  int r;
+  if (h == NULL) { close(fd); return NULL; }
+  h->loop = loop;
+  h->t = sh_tls_ctx_ref(t);
+  h->fd = fd;
+  h->cb = cb;
+  h->arg = arg;
+  h->item.destroy = hs_orphan;
+  sh_loop_track(loop, &h->item);
+  if (timeout > 0) {
+    struct timeval tv = sh_timeval(timeout);
+    h->timer = evtimer_new(sh_loop_base(loop), hs_on_timer, h);
+    if (h->timer == NULL || evtimer_add(h->timer, &tv) != 0) { hs_free(h, 1); return NULL; }
+  }
+  if (t->sys && !sys_ready()) r = hs_wait(h, name);
+  else if (sys_attach(t) != 0) r = -1;
+  else r = hs_begin(h, name);
+  if (r != 0) { hs_free(h, 1); return NULL; }
   return h;
-fail:
-  if (ssl != NULL) SSL_free(ssl);
-  if (h != NULL && h->bev != NULL) bufferevent_free(h->bev);
-  else close(fd);
-  free(h);
-  return NULL;
 }
 
 void sh_tls_cancel (sh_tls_hs *h) { hs_free(h, 1); }

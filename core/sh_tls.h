@@ -11,7 +11,14 @@
 ** of the "tls" transport: a bufferevent stream that sends close_notify
 ** before its end and counts the bytes its records move.
 **
-** Callbacks come only from the event loop. */
+** Callbacks come only from the event loop.
+**
+** The one thread of the process: the system's CA store (a client that
+** verifies without a 'ca' of its own) is loaded by a thread started with the
+** first context that needs it, and shared by all of them while any lives.
+** The thread touches only OpenSSL; the loop learns it is done through a
+** pipe. A handshake that needs the store before it is there waits for it
+** without blocking the loop. */
 #ifndef SH_TLS_H
 #define SH_TLS_H
 
@@ -48,7 +55,9 @@ typedef struct sh_tls_ctx sh_tls_ctx;
 
 /* Build a context. Returns NULL with a message in 'err' ("cannot load
 ** certificate 'x.pem': no such file", ...). The context is reference
-** counted: each handshake holds one while it runs. */
+** counted: each handshake holds one while it runs. One that uses the
+** system's store starts loading it (in a thread) if no other one has, and
+** returns at once. */
 sh_tls_ctx *sh_tls_ctx_new(const sh_tls_conf *c, char *err, size_t errlen);
 void sh_tls_ctx_free(sh_tls_ctx *t);        /* drops the caller's reference */
 sh_tls_ctx *sh_tls_ctx_ref(sh_tls_ctx *t);  /* one more reference; returns t */
@@ -69,7 +78,10 @@ typedef void (*sh_tls_done_fn)(sh_stream *s, const char *err, void *arg);
 ** no name, and a verifying client then checks the chain alone (any
 ** certificate of a trusted CA passes: callers refuse that before, see
 ** bindings/l_tls.c). The handshake fails with "handshake timeout" after
-** 'timeout' seconds (<= 0: none). Returns NULL (fd closed) only when out of memory. */
+** 'timeout' seconds (<= 0: none). A client whose context uses the system's
+** store and finds it still loading waits for it first (the deadline runs
+** meanwhile); other handshakes and the loop go on. Returns NULL (fd closed)
+** only when out of memory. */
 sh_tls_hs *sh_tls_start(sh_loop *loop, sh_tls_ctx *t, int fd, const char *name, double timeout,
                         sh_tls_done_fn cb, void *arg);
 /* Give up: close the socket, free the handshake, never call back. */

@@ -157,6 +157,28 @@ describe("time", function()
     assert.equals(3, n)
   end)
 
+  -- Each firing late by a loop pass (epoll's timeout is in whole ms) used
+  -- to push every later one back by as much: 200 firings of every(0.005)
+  -- took 1.1 s idle and 1.5 s on a loaded machine. On the start's grid,
+  -- the 200th is due at 1.0 s and comes a loop pass after it; a firing
+  -- later than an interval skips the one it missed, so each such hiccup
+  -- costs 5 ms: the bound allows a dozen.
+  it("every keeps to its start's grid on the real clock: lateness does not add up", function()
+    local n, t0, last = 0, nil, nil
+    H.run(function()
+      t0 = sh.now()
+      sh.every(0.005, function(timer)
+        n = n + 1
+        last = sh.now()
+        if n == 200 then timer:cancel() end
+      end)
+    end)
+    assert.equals(200, n)
+    local took = last - t0
+    assert.is_true(took >= 0.998, "the 200th firing came early: " .. took)
+    assert.is_true(took < 1.06, "the 200th firing of every(0.005) came at " .. took .. " s")
+  end)
+
   it("a failing timer callback is logged and the timer keeps firing", function()
     local n = 0
     H.run(function()

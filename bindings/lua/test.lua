@@ -27,7 +27,9 @@ local T = {}
 local Session, Peer, Dgram = {}, {}, {}
 Session.__index, Peer.__index, Dgram.__index = Session, Peer, Dgram
 
-local START = 1000.0        -- the virtual clock's start; times shown from it
+-- The virtual clock starts at 1000 s (doc/API.md says so): sockhost.now()
+-- reads 1000 when a session opens, session:now() and messages count from it.
+local START = 1000.0
 local MAX_STEPS = 200000    -- loop steps one settle may take
 local active                -- the open session
 

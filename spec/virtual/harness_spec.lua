@@ -228,6 +228,28 @@ describe("sockhost.test", function()
     assert.is_true(t:now() >= 10 and t:now() <= 11.01)
   end)
 
+  it("fires every(0.1) ten times in advance(1), on its start's grid, from a clock at 1000 s", function()
+    t = T.new()
+    assert.equal(1000, sh.now())           -- where the virtual clock starts (doc/API.md)
+    local at, at3 = {}, {}
+    sh.every(0.1, function() at[#at + 1] = t:now() end)
+    sh.every(0.3, function() at3[#at3 + 1] = t:now() end)
+    t:advance(0.3)
+    t:advance(0.3)                          -- the clock is at 1000.5999999999999 now,
+    assert.equal(2, #at3)                   -- the second due at 1000 + 2 * 0.3 = 1000.6
+    t:advance(0.4)
+    assert.equal(10, #at)                   -- each deadline the last + 0.1 made it 9
+    for _ = 1, 100 do t:advance(0.1) end    -- a clock stepped by 0.1 drifts as well
+    assert.equal(110, #at)
+    assert.equal(36, #at3)
+    for k, v in ipairs(at) do
+      assert.is_true(math.abs(v - k * 0.1) < 1e-9, ("firing %d at %.17g"):format(k, v))
+    end
+    for k, v in ipairs(at3) do
+      assert.is_true(math.abs(v - k * 0.3) < 1e-9, ("every(0.3): firing %d at %.17g"):format(k, v))
+    end
+  end)
+
   it("cuts a line that takes longer than line_timeout, in virtual time", function()
     t = T.new { line_timeout = 10 }
     t:script("scripts/echo.lua")
