@@ -28,9 +28,9 @@ ifdef SANITIZE
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
 # Mandatory flags live here; a user's CFLAGS adds to them.
-FINAL_CFLAGS  = -std=c99 -D_GNU_SOURCE -fPIC -MMD $(WARN) $(OPT) $(SAN) \
+FINAL_CFLAGS  = -std=c99 -D_GNU_SOURCE -fPIC -MMD -pthread $(WARN) $(OPT) $(SAN) \
                 $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
-FINAL_LDFLAGS = $(SAN) $(LDFLAGS)
+FINAL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
 LIBS_EVENT    = $(shell pkg-config --libs libevent)
 LIBS_LUA      = $(shell pkg-config --libs $(LUA_PC))
 LIBS_HTTP     = -lhttp_parser
@@ -171,7 +171,7 @@ valgrind: deps
 # seconds each; findings go to fuzz/crash-*.
 FUZZ_TIME ?= 30
 FUZZ_CC   ?= clang
-FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -std=c99 -D_GNU_SOURCE \
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -std=c99 -D_GNU_SOURCE -pthread \
              $(shell pkg-config --cflags $(PKGS))
 fuzz: deps bindings/modules_gen.c
 	@command -v $(FUZZ_CC) >/dev/null || $(SUDO_APT) clang
