@@ -26,7 +26,8 @@ static void setstring (lua_State *L, const char *key, const char *s, size_t len)
 
 /* Push the table of a parsed address. */
 static void push_parsed (lua_State *L, const sh_addr *a) {
-  size_t hostlen = strcspn(a->host, "%");
+  size_t hostlen = strcspn(a->host, "%");      /* a zone follows an IPv6 host */
+  const char *zone = a->host + hostlen + 1;
   const char *name = sh_addr_scheme_name(a->scheme), *family = family_name(a);
   lua_createtable(L, 0, 5);
   setstring(L, "scheme", name, strlen(name));
@@ -38,7 +39,7 @@ static void push_parsed (lua_State *L, const sh_addr *a) {
   setstring(L, "host", a->host, hostlen);
   lua_pushinteger(L, a->port);
   lua_setfield(L, -2, "port");
-  if (a->host[hostlen] == '%') setstring(L, "zone", a->host + hostlen + 1, strlen(a->host + hostlen + 1));
+  if (a->host[hostlen] == '%') setstring(L, "zone", zone, strlen(zone));
 }
 
 /* sockhost.address.parse(s) -> { scheme, host, port, zone, path, family },

@@ -229,12 +229,14 @@ static int parse_zone (const char *zone, uint32_t *id, const char **why) {
 }
 
 /* The host of "[v6]:port" (in a->host, port set): an IPv6 literal, with a
-** zone after '%' if any. */
+** zone after '%' if any. The host becomes the literal's canonical text with
+** the zone as written after it (a zone parse_zone takes is short: it fits). */
 static int parse_v6 (const parse_ctx *c, sh_addr *a) {
   struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a->sa;
   char ip[sizeof a->host];
-  const char *pct = strchr(a->host, '%'), *why;   /* the zone is short: parse_zone */
+  const char *pct = strchr(a->host, '%'), *why;
   size_t n = pct != NULL ? (size_t)(pct - a->host) : strlen(a->host);
+  size_t zone_len = strlen(a->host + n), k;       /* "%zone", or 0 */
   uint32_t scope = 0;
   memcpy(ip, a->host, n);
   ip[n] = '\0';
@@ -245,10 +247,9 @@ static int parse_v6 (const parse_ctx *c, sh_addr *a) {
   in6->sin6_scope_id = scope;
   a->salen = sizeof *in6;
   a->resolved = 1;
-  n = sh_ip_format(in6->sin6_addr.s6_addr, 16, ip);   /* the canonical text, */
-  memmove(a->host + n, a->host + strcspn(a->host, "%"),    /* then the zone as written */
-          strlen(a->host + strcspn(a->host, "%")) + 1);
-  memcpy(a->host, ip, n);
+  k = sh_ip_format(in6->sin6_addr.s6_addr, 16, ip);
+  memmove(a->host + k, a->host + n, zone_len + 1);
+  memcpy(a->host, ip, k);
   return 0;
 }
 
@@ -336,35 +337,36 @@ static void format_zone (uint32_t scope, char *buf, size_t n) {
 
 size_t sh_addr_format (const struct sockaddr *sa, socklen_t len, sh_scheme scheme,
                        char *buf, size_t n) {
+  const char *name = sh_addr_scheme_name(scheme);
   char host[SH_IP_TEXT];
   int w = 0;
   if (sa->sa_family == AF_INET) {
     const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
     sh_ip_format((const unsigned char *)&in4->sin_addr, 4, host);
-    w = snprintf(buf, n, "%s://%s:%u", sh_addr_scheme_name(scheme), host, ntohs(in4->sin_port));
+    w = snprintf(buf, n, "%s://%s:%u", name, host, ntohs(in4->sin_port));
   } else if (sa->sa_family == AF_INET6 &&
              IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
     sh_ip_format(&in6->sin6_addr.s6_addr[12], 4, host);   /* as IPv4 */
-    w = snprintf(buf, n, "%s://%s:%u", sh_addr_scheme_name(scheme), host, ntohs(in6->sin6_port));
+    w = snprintf(buf, n, "%s://%s:%u", name, host, ntohs(in6->sin6_port));
   } else if (sa->sa_family == AF_INET6) {
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
     char zone[IF_NAMESIZE + 2];
     sh_ip_format(in6->sin6_addr.s6_addr, 16, host);
     format_zone(in6->sin6_scope_id, zone, sizeof zone);
-    w = snprintf(buf, n, "%s://[%s%s]:%u", sh_addr_scheme_name(scheme), host, zone,
+    w = snprintf(buf, n, "%s://[%s%s]:%u", name, host, zone,
                  ntohs(in6->sin6_port));
   } else if (sa->sa_family == AF_UNIX) {
     const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
     size_t plen = len > offsetof(struct sockaddr_un, sun_path)
                 ? len - offsetof(struct sockaddr_un, sun_path) : 0;
     if (plen > 0 && un->sun_path[0] == '\0')     /* abstract: @name */
-      w = snprintf(buf, n, "%s:@%.*s", sh_addr_scheme_name(scheme), (int)(plen - 1), un->sun_path + 1);
+      w = snprintf(buf, n, "%s:@%.*s", name, (int)(plen - 1), un->sun_path + 1);
     else
-      w = snprintf(buf, n, "%s:%.*s", sh_addr_scheme_name(scheme), (int)strnlen(un->sun_path, plen),
+      w = snprintf(buf, n, "%s:%.*s", name, (int)strnlen(un->sun_path, plen),
                    un->sun_path);
   } else {
-    w = snprintf(buf, n, "%s:?", sh_addr_scheme_name(scheme));
+    w = snprintf(buf, n, "%s:?", name);
   }
   return clamp(w, n);
 }
@@ -372,8 +374,11 @@ size_t sh_addr_format (const struct sockaddr *sa, socklen_t len, sh_scheme schem
 size_t sh_addr_text (const sh_addr *a, char *buf, size_t n) {
   const char *name = sh_addr_scheme_name(a->scheme);
   int w;
-  if (a->scheme == SH_UNIX || a->scheme == SH_UNIXGRAM) w = snprintf(buf, n, "%s:%s", name, a->host);
-  else if (strchr(a->host, ':') != NULL) w = snprintf(buf, n, "%s://[%s]:%d", name, a->host, a->port);
-  else w = snprintf(buf, n, "%s://%s:%d", name, a->host, a->port);
+  if (a->scheme == SH_UNIX || a->scheme == SH_UNIXGRAM)
+    w = snprintf(buf, n, "%s:%s", name, a->host);
+  else if (strchr(a->host, ':') != NULL)
+    w = snprintf(buf, n, "%s://[%s]:%d", name, a->host, a->port);
+  else
+    w = snprintf(buf, n, "%s://%s:%d", name, a->host, a->port);
   return clamp(w, n);
 }
