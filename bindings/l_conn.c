@@ -854,7 +854,8 @@ static int connect_tls (lua_State *L, shl_host *H, const sh_addr *a, double time
                   0, NULL);
 }
 
-/* sockhost.connect(addr [, opts]) -> conn, or nil, err. */
+/* sockhost.connect(addr [, opts]) -> conn, or nil, err (a malformed or
+** datagram address too: "bad address '<addr>': <why>"). */
 int shl_connect (lua_State *L) {
   shl_host *H = shl_gethost(L);
   size_t textlen;
@@ -866,9 +867,11 @@ int shl_connect (lua_State *L) {
   char err[300];
   shl_checkoptions(L, 2, connect_opts);
   timeout = shl_optfield(L, 2, "timeout", CONNECT_TIMEOUT);
-  if (sh_addr_parse(text, textlen, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
-  if (!sh_addr_is_stream(a.scheme))
-    return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
+  if (sh_addr_parse(text, textlen, &a, err, sizeof err) != 0) return shl_pushfail(L, err);
+  if (!sh_addr_is_stream(a.scheme)) {
+    sh_addr_error(text, textlen, "not a stream address", err, sizeof err);
+    return shl_pushfail(L, err);
+  }
   if (a.scheme == SH_TLS) return connect_tls(L, H, &a, timeout);
   if (shl_tls_has_options(L, 2))
     return luaL_argerror(L, 2, "TLS options need a tls:// address (or conn:starttls)");

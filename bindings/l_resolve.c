@@ -89,17 +89,18 @@ static int resolve_k (lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* sockhost.resolve(name [, opts]) -> { "127.0.0.1", "::1", ... }, or nil,
-** "cannot resolve 'name': ...". opts.timeout (default 30 s). */
+** "cannot resolve 'name': ...", or nil, "bad address 'name': ..." for a
+** name that cannot be one. opts.timeout (default 30 s). */
 int shl_resolve (lua_State *L) {
   static const char *const known[] = {"timeout", NULL};
   size_t len;
   const char *name = luaL_checklstring(L, 1, &len);
   double timeout;
   shl_task *t;
+  char err[300];
   shl_checkoptions(L, 2, known);
   timeout = shl_optfield(L, 2, "timeout", RESOLVE_TIMEOUT);
-  luaL_argcheck(L, len > 0, 1, "empty name");
-  luaL_argcheck(L, strlen(name) == len, 1, "NUL byte in name");
+  if (sh_addr_check_name(name, len, err, sizeof err) != 0) return shl_pushfail(L, err);
   t = shl_checktask(L, "sockhost.resolve()");
   lua_settop(L, 1);
   return resolve_park(L, t, name, timeout < 0 ? -1 : timeout, resolve_k);

@@ -119,6 +119,8 @@ LUAMOD_API int luaopen_sockhost (lua_State *L) {
   lua_setfield(L, -2, "spawn");
   lua_pushliteral(L, SH_VERSION);
   lua_setfield(L, -2, "version");
+  shl_address_open(L);
+  lua_setfield(L, -2, "address");
   shl_http_open(L);
   shl_test_open(L);
   shl_modules_open(L);

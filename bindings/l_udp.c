@@ -192,8 +192,21 @@ static const struct sockaddr_storage *reply_source (ludp *u, const struct sockad
   return NULL;
 }
 
-/* Parse a destination (cached: a socket usually answers the same few). On a
-** host name, fill 'a' unresolved and return 1; raise on a bad address. */
+/* "bad address '<text>': not a datagram address" into 'err'; returns it. */
+static const char *not_datagram (const char *text, size_t len, char *err, size_t errlen) {
+  sh_addr_error(text, len, "not a datagram address", err, errlen);
+  return err;
+}
+
+/* A destination refused: nil, err pushed; -1. */
+static int bad_destination (lua_State *L, const char *err) {
+  shl_pushfail(L, err);
+  return -1;
+}
+
+/* Parse a destination (cached: a socket usually answers the same few).
+** Returns 0 with 'a' resolved; 1 on a host name, 'a' unresolved; -1 on a
+** bad or stream address, with nil, err pushed. */
 static int destination (lua_State *L, ludp *u, int arg, sh_addr *a) {
   size_t len;
   const char *text = luaL_checklstring(L, arg, &len);
@@ -205,9 +218,9 @@ static int destination (lua_State *L, ludp *u, int arg, sh_addr *a) {
     a->resolved = 1;
     return 0;
   }
-  if (sh_addr_parse(text, len, a, err, sizeof err) != 0) return luaL_argerror(L, arg, err);
+  if (sh_addr_parse(text, len, a, err, sizeof err) != 0) return bad_destination(L, err);
   if (sh_addr_is_stream(a->scheme))
-    return luaL_argerror(L, arg, "datagram address expected (udp://host:port or unixgram:/path)");
+    return bad_destination(L, not_datagram(text, len, err, sizeof err));
   if (!a->resolved) return 1;
   if (len < sizeof u->cache_text) {
     memcpy(u->cache_text, text, len + 1);
@@ -506,9 +519,11 @@ static int sendto_k (lua_State *L, int status, lua_KContext ctx) {
 static int udp_sendto (lua_State *L) {
   ludp *u = checkudp(L, 1);
   sh_addr a;
+  int d;
   luaL_checklstring(L, 2, NULL);
   lua_settop(L, 3);
-  if (destination(L, u, 3, &a)) {
+  if ((d = destination(L, u, 3, &a)) < 0) return 2;
+  if (d > 0) {
     udp_try *x;
     int n;
     shl_checktask(L, "udp:sendto() to a host name");
@@ -582,8 +597,10 @@ static int connect_to (lua_State *L, ludp *u, const sh_addr *a) {
 static int udp_connect (lua_State *L) {
   ludp *u = checkudp(L, 1);
   sh_addr a;
+  int d;
   lua_settop(L, 2);
-  if (destination(L, u, 2, &a)) shl_checktask(L, "udp:connect() to a host name");
+  if ((d = destination(L, u, 2, &a)) < 0) return 2;
+  if (d > 0) shl_checktask(L, "udp:connect() to a host name");
   return connect_to(L, u, &a);
 }
 
@@ -777,7 +794,8 @@ static int bind_to (lua_State *L, ludp *u, const sh_addr *a) {
   return bound(L, u, n);
 }
 
-/* sockhost.udp([addr] [, handler] [, opts]) -> udp socket, or nil, err. */
+/* sockhost.udp([addr] [, handler] [, opts]) -> udp socket, or nil, err (a
+** malformed or stream address too: "bad address '<addr>': <why>"). */
 int shl_udp (lua_State *L) {
   static const char *const mode_needs_file =
     "mode applies only to a Unix socket file (unixgram:/path)";
@@ -799,10 +817,8 @@ int shl_udp (lua_State *L) {
     return 1;
   }
   text = luaL_checklstring(L, 1, &len);
-  if (sh_addr_parse(text, len, &a, err, sizeof err) != 0)
-    return luaL_argerror(L, 1, err);
-  if (sh_addr_is_stream(a.scheme))
-    return luaL_argerror(L, 1, "datagram address expected (udp://host:port or unixgram:/path)");
+  if (sh_addr_parse(text, len, &a, err, sizeof err) != 0) return shl_pushfail(L, err);
+  if (sh_addr_is_stream(a.scheme)) return shl_pushfail(L, not_datagram(text, len, err, sizeof err));
   luaL_argcheck(L, o.mode < 0 || sh_addr_has_file(&a), 3, mode_needs_file);
   if (!a.resolved) shl_checktask(L, "sockhost.udp() on a host name");
   return bind_to(L, new_udp(L, H), &a);

@@ -228,6 +228,11 @@ void shl_task_results(shl_task *t, lua_State *to);
 void shl_task_finish(shl_task *t, int status, int nres);
 void shl_task_open(lua_State *L);
 
+/* ---------------- l_address.c: addresses as data ---------------- */
+/* Push the sockhost.address table: parse, format, is_ip, ip_to_bin,
+** bin_to_ip. */
+void shl_address_open(lua_State *L);
+
 /* ---------------- l_resolve.c: names ---------------- */
 /* The resolver, made with the system's configuration on first use; raises
 ** if it cannot be made. */
