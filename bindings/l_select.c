@@ -33,6 +33,7 @@ typedef struct sel_case {
   shl_waitq *q;                 /* that queue, while the stand-in is in it */
   shl_task *helper;             /* a task or read: the helper, while it serves */
   shl_task *target;             /* a task: the one whose end is awaited */
+  void *conn;                   /* a read: the conn it reads */
   int kind;
   int idx;                      /* its place in key order, from 1 */
 } sel_case;
@@ -267,11 +268,11 @@ static int valid_format (lua_State *L, int idx) {
 
 /* The kind of the case value on top of L (its key at 'keyidx'); raises for
 ** anything else. */
-static int classify (lua_State *L, int keyidx, shl_task *me) {
+static int classify (lua_State *L, int keyidx, shl_task *me, sel_case *c) {
   shl_task *t;
   if (shl_tochannel(L, -1) != NULL) return CASE_CHANNEL;
   if (shl_toevent(L, -1) != NULL) return CASE_EVENT;
-  if (luaL_testudata(L, -1, CONN_MT) != NULL) return CASE_READ;
+  if ((c->conn = luaL_testudata(L, -1, CONN_MT)) != NULL) return CASE_READ;
   if ((t = (shl_task *)luaL_testudata(L, -1, TASK_MT)) != NULL) {
     if (t == me) case_error(L, keyidx, "a task cannot wait for its own end");
     return CASE_TASK;
@@ -280,13 +281,22 @@ static int classify (lua_State *L, int keyidx, shl_task *me) {
     int ok;
     lua_rawgeti(L, -1, 1);
     lua_rawgeti(L, -2, 2);
-    ok = luaL_testudata(L, -2, CONN_MT) != NULL && valid_format(L, -1);
+    ok = (c->conn = luaL_testudata(L, -2, CONN_MT)) != NULL && valid_format(L, -1);
     lua_pop(L, 2);
     if (ok) return CASE_READ;
     return case_error(L, keyidx, "a table case is { conn [, format] }, "
                                  "with a format conn:read takes");
   }
   return case_error(L, keyidx, "a channel, an event, a task or a conn expected");
+}
+
+/* A conn has one reader at a time: raise if case c reads a conn an earlier
+** case reads. */
+static void check_reader (lua_State *L, lselect *sel, sel_case *c, int keyidx) {
+  int i;
+  for (i = 0; c->kind == CASE_READ && i < c->idx - 1; i++)
+    if (sel->c[i].kind == CASE_READ && sel->c[i].conn == c->conn)
+      case_error(L, keyidx, "another case reads the same conn");
 }
 
 /* If the case whose value is on top of L is ready now, push its results and
@@ -341,27 +351,27 @@ static lselect *new_select (lua_State *L, int n) {
   return sel;
 }
 
-/* sockhost.select(cases [, timeout]) -> key, ... | nil, "timeout" */
-int shl_select (lua_State *L) {
-  double timeout = shl_opttimeout(L, 2, -1);
-  shl_task *me = shl_current(L);
-  lselect *sel;
-  int n, i, got;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 2);
-  n = gather(L);
-  sel = new_select(L, n);
-  luaL_checkstack(L, 8, NULL);
-  for (i = 1; i <= n; i++) {              /* all checked before any is taken */
+/* Check every case of 'sel' (key and value at SEL + 2, SEL + 1), raising
+** on a bad one, before any is taken. */
+static void check_cases (lua_State *L, lselect *sel, shl_task *me) {
+  int i;
+  for (i = 1; i <= sel->n; i++) {
     sel_case *c = &sel->c[i - 1];
     c->sel = sel;
     c->idx = i;
     lua_rawgeti(L, SEL + 2, i);
-    lua_rawgeti(L, SEL + 1, i);
-    c->kind = classify(L, lua_gettop(L) - 1, me);
+    lua_rawgeti(L, SEL + 1, i);           /* key value */
+    c->kind = classify(L, lua_gettop(L) - 1, me, c);
+    check_reader(L, sel, c, lua_gettop(L) - 1);
     lua_pop(L, 2);
   }
-  for (i = 1; i <= n; i++) {
+}
+
+/* The first case ready now, in key order: push its key and results and
+** return how many; 0 if none is. */
+static int take_ready (lua_State *L, lselect *sel) {
+  int i, got;
+  for (i = 1; i <= sel->n; i++) {
     lua_rawgeti(L, SEL + 2, i);
     lua_rawgeti(L, SEL + 1, i);           /* key value */
     if ((got = poll_case(L, sel->c[i - 1].kind)) > 0) {
@@ -370,14 +380,28 @@ int shl_select (lua_State *L) {
     }
     lua_pop(L, 2);
   }
+  return 0;
+}
+
+/* sockhost.select(cases [, timeout]) -> key, ... | nil, "timeout" */
+int shl_select (lua_State *L) {
+  double timeout = shl_opttimeout(L, 2, -1);
+  shl_task *me = shl_current(L);
+  lselect *sel;
+  int i, got;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  sel = new_select(L, gather(L));         /* cases timeout sel values keys */
+  luaL_checkstack(L, 8, NULL);
+  check_cases(L, sel, me);
+  if ((got = take_ready(L, sel)) > 0) return got;
   if (timeout == 0) return shl_pushfail(L, "timeout");
-  me = shl_checktask(L, "sockhost.select()");
-  sel->t = me;
-  for (i = 1; i <= n; i++) {
+  sel->t = shl_checktask(L, "sockhost.select()");
+  for (i = 1; i <= sel->n; i++) {
     lua_rawgeti(L, SEL + 1, i);
     arm(L, &sel->c[i - 1]);
     lua_pop(L, 1);
   }
   lua_settop(L, SEL);
-  return shl_park(L, me, SHL_WAIT_SELECT, timeout, select_timeout, sel, 0, select_k);
+  return shl_park(L, sel->t, SHL_WAIT_SELECT, timeout, select_timeout, sel, 0, select_k);
 }
