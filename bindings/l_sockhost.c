@@ -104,8 +104,8 @@ static const luaL_Reg funcs[] = {
   {"after", shl_after}, {"every", shl_every}, {"now", l_now}, {"stop", l_stop},
   {"run", l_run}, {"log", l_log}, {"log_level", l_log_level}, {"resolve", shl_resolve}, {"resolver", shl_setresolver},
   {"udp", shl_udp}, {"shutdown", shl_shutdown_lua}, {"on_shutdown", shl_on_shutdown},
-  {"on_signal", shl_on_signal},
-  {"spawn", NULL}, {NULL, NULL}
+  {"on_signal", shl_on_signal}, {"select", shl_select},
+  {"spawn", NULL}, {"channel", NULL}, {"event", NULL}, {NULL, NULL}
 };
 
 LUAMOD_API int luaopen_sockhost (lua_State *L) {
@@ -117,6 +117,10 @@ LUAMOD_API int luaopen_sockhost (lua_State *L) {
   luaL_newlib(L, funcs);
   shl_task_open(L);                             /* pushes spawn */
   lua_setfield(L, -2, "spawn");
+  shl_channel_open(L);                          /* pushes channel */
+  lua_setfield(L, -2, "channel");
+  shl_event_open(L);                            /* pushes event */
+  lua_setfield(L, -2, "event");
   lua_pushliteral(L, SH_VERSION);
   lua_setfield(L, -2, "version");
   shl_address_open(L);

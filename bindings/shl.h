@@ -34,14 +34,17 @@
 #define CONN_MT "sockhost.conn"
 #define LISTENER_MT "sockhost.listener"
 #define TIMER_MT "sockhost.timer"
+#define CHANNEL_MT "sockhost.channel"
+#define EVENT_MT "sockhost.event"
 
 typedef struct shl_task shl_task;
 typedef struct lconn lconn;
 
 /* Called when a parked task's deadline passes ('cancel' 0): forget the
 ** waiter, push the results for the task onto t->co and return how many.
-** Called with 'cancel' 1 when the task is being collected at shutdown:
-** release what the wait holds, push nothing. */
+** Called with 'cancel' 1 when the task is being collected at shutdown, or
+** when the select it waits for no longer needs it (l_select.c): release
+** what the wait holds, push nothing. */
 typedef int (*shl_timeout_fn)(void *obj, shl_task *t, int cancel);
 
 /* Called when a task ends, after its error (if any) is logged. */
@@ -52,7 +55,8 @@ typedef enum { TASK_NEW, TASK_READY, TASK_RUNNING, TASK_PARKED, TASK_DONE, TASK_
 /* What a parked task waits for (for logs and stats). */
 typedef enum {
   SHL_WAIT_NONE, SHL_WAIT_READ, SHL_WAIT_WRITE, SHL_WAIT_CONNECT, SHL_WAIT_HANDSHAKE,
-  SHL_WAIT_RESOLVE, SHL_WAIT_RECV, SHL_WAIT_SEND, SHL_WAIT_SLEEP, SHL_WAIT_JOIN
+  SHL_WAIT_RESOLVE, SHL_WAIT_RECV, SHL_WAIT_SEND, SHL_WAIT_SLEEP, SHL_WAIT_JOIN,
+  SHL_WAIT_CHANNEL, SHL_WAIT_EVENT, SHL_WAIT_SELECT
 } shl_reason;
 
 /* The one waiting primitive: a FIFO of tasks waiting their turn on one
@@ -297,6 +301,45 @@ int shl_udp(lua_State *L);
 int shl_after(lua_State *L);
 int shl_every(lua_State *L);
 int shl_sleep(lua_State *L);
+
+/* ---------------- l_channel.c, l_event.c, l_select.c: coordination ---------------- */
+/* A stand-in holds the place of a task that waits on several things at
+** once (sockhost.select) in the wait queue of a channel's receivers or an
+** event's waiters; the task itself can be in one queue only. It is no task
+** (node.co is NULL) and is never woken: whoever would wake a task in its
+** place pushes the values the task would get and calls 'fire', which ends
+** the select (and takes every other stand-in of it out of its queue). */
+typedef struct shl_standin {
+  shl_task node;             /* what the queue links: co NULL, state PARKED */
+  void (*fire)(struct shl_standin *s, lua_State *from, int n);  /* takes the
+                             ** n values on top of 'from' */
+} shl_standin;
+#define shl_is_standin(t) ((t)->co == NULL)
+/* Hand the n values on top of L to w, just taken out of a queue: a task
+** gets them and is woken; a stand-in fires. */
+static inline void shl_deliver (lua_State *L, shl_task *w, int n) {
+  if (shl_is_standin(w)) { ((shl_standin *)w)->fire((shl_standin *)w, L, n); return; }
+  shl_unpark(w);
+  lua_checkstack(w->co, n);
+  lua_xmove(L, w->co, n);
+  shl_wake(w, n);
+}
+
+typedef struct shl_channel shl_channel;
+typedef struct shl_event shl_event;
+void shl_channel_open(lua_State *L);         /* pushes sockhost.channel */
+void shl_event_open(lua_State *L);           /* pushes sockhost.event */
+int shl_select(lua_State *L);
+/* The channel or event at 'idx', or NULL if it is something else. */
+shl_channel *shl_tochannel(lua_State *L, int idx);
+shl_event *shl_toevent(lua_State *L, int idx);
+/* For select: take a value from the channel at 'idx' now if there is one
+** (pushed: the value, or nil, "closed"); returns how many were pushed, 0 if
+** a receiver would have to wait. */
+int shl_channel_take(lua_State *L, int idx, shl_channel *ch);
+shl_waitq *shl_channel_receivers(shl_channel *ch);
+int shl_event_isset(const shl_event *ev);
+shl_waitq *shl_event_waiters(shl_event *ev);
 
 /* ---------------- l_tls.c: TLS options, sessions, handshakes ---------------- */
 struct sh_tls_ctx;

@@ -13,10 +13,11 @@
 -- controls, U+2028, U+2029) are escaped as the host's log escapes them
 -- ("\t", "\x1b", "\u{202e}"); the rest of UTF-8 goes through as it is. So
 -- no line can retitle a terminal, clear it, or overwrite its "<nick>".
--- Each client has its own queue of outgoing lines, written by a task of its
--- own, so a client that stops reading never holds up the room: once 64 KiB
--- wait for it, it is dropped (and logged). Clients on which nothing moves for
--- 300 s are cut by the host (sockhost --idle-timeout S scripts/chat.lua).
+-- Each client has its own channel of outgoing lines, written out by a task
+-- of its own, so a client that stops reading never holds up the room: once
+-- 64 KiB wait for it, it is dropped (and logged). Clients on which nothing
+-- moves for 300 s are cut by the host (sockhost --idle-timeout S
+-- scripts/chat.lua).
 local sh = require "sockhost"
 
 local MAX_QUEUED = 64 * 1024      -- bytes waiting for one client before it is dropped
@@ -24,14 +25,13 @@ local clients = {}                -- client -> true
 local by_nick = {}                -- nick -> client
 local guests = 0
 
--- A task per busy client: write out what is queued for it.
-local function flush(c)
-  while #c.queue > 0 do
-    local data = table.concat(c.queue)
-    c.queue, c.queued = {}, 0
-    if not c.conn:write(data) then break end
+-- A task per client: write out the lines sent to it, until its channel is
+-- closed and empty or the connection fails.
+local function writer(c)
+  for line in function() return c.out:receive() end do
+    c.queued = c.queued - #line
+    if not c.conn:write(line) then break end
   end
-  c.flusher = nil
 end
 
 local leave
@@ -68,17 +68,17 @@ local function shown(line)
   return table.concat(out)
 end
 
--- Queue a line for one client. Never blocks.
+-- Queue a line for one client. Never blocks (a send with no time to wait);
+-- the channel has room for a line per byte allowed, so the bytes run out
+-- first.
 local function send(c, line)
   if c.gone then return end
-  if c.queued + #line > MAX_QUEUED then
+  if c.queued + #line > MAX_QUEUED or not c.out:send(line .. "\n", 0) then
     sh.log("warn", ("chat: dropping %s (%s): not reading, %d bytes waiting"):format(c.nick, c.peer, c.queued))
     c.conn:abort()
     return leave(c, "not reading")
   end
-  c.queue[#c.queue + 1] = line .. "\n"
   c.queued = c.queued + #line + 1
-  c.flusher = c.flusher or sh.spawn(flush, c)
 end
 
 local function broadcast(line, except)
@@ -122,7 +122,9 @@ end
 
 local addr = arg[1] or "tcp://127.0.0.1:7010"
 local srv = assert(sh.listen(addr, function(conn)
-  local c = { conn = conn, peer = conn:peer(), queue = {}, queued = 0 }
+  local c = { conn = conn, peer = conn:peer(), out = sh.channel(MAX_QUEUED), queued = 0 }
+  local out <close> = c.out         -- however the handler ends, so does the writer
+  local writing = sh.spawn(writer, c)
   repeat guests = guests + 1 until not by_nick["guest" .. guests]
   c.nick = "guest" .. guests
   clients[c], by_nick[c.nick] = true, c
@@ -148,6 +150,7 @@ local srv = assert(sh.listen(addr, function(conn)
     sh.sleep(0)              -- one line a turn: a flood of input cannot starve the writers
   end
   leave(c, why)
-  while c.flusher do c.flusher:join() end        -- deliver what is queued, then close
+  out:close()                       -- the writer delivers what is queued, then ends
+  writing:join()
 end, { max_line = 4096 }))
 print("chat: listening on " .. srv:address())

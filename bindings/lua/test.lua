@@ -228,7 +228,7 @@ function Session:_wrap()
   end
   sh.spawn = function(fn, ...) return saved.spawn(t:_guard(fn), ...) end
   sh.after = function(s, fn) return own(saved.after(s, t:_guard(fn))) end
-  sh.every = function(s, fn) return own(saved.every(s, t:_guard(fn))) end
+  sh.every = function(s, fn, opts) return own(saved.every(s, t:_guard(fn), opts)) end
   sh.log = function(level, ...)
     local msg = select("#", ...) > 0 and table.concat({ ... }, " ") or level
     t:_drain_logs()                        -- the host's lines before it, in order
