@@ -94,6 +94,20 @@ static int t_pause (lua_State *L) {
   return 0;
 }
 
+/* core.real() -> the real monotonic time in seconds, virtual clock or not
+** (for bounds in real time). */
+static int t_real (lua_State *L) {
+  lua_pushnumber(L, sh_now_real());
+  return 1;
+}
+
+/* core.stops(keep) -> the lines of the tasks the budget stopped since the
+** last call (a list; nil if none were kept); then keep them anew, or not. */
+static int t_stops (lua_State *L) {
+  shl_sched_stops(L, lua_toboolean(L, 1));
+  return 1;
+}
+
 /* core.shuffle(seed): 0 for the plain order. */
 static int t_shuffle (lua_State *L) {
   shl_sched_shuffle(shl_getsched(L), (unsigned long long)luaL_checkinteger(L, 1));
@@ -276,7 +290,7 @@ static const luaL_Reg core_funcs[] = {
   {"virtual", t_virtual}, {"set", t_set}, {"next_due", t_next_due},
   {"fire_due", t_fire_due}, {"step", t_step}, {"shuffle", t_shuffle},
   {"defaults", t_defaults}, {"pause", t_pause}, {"connect", t_connect}, {"datagram", t_datagram},
-  {NULL, NULL}
+  {"real", t_real}, {"stops", t_stops}, {NULL, NULL}
 };
 
 static int open_core (lua_State *L) {

@@ -29,6 +29,8 @@ Session.__index, Peer.__index, Dgram.__index = Session, Peer, Dgram
 
 local START = 1000.0        -- the virtual clock's start; times shown from it
 local MAX_STEPS = 200000    -- loop steps one settle may take
+local MAX_SETTLE = 60       -- real seconds one settle may take
+local BUDGET = 1            -- seconds a task may run without yielding, by default
 local active                -- the open session
 
 ---------------------------------------------------------------- helpers
@@ -91,7 +93,7 @@ local OPTIONS = { transport = 1, seed = 1, within = 1, split = 1, idle_timeout =
 -- drawn), within (an expectation's default deadline, 5 s), split (how
 -- peers cut what they send by default: nil, a size, or "random"),
 -- idle_timeout, line_timeout, max_line, max_conns, budget (the host's
--- defaults, as on the command line; budget 0 by default), log (true: the
+-- defaults, as on the command line; budget 1 s by default), log (true: the
 -- script's sockhost.log lines and the host's own info lines go to stderr too;
 -- by default only errors do). The script's log lines are kept in
 -- session.logs either way.
@@ -118,7 +120,8 @@ function T.new(opts)
   t.log_level = sh.log_level(opts.log and "info" or "error")
   t.defaults = core.defaults({ idle_timeout = opts.idle_timeout, line_timeout = opts.line_timeout,
                                max_line = opts.max_line, max_conns = opts.max_conns,
-                               budget = opts.budget or 0 })
+                               budget = opts.budget or BUDGET })
+  core.stops(true)
   core.virtual(true, START)
   core.set(START)
   t.start = sh.now()
@@ -131,7 +134,15 @@ end
 -- Virtual seconds since the session began.
 function Session:now() return sh.now() - self.start end
 
+-- The tasks the budget stopped meanwhile become errors of the script (a
+-- stop is no error its code raised: the guard does not see it).
+function Session:_note_stops()
+  if active ~= self then return end
+  for _, line in ipairs(core.stops(true) or {}) do self.errors[#self.errors + 1] = line end
+end
+
 function Session:_fail(msg, level)
+  self:_note_stops()
   local lines = { "sockhost.test: " .. msg }
   for _, e in ipairs(self.errors) do lines[#lines + 1] = "  the script failed: " .. e end
   lines[#lines + 1] = ("  seed %d (%s transport): SOCKHOST_TEST_SEED=%d replays this run")
@@ -238,19 +249,28 @@ function Session:listen(addr, handler, opts)
 end
 
 -- Run the loop until nothing moves: no callback due and nothing ready, and
--- the peers have read what there was.
+-- the peers have read what there was. Bounded in steps and in real time (a
+-- task that runs too long without yielding is stopped by the budget).
 function Session:settle()
   local quiet, need = 0, self.transport == "loopback" and 3 or 1
-  for _ = 1, MAX_STEPS do
+  local deadline = core.real() + MAX_SETTLE
+  for step = 1, MAX_STEPS do
     core.fire_due()
     local moved = core.step()
     self.stepno = self.stepno + 1
     if self:_poll() then moved = true end
     if moved then quiet = 0 else quiet = quiet + 1 end
-    if quiet >= need then return end
+    if quiet >= need then
+      self:_note_stops()
+      return
+    end
     if quiet > 0 then core.pause(0.0005) end    -- loopback only: let the kernel deliver
+    if step % 64 == 0 and core.real() > deadline then
+      self:_fail(("the loop did not settle in %d s (real time)"):format(MAX_SETTLE))
+    end
   end
-  self:_fail(("the loop did not settle in %d steps (a task that never waits?)"):format(MAX_STEPS))
+  self:_fail(("the loop did not settle in %d steps (a task that never waits, or wakes "
+              .. "itself at once for ever, as with sleep(0) in a loop?)"):format(MAX_STEPS))
 end
 
 -- Let 'seconds' of virtual time pass: timers fire in their order, each
@@ -335,12 +355,14 @@ function Session:close(ignore_errors)
     pcall(close, obj)
   end
   pcall(self.advance, self, 3600)
+  self:_note_stops()
+  active = nil
+  core.stops(false)
   for k, v in pairs(self.saved) do sh[k] = v end
   core.defaults(self.defaults)
   sh.log_level(self.log_level)
   core.shuffle(0)
   core.virtual(false)
-  active = nil
   if #self.errors > 0 and not ignore_errors then
     self:_fail(#self.errors .. " error(s) in the script during the session")
   end
