@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "sh_clock.h"
+#include "sh_log.h"
 #include "sh_util.h"
 
 #define DUMP_SIGNAL SIGRTMIN  /* watchdog thread -> loop's thread: write and exit */
@@ -85,14 +86,18 @@ static void write_all (const char *s, size_t n) {
   }
 }
 
-/* One line as sh_log writes it: "<time> <LEVEL> <msg>". */
-static void log_line (const char *level, const char *msg) {
+/* One line as sh_log writes it: "<time> <LEVEL> <msg>", if the log's
+** level lets it through (reading it neither locks nor allocates). */
+static int log_line (sh_log_level level, const char *msg) {
+  static const char *const tags[] = {"DEBUG", "INFO", "WARN", "ERROR"};
   char line[512], ts[96];
   int n;
+  if (level < sh_log_get_level() || level >= SH_LOG_OFF) return 0;
   stamp(ts, sizeof ts);
-  n = snprintf(line, sizeof line, "%s %-5s %s\n", ts, level, msg);
-  if (n < 0) return;
+  n = snprintf(line, sizeof line, "%s %-5s %s\n", ts, tags[level], msg);
+  if (n < 0) return 0;
   write_all(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+  return 1;
 }
 
 /* ---------------- ending ---------------- */
@@ -102,8 +107,8 @@ static void on_dump (int sig) {
   static char account[16384];
   size_t n;
   (void)sig;
-  log_line("ERROR", wd.why);          /* first: whatever happens next, it is out */
-  if (wd.describe != NULL) {
+  /* the line first: whatever happens next, it is out */
+  if (log_line(SH_LOG_ERROR, wd.why) && wd.describe != NULL) {
     account[0] = '\t';
     account[1] = '\0';
     wd.describe(account + 1, sizeof account - 2, wd.ctx);
@@ -126,8 +131,8 @@ static void pause_for (double seconds) {
 static void end_process (void) {
   pthread_kill(wd.loop_thread, DUMP_SIGNAL);
   pause_for(ANSWER_WAIT);
-  log_line("ERROR", wd.why);
-  log_line("ERROR", "watchdog: the loop's thread did not answer: no traceback");
+  log_line(SH_LOG_ERROR, wd.why);
+  log_line(SH_LOG_ERROR, "watchdog: the loop's thread did not answer: no traceback");
   _exit(EXIT_STATUS);
 }
 
@@ -183,7 +188,7 @@ static void on_stop_signal (int sig) {
   if (LOAD(signal_ms) != 0) {
     char msg[64];
     snprintf(msg, sizeof msg, "signal %d again: exiting now", sig);
-    log_line("WARN", msg);
+    log_line(SH_LOG_WARN, msg);
     _exit(EXIT_STATUS);
   }
   STORE(signal_no, sig);
