@@ -661,22 +661,21 @@ static const char *safe_tostring (shl_sched *S, lua_State *L) {
   return lua_tostring(L, -1);
 }
 
-static const char STOPS_KEY = 'T';   /* registry: lines of stopped tasks, for sockhost.test */
+static const char FAILURES_KEY = 'F';   /* registry: failures kept for sockhost.test */
 
-void shl_sched_stops (lua_State *L, int keep) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &STOPS_KEY) != LUA_TTABLE) {
+void shl_sched_failures (lua_State *L, int keep) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_pushnil(L);
   }
   if (keep) lua_newtable(L);
   else lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &STOPS_KEY);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY);
 }
 
-/* A task the budget stopped: a line for sockhost.test, if it keeps them
-** (its guard sees the errors a task raises, not a stop). */
-static void note_stop (lua_State *L, const char *label, const char *msg, const char *trace) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &STOPS_KEY) == LUA_TTABLE) {
+/* A failure as logged, kept for sockhost.test if it keeps them. */
+static void keep_failure (lua_State *L, const char *label, const char *msg, const char *trace) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY) == LUA_TTABLE) {
     lua_pushfstring(L, "%s failed: %s\n%s", label, msg, trace);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   }
@@ -703,7 +702,7 @@ static void record_failure (shl_task *t) {
   }
   label = safe_tostring(t->S, L);              /* task err msg trace label */
   sh_log_trace(SH_LOG_ERROR, trace, "%s failed: %s", label, msg);
-  if (t->overrun) note_stop(L, label, msg, trace);
+  keep_failure(L, label, msg, trace);
   lua_pop(L, 5);
   close_thread(t->S, co, L);                   /* close pending <close> variables */
 }

@@ -101,10 +101,11 @@ static int t_real (lua_State *L) {
   return 1;
 }
 
-/* core.stops(keep) -> the lines of the tasks the budget stopped since the
-** last call (a list; nil if none were kept); then keep them anew, or not. */
-static int t_stops (lua_State *L) {
-  shl_sched_stops(L, lua_toboolean(L, 1));
+/* core.failures(keep) -> the failures of tasks since the last call, as
+** logged, with their tracebacks (a list; nil if none were kept); then keep
+** them anew, or not. */
+static int t_failures (lua_State *L) {
+  shl_sched_failures(L, lua_toboolean(L, 1));
   return 1;
 }
 
@@ -290,7 +291,7 @@ static const luaL_Reg core_funcs[] = {
   {"virtual", t_virtual}, {"set", t_set}, {"next_due", t_next_due},
   {"fire_due", t_fire_due}, {"step", t_step}, {"shuffle", t_shuffle},
   {"defaults", t_defaults}, {"pause", t_pause}, {"connect", t_connect}, {"datagram", t_datagram},
-  {"real", t_real}, {"stops", t_stops}, {NULL, NULL}
+  {"real", t_real}, {"failures", t_failures}, {NULL, NULL}
 };
 
 static int open_core (lua_State *L) {

@@ -202,10 +202,11 @@ int shl_host_pcall(shl_sched *S, lua_State *L, int nargs, int nres);
 ** task's thread, a host call's, or the main thread) is logged. Returns 0,
 ** or -1 if it cannot start. */
 int shl_sched_watchdog(shl_sched *S, double limit, double grace);
-/* sockhost.test: push the lines kept for the tasks the budget stopped
-** since the last call (a table; nil if none were being kept), then keep
-** them in a new table ('keep') or no more. */
-void shl_sched_stops(lua_State *L, int keep);
+/* sockhost.test: push the failures of tasks kept since the last call, each
+** as logged ("conn #1 ... failed: msg" and the traceback on the next lines),
+** in a table (nil if none were being kept); then keep them in a new table
+** ('keep') or no more. */
+void shl_sched_failures(lua_State *L, int keep);
 /* Graceful shutdown: close listeners and handler sockets, run the
 ** on_shutdown hooks, let handlers finish for S->grace seconds, then stop. */
 void shl_shutdown(lua_State *L, shl_host *H);

@@ -121,7 +121,7 @@ function T.new(opts)
   t.defaults = core.defaults({ idle_timeout = opts.idle_timeout, line_timeout = opts.line_timeout,
                                max_line = opts.max_line, max_conns = opts.max_conns,
                                budget = opts.budget or BUDGET })
-  core.stops(true)
+  core.failures(true)
   core.virtual(true, START)
   core.set(START)
   t.start = sh.now()
@@ -134,15 +134,16 @@ end
 -- Virtual seconds since the session began.
 function Session:now() return sh.now() - self.start end
 
--- The tasks the budget stopped meanwhile become errors of the script (a
--- stop is no error its code raised: the guard does not see it).
-function Session:_note_stops()
+-- The failures of the script's tasks meanwhile (errors they raised, and
+-- stops by the budget), each as the host logs it, with the traceback of
+-- the task's own code, become the session's errors.
+function Session:_note_failures()
   if active ~= self then return end
-  for _, line in ipairs(core.stops(true) or {}) do self.errors[#self.errors + 1] = line end
+  for _, line in ipairs(core.failures(true) or {}) do self.errors[#self.errors + 1] = line end
 end
 
 function Session:_fail(msg, level)
-  self:_note_stops()
+  self:_note_failures()
   local lines = { "sockhost.test: " .. msg }
   for _, e in ipairs(self.errors) do lines[#lines + 1] = "  the script failed: " .. e end
   lines[#lines + 1] = ("  seed %d (%s transport): SOCKHOST_TEST_SEED=%d replays this run")
@@ -175,35 +176,21 @@ local function key(addr)
   return addr
 end
 
--- Run 'fn' as a script's code runs: its failure is kept for the spec (and
--- raised again, so the host logs it and closes what it served, as usual).
-function Session:_guard(fn)
-  local function note(e)
-    self.errors[#self.errors + 1] = debug.traceback(tostring(e), 2)
-    return e
-  end
-  return function(...)
-    local r = table.pack(xpcall(fn, note, ...))
-    if not r[1] then error(r[2], 0) end
-    return table.unpack(r, 2, r.n)
-  end
-end
-
 function Session:_wrap()
   local saved, t = self.saved, self
   local function own(obj) if obj then t.owned[#t.owned + 1] = obj end return obj end
   sh.listen = function(addr, handler, opts)
     local real = t:_replace(addr, false)
-    local srv, err = saved.listen(real, t:_guard(function(conn)
+    local srv, err = saved.listen(real, function(conn)
       own(conn)
       return handler(conn)
-    end), opts)
+    end, opts)
     if srv then t.addrs[key(addr)] = srv:address() end
     return own(srv), err
   end
   sh.udp = function(addr, handler, opts)
     local real = t:_replace(addr, true)
-    local s, err = saved.udp(real, handler and t:_guard(handler), opts)
+    local s, err = saved.udp(real, handler, opts)
     if s then t.addrs[key(addr)] = s:address() end
     return own(s), err
   end
@@ -211,9 +198,8 @@ function Session:_wrap()
     local c, err = saved.connect(t.addrs[key(addr)] or addr, opts)
     return own(c), err
   end
-  sh.spawn = function(fn, ...) return saved.spawn(t:_guard(fn), ...) end
-  sh.after = function(s, fn) return own(saved.after(s, t:_guard(fn))) end
-  sh.every = function(s, fn) return own(saved.every(s, t:_guard(fn))) end
+  sh.after = function(s, fn) return own(saved.after(s, fn)) end
+  sh.every = function(s, fn) return own(saved.every(s, fn)) end
   sh.log = function(level, ...)
     local msg = select("#", ...) > 0 and table.concat({ ... }, " ") or level
     t.logs[#t.logs + 1] = msg
@@ -261,7 +247,7 @@ function Session:settle()
     if self:_poll() then moved = true end
     if moved then quiet = 0 else quiet = quiet + 1 end
     if quiet >= need then
-      self:_note_stops()
+      self:_note_failures()
       return
     end
     if quiet > 0 then core.pause(0.0005) end    -- loopback only: let the kernel deliver
@@ -355,9 +341,9 @@ function Session:close(ignore_errors)
     pcall(close, obj)
   end
   pcall(self.advance, self, 3600)
-  self:_note_stops()
+  self:_note_failures()
   active = nil
-  core.stops(false)
+  core.failures(false)
   for k, v in pairs(self.saved) do sh[k] = v end
   core.defaults(self.defaults)
   sh.log_level(self.log_level)

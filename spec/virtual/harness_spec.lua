@@ -96,6 +96,46 @@ describe("sockhost.test", function()
     assert.matches("the script failed: .*handler exploded", err)
   end)
 
+  it("keeps and logs a script's failure with its own traceback, once, not the harness's", function()
+    t = T.new()
+    t:script(FIX .. "fails.lua")
+    local p = t:connect("tcp://127.0.0.1:7102")
+    p:send_line("boom")
+    p:expect_close()
+    assert.equal(1, #t.errors)
+    local e = t.errors[1]
+    assert.matches("handler exploded\nstack traceback:\n\t[C]: in function 'error'\n"
+                   .. "\tspec/fixtures/vt/fails.lua:4: in function <spec/fixtures/vt/fails.lua:2>", e, 1, true)
+    assert.is_nil(e:find("sockhost/test.lua", 1, true), e)
+    t:close(true)
+    t = nil
+    -- the host's log line, from a `sockhost test` run
+    local dir = H.tmpname("")
+    os.execute("mkdir -p " .. dir)
+    H.writefile(dir .. "/fails_spec.lua", [[
+      local T = require "sockhost.test"
+      describe("fails", function()
+        it("twice", function()
+          local t = T.new()
+          t:script("spec/fixtures/vt/fails.lua")
+          for _ = 1, 2 do
+            local p = t:connect("tcp://127.0.0.1:7102")
+            p:send_line("boom")
+            p:expect_close()
+          end
+          t:close(true)
+        end)
+      end)
+    ]])
+    local out, err = H.exec("test " .. dir)
+    os.execute("rm -rf " .. dir)
+    local _, logged = err:gsub("ERROR conn #%d+ [^\n]* failed: [^\n]*handler exploded\n\tstack traceback:\n"
+                                 .. "\t%[C%]: in function 'error'\n\tspec/fixtures/vt/fails.lua:4: in function "
+                                 .. "<spec/fixtures/vt/fails.lua:2>\n", "")
+    assert.equals(2, logged, out .. err)
+    assert.is_nil(err:find("sockhost/test.lua", 1, true), err)
+  end)
+
   it("names what listens when a peer asks for another address", function()
     t = T.new()
     t:script(FIX .. "pieces.lua")
