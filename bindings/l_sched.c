@@ -247,11 +247,13 @@ static void on_prof_tick (int sig) {
   lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
 }
 
-/* coroutine.create and coroutine.wrap, giving the new thread the hook. */
+/* coroutine.create and coroutine.wrap, giving the new thread the hook
+** while a budget is set. */
 static int hooked_create (lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));       /* the original */
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 1);
+  if (budget_sched == NULL) return 1;
   if (lua_type(L, -1) == LUA_TTHREAD)
     lua_sethook(lua_tothread(L, -1), budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   else if (lua_type(L, -1) == LUA_TFUNCTION && lua_getupvalue(L, -1, 1) != NULL) {

@@ -570,7 +570,7 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   sh_loop_signal(H->loop, SIGTERM, on_signal, H);
   if (shl_sched_watchdog(H->sched, o->watchdog != UNSET ? o->watchdog
                                    : WATCHDOG_TIMES * o->budget, H->grace) != 0)
-    return fail("cannot start the watchdog");
+    sh_log(SH_LOG_WARN, "cannot start the watchdog: %s; running without it", strerror(errno));
   create_arg_table(L, argc, argv, o->script);
   if (luaL_loadbuffer(L, runner, sizeof runner - 1, "=sockhost") != LUA_OK)
     return fail(lua_tostring(L, -1));

@@ -247,7 +247,9 @@ static int start_thread (void) {
   rc = pthread_create(&th, &attr, watch, NULL);
   pthread_attr_destroy(&attr);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  return rc == 0 ? 0 : -1;
+  if (rc == 0) return 0;
+  errno = rc;
+  return -1;
 }
 
 int sh_watchdog_start (sh_loop *loop, double limit, double grace, sh_watchdog_fn describe,

@@ -31,7 +31,8 @@ typedef void (*sh_watchdog_fn)(char *buf, size_t len, void *ctx);
 ** account (NULL: none), then exit status 1 (without flushing stdio or
 ** running atexit handlers). If the loop's thread does not answer within
 ** 2 s, the watchdog's thread ends the process itself, with the line only.
-** Returns 0, or -1 if the thread cannot be started. */
+** Returns 0, or -1 with errno set if it cannot start (the stop signals are
+** then still noted, but nothing ends the process). */
 int sh_watchdog_start(sh_loop *loop, double limit, double grace, sh_watchdog_fn describe,
                       void *ctx);
 
