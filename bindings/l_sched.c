@@ -242,7 +242,7 @@ static void on_prof_tick (int sig) {
   shl_sched *S = budget_sched;
   shl_task *t;
   (void)sig;
-  if (S == NULL || (t = S->current) == NULL) return;
+  if (S == NULL || (t = S->current) == NULL || S->overrun) return;   /* overrun: hooked */
   if (resumes != resumes_seen) { resumes_seen = resumes; return; }
   lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
 }
