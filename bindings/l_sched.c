@@ -576,6 +576,7 @@ static shl_task *reuse (shl_sched *S, lua_State *L, int nargs, int owner) {
   lua_xmove(L, t->co, nargs + 1);              /* function and arguments to co */
   t->nargs = nargs;
   t->state = TASK_NEW;
+  t->kept = S->keeping;
   sh_loop_ref(S->loop);
   return t;
 }
@@ -611,6 +612,7 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
   lua_xmove(L, co, nargs + 1);                 /* function and arguments to co */
   t->nargs = nargs;
   t->poolable = !keep;                         /* nobody else sees this object */
+  t->kept = S->keeping;
   sh_loop_ref(S->loop);                        /* a live task keeps the loop */
   return t;
 }
@@ -665,7 +667,9 @@ static const char *safe_tostring (shl_sched *S, lua_State *L) {
 
 static const char FAILURES_KEY = 'F';   /* registry: failures kept for sockhost.test */
 
-void shl_sched_failures (lua_State *L, int keep) {
+void shl_sched_failures (lua_State *L, shl_sched *S, int keep) {
+  if (!keep) S->keeping = 0;
+  else if (S->keeping == 0) S->keeping = ++S->keepings;    /* tasks from now on */
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_pushnil(L);
@@ -675,8 +679,11 @@ void shl_sched_failures (lua_State *L, int keep) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY);
 }
 
-/* A failure as logged, kept for sockhost.test if it keeps them. */
-static void keep_failure (lua_State *L, const char *label, const char *msg, const char *trace) {
+/* A failure as logged, kept for sockhost.test if it keeps those of t (a
+** task made before it began keeping them is not the session's). */
+static void keep_failure (shl_task *t, const char *label, const char *msg, const char *trace) {
+  lua_State *L = t->S->L;
+  if (t->kept == 0 || t->kept != t->S->keeping) return;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY) == LUA_TTABLE) {
     lua_pushfstring(L, "%s failed: %s\n%s", label, msg, trace);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
@@ -704,7 +711,7 @@ static void record_failure (shl_task *t) {
   }
   label = safe_tostring(t->S, L);              /* task err msg trace label */
   sh_log_trace(SH_LOG_ERROR, trace, "%s failed: %s", label, msg);
-  keep_failure(L, label, msg, trace);
+  keep_failure(t, label, msg, trace);
   lua_pop(L, 5);
   close_thread(t->S, co, L);                   /* close pending <close> variables */
 }

@@ -103,9 +103,9 @@ static int t_real (lua_State *L) {
 
 /* core.failures(keep) -> the failures of tasks since the last call, as
 ** logged, with their tracebacks (a list; nil if none were kept); then keep
-** them anew, or not. */
+** them anew, or not. Only tasks made since keeping began count. */
 static int t_failures (lua_State *L) {
-  shl_sched_failures(L, lua_toboolean(L, 1));
+  shl_sched_failures(L, shl_getsched(L), lua_toboolean(L, 1));
   return 1;
 }
 

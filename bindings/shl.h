@@ -80,6 +80,9 @@ typedef struct shl_sched {
   int host_base;             /* ... how deep that thread was when it began */
   unsigned long long shuffle;   /* sockhost.test: 0, or the state of the
                              ** generator that picks the ready task to run */
+  unsigned keeping;          /* sockhost.test: failures of the tasks made
+                             ** with this mark are kept (0: none are) */
+  unsigned keepings;         /* marks handed out */
 } shl_sched;
 
 /* The host (l_host.c): the loop and what every object of a Lua state
@@ -131,6 +134,7 @@ struct shl_task {
   void *wait_obj;            /* what the task waits for */
   shl_exit_fn on_exit;       /* NULL, or what to do when the task ends */
   int overrun;               /* stopped for running past the budget */
+  unsigned kept;             /* S->keeping when it was made */
   int poolable;              /* no script holds the task object: reusable */
   void *exit_ctx;
 };
@@ -202,11 +206,12 @@ int shl_host_pcall(shl_sched *S, lua_State *L, int nargs, int nres);
 ** task's thread, a host call's, or the main thread) is logged. Returns 0,
 ** or -1 if it cannot start. */
 int shl_sched_watchdog(shl_sched *S, double limit, double grace);
-/* sockhost.test: push the failures of tasks kept since the last call, each
-** as logged ("conn #1 ... failed: msg" and the traceback on the next lines),
+/* sockhost.test: push the failures kept since the last call, each as
+** logged ("conn #1 ... failed: msg" and the traceback on the next lines),
 ** in a table (nil if none were being kept); then keep them in a new table
-** ('keep') or no more. */
-void shl_sched_failures(lua_State *L, int keep);
+** ('keep') or no more. Only the failures of tasks made since keeping began
+** are kept. */
+void shl_sched_failures(lua_State *L, shl_sched *S, int keep);
 /* Graceful shutdown: close listeners and handler sockets, run the
 ** on_shutdown hooks, let handlers finish for S->grace seconds, then stop. */
 void shl_shutdown(lua_State *L, shl_host *H);
