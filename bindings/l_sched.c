@@ -15,6 +15,7 @@
 
 #include "../core/sh_log.h"
 #include "../core/sh_util.h"
+#include "../core/sh_watchdog.h"
 
 #include "shl.h"
 
@@ -140,8 +141,6 @@ int shl_wait (lua_State *L, shl_waitq *q, shl_task *t, shl_reason why, double ti
   return shl_park(L, t, why, timeout, fn, obj, ctx, k);
 }
 
-/* ====================== Resuming ====================== */
-
 /* ====================== Time budget ====================== */
 
 /* A task that runs past its budget without yielding is stopped. A Lua hook
@@ -151,43 +150,110 @@ int shl_wait (lua_State *L, shl_waitq *q, shl_task *t, shl_reason why, double ti
 ** two ticks in a row, sets the count hook on its thread (lua_sethook may
 ** be called from a signal handler). The hook then checks the clock. A
 ** coroutine a script makes itself gets the hook from its start instead (the
-** timer cannot see which coroutine of a task is running). */
+** timer cannot see which coroutine of a task is running), and so does the
+** thread of a call of the host's own into script code.
+**
+** Past the budget the run is being stopped (S->overrun) and the hook comes
+** at every instruction, on each thread of the run it reaches: the task's
+** own thread yields where it can, which no pcall catches; anywhere else the
+** hook raises the budget's error, again at the next instruction of whoever
+** caught it, so the error climbs out of every pcall loop. Lua calls the
+** message handler of an error raised in a hook with hooks off, where a
+** handler that loops could never be stopped: so before raising, each xpcall
+** of the run gets a handler that passes the error through as it is. What
+** no hook reaches (a __gc finalizer: Lua runs those with hooks off) is the
+** watchdog's (core/sh_watchdog.h). */
 
 #define HOOK_COUNT 1000              /* instructions between the hook's looks */
+#define TRACE_LEVELS 24              /* frames in the watchdog's traceback */
 
 static shl_sched *budget_sched;      /* the state whose tasks are timed */
 static volatile sig_atomic_t resumes;   /* bumped at every resume */
 static sig_atomic_t resumes_seen = -1;
+static lua_CFunction xpcall_fn;      /* the base library's xpcall, to find its frames */
 
-/* The count hook: a task past its budget is made to yield (so that no
-** pcall can catch it) and then ended by shl_resume; where it cannot yield,
-** it gets an error instead. */
-static void budget_hook (lua_State *L, lua_Debug *ar) {
-  shl_sched *S = budget_sched;
-  (void)ar;
-  if (S == NULL || S->current == NULL || sh_now_coarse() - S->resumed_at < S->budget) return;
-  if (L == S->current->co && lua_isyieldable(L)) {
-    S->current->overrun = 1;
+/* The message handler that xpcall frames get once their run is stopped. */
+static int pass_error (lua_State *L) {
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int depth (lua_State *L) {
+  lua_Debug ar;
+  int n = 0;
+  while (lua_getstack(L, n, &ar)) n++;
+  return n;
+}
+
+/* Give each xpcall among L's frames of the run (all of a task's or a
+** coroutine's; those above its start for a host call) pass_error as its
+** message handler: xpcall keeps it in its second slot. */
+static void pass_handlers (shl_sched *S, lua_State *L) {
+  lua_Debug ar;
+  int level, n = depth(L) - (L == S->host_L ? S->host_base : 0);
+  for (level = 0; level < n && xpcall_fn != NULL && lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "f", &ar)) continue;
+    if (lua_tocfunction(L, -1) == xpcall_fn) {
+      lua_pushcfunction(L, pass_error);
+      if (lua_setlocal(L, &ar, 2) == NULL) lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static void budget_hook (lua_State *L, lua_Debug *ar);
+
+/* Not being stopped: a thread hooked at every instruction goes back to
+** every HOOK_COUNT (a coroutine outlives the run that stopped). */
+static void relax (lua_State *L) {
+  if (lua_gethookcount(L) == 1) lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+}
+
+/* The run is past its budget: stop it from thread L. */
+static void stop_run (shl_sched *S, lua_State *L) {
+  shl_task *t = S->current;
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+  if (t != NULL && L != t->co) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, 1);
+  if (t != NULL && L == t->co && lua_isyieldable(L)) {
+    t->overrun = 1;
     lua_yield(L, 0);                    /* in a hook: returns, then yields */
     return;
   }
+  pass_handlers(S, L);
   luaL_error(L, "ran for more than %f s without yielding", S->budget);
+}
+
+static void budget_hook (lua_State *L, lua_Debug *ar) {
+  shl_sched *S = budget_sched;
+  (void)ar;
+  if (S == NULL || !S->timing) {
+    relax(L);
+    return;
+  }
+  if (!S->overrun && sh_now_real_coarse() - S->resumed_at < S->budget) {
+    relax(L);
+    return;
+  }
+  S->overrun = 1;
+  stop_run(S, L);
 }
 
 static void on_prof_tick (int sig) {
   shl_sched *S = budget_sched;
   shl_task *t;
   (void)sig;
-  if (S == NULL || (t = S->current) == NULL) return;
+  if (S == NULL || (t = S->current) == NULL || S->overrun) return;   /* overrun: hooked */
   if (resumes != resumes_seen) { resumes_seen = resumes; return; }
   lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
 }
 
-/* coroutine.create and coroutine.wrap, giving the new thread the hook. */
+/* coroutine.create and coroutine.wrap, giving the new thread the hook
+** while a budget is set. */
 static int hooked_create (lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));       /* the original */
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 1);
+  if (budget_sched == NULL) return 1;
   if (lua_type(L, -1) == LUA_TTHREAD)
     lua_sethook(lua_tothread(L, -1), budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   else if (lua_type(L, -1) == LUA_TFUNCTION && lua_getupvalue(L, -1, 1) != NULL) {
@@ -215,6 +281,12 @@ static void hook_coroutines (lua_State *L) {
   lua_pop(L, 1);
 }
 
+static void find_xpcall (lua_State *L) {
+  lua_getglobal(L, "xpcall");
+  if (lua_tocfunction(L, -1) != NULL) xpcall_fn = lua_tocfunction(L, -1);
+  lua_pop(L, 1);
+}
+
 void shl_set_budget (shl_sched *S, double seconds) {
   struct sigaction sa;
   struct itimerval it;
@@ -224,6 +296,7 @@ void shl_set_budget (shl_sched *S, double seconds) {
   memset(&it, 0, sizeof it);
   if (S->budget > 0) {
     hook_coroutines(S->L);
+    find_xpcall(S->L);
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_prof_tick;
     sa.sa_flags = SA_RESTART;
@@ -244,26 +317,151 @@ static void unhook (lua_State *co) {
   if (lua_gethook(co) != NULL) lua_sethook(co, NULL, 0, 0);
 }
 
+/* ---------------- the host's own calls into script code ---------------- */
+
+/* What a host call puts aside: the run it may interrupt, L's hook. */
+typedef struct host_run {
+  shl_task *current;
+  int timing, overrun, host_base, mask, count;
+  double resumed_at;
+  lua_State *host_L;
+  lua_Hook hook;
+} host_run;
+
+/* Time what runs on L from now on, as a run of its own; 'base': L's frames
+** below, not the run's. Returns 0 (and does nothing) without a budget. */
+static int host_begin (shl_sched *S, lua_State *L, int base, host_run *h) {
+  if (S->budget <= 0) return 0;
+  h->current = S->current;
+  h->timing = S->timing;
+  h->overrun = S->overrun;
+  h->resumed_at = S->resumed_at;
+  h->host_L = S->host_L;
+  h->host_base = S->host_base;
+  h->hook = lua_gethook(L);
+  h->mask = lua_gethookmask(L);
+  h->count = lua_gethookcount(L);
+  S->current = NULL;
+  S->timing = 1;
+  S->overrun = 0;
+  S->resumed_at = sh_now_real_coarse();
+  S->host_L = L;
+  S->host_base = base;
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  return 1;
+}
+
+static void host_end (shl_sched *S, lua_State *L, const host_run *h) {
+  lua_sethook(L, h->hook, h->mask, h->count);
+  S->current = h->current;
+  S->timing = h->timing;
+  S->overrun = h->overrun;
+  S->resumed_at = h->resumed_at;
+  S->host_L = h->host_L;
+  S->host_base = h->host_base;
+}
+
+int shl_host_pcall (shl_sched *S, lua_State *L, int nargs, int nres) {
+  host_run h;
+  int on = host_begin(S, L, depth(L), &h), status;
+  status = lua_pcall(L, nargs, nres, 0);
+  if (on) host_end(S, L, &h);
+  return status;
+}
+
+/* Close co's pending to-be-closed variables (their __close is script code:
+** timed as a host call). */
+static void close_thread (shl_sched *S, lua_State *co, lua_State *L) {
+  host_run h;
+  int on = host_begin(S, co, 0, &h);
+#if LUA_VERSION_RELEASE_NUM >= 50406
+  lua_closethread(co, L);
+#else
+  (void)L;
+  lua_resetthread(co);
+#endif
+  if (on) host_end(S, co, &h);
+}
+
+/* ---------------- the watchdog ---------------- */
+
+/* One frame as luaL_traceback writes it, without its search of a global
+** name (which allocates); at most len - 1 bytes, NUL-terminated. */
+static size_t trace_frame (char *buf, size_t len, const lua_Debug *ar) {
+  char where[LUA_IDSIZE + 16];
+  int n;
+  if (ar->currentline > 0) snprintf(where, sizeof where, "%s:%d:", ar->short_src, ar->currentline);
+  else snprintf(where, sizeof where, "%s:", ar->short_src);
+  if (*ar->namewhat != '\0')
+    n = snprintf(buf, len, "\n\t%s in %s '%s'", where, ar->namewhat, ar->name);
+  else if (*ar->what == 'm')
+    n = snprintf(buf, len, "\n\t%s in main chunk", where);
+  else if (*ar->what == 'C')
+    n = snprintf(buf, len, "\n\t%s in ?", where);
+  else
+    n = snprintf(buf, len, "\n\t%s in function <%s:%d>", where, ar->short_src, ar->linedefined);
+  if (n >= 0 && (size_t)n < len && ar->istailcall)
+    n += snprintf(buf + n, len - (size_t)n, "\n\t(...tail calls...)");
+  return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+}
+
+/* The watchdog's account of what ran: the traceback of the running task's
+** thread (where a finalizer it set off runs too), or of the thread of a
+** host call, or of the main thread. From a signal handler on the loop's
+** thread: lua_getstack and lua_getinfo without 'f' or 'L' neither
+** allocate nor lock. */
+static void describe_stuck (char *buf, size_t len, void *ctx) {
+  shl_sched *S = ctx;
+  lua_State *L = S->current != NULL ? S->current->co : S->host_L != NULL ? S->host_L : S->L;
+  lua_Debug ar;
+  size_t n = (size_t)snprintf(buf, len, "stack traceback:");
+  int level;
+  for (level = 0; level < TRACE_LEVELS && n + 1 < len && lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "Slnt", &ar)) break;
+    n += trace_frame(buf + n, len - n, &ar);
+  }
+}
+
+int shl_sched_watchdog (shl_sched *S, double limit, double grace) {
+  return sh_watchdog_start(S->loop, limit, grace, describe_stuck, S);
+}
+
+/* ---------------- resuming ---------------- */
+
+/* The task ran past its budget and is over, whatever it did after: its
+** results or error give way to the budget's. */
+static void stopped (shl_task *t, int status, int nres) {
+  shl_sched *S = t->S;
+  S->overrun = 0;
+  lua_pop(t->co, status == LUA_OK || status == LUA_YIELD ? nres : 1);
+  lua_pushfstring(t->co, "stopped: ran for more than %f s without yielding", S->budget);
+  t->overrun = 1;
+  shl_task_finish(t, LUA_ERRRUN, 0);
+}
+
 void shl_resume (shl_task *t, int nargs) {
   shl_sched *S = t->S;
   shl_task *prev = S->current;
   int nres = 0, status;
   t->state = TASK_RUNNING;
   S->current = t;
+  sh_watchdog_kick();
   if (S->budget > 0) {
-    S->resumed_at = sh_now_coarse();
+    S->resumed_at = sh_now_real_coarse();
+    S->timing = 1;
+    S->overrun = 0;
     resumes++;
     unhook(t->co);
   }
   status = lua_resume(t->co, NULL, nargs, &nres);
   S->current = prev;
+  S->timing = 0;
+  if (S->overrun) {
+    stopped(t, status, nres);
+    return;
+  }
   if (status == LUA_YIELD) {
     lua_pop(t->co, nres);
-    if (t->overrun) {                    /* stopped by the budget hook */
-      lua_pushfstring(t->co, "stopped: ran for more than %f s without yielding", S->budget);
-      shl_task_finish(t, LUA_ERRRUN, 0);
-      return;
-    }
     if (t->state == TASK_RUNNING)    /* a bare coroutine.yield(): let others run */
       shl_wake(t, 0);
     return;
@@ -378,6 +576,7 @@ static shl_task *reuse (shl_sched *S, lua_State *L, int nargs, int owner) {
   lua_xmove(L, t->co, nargs + 1);              /* function and arguments to co */
   t->nargs = nargs;
   t->state = TASK_NEW;
+  t->kept = S->keeping;
   sh_loop_ref(S->loop);
   return t;
 }
@@ -413,6 +612,7 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
   lua_xmove(L, co, nargs + 1);                 /* function and arguments to co */
   t->nargs = nargs;
   t->poolable = !keep;                         /* nobody else sees this object */
+  t->kept = S->keeping;
   sh_loop_ref(S->loop);                        /* a live task keeps the loop */
   return t;
 }
@@ -452,16 +652,43 @@ static int tostring_raw (lua_State *L) {
 }
 
 /* Push a printable form of the value on top of L (popped), without ever
-** raising: a __tostring that fails must not take the host down. */
-static const char *safe_tostring (lua_State *L) {
+** raising: a __tostring that fails must not take the host down, nor one
+** that never returns (it runs under the budget). */
+static const char *safe_tostring (shl_sched *S, lua_State *L) {
   const char *tname = luaL_typename(L, -1);
   lua_pushcfunction(L, tostring_raw);
   lua_insert(L, -2);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+  if (shl_host_pcall(S, L, 1, 1) != LUA_OK || !lua_isstring(L, -1)) {
     lua_pop(L, 1);
     return lua_pushfstring(L, "(error object is a %s value)", tname);
   }
   return lua_tostring(L, -1);
+}
+
+static const char FAILURES_KEY = 'F';   /* registry: failures kept for sockhost.test */
+
+void shl_sched_failures (lua_State *L, shl_sched *S, int keep) {
+  if (!keep) S->keeping = 0;
+  else if (S->keeping == 0) S->keeping = ++S->keepings;    /* tasks from now on */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  if (keep) lua_newtable(L);
+  else lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY);
+}
+
+/* A failure as logged, kept for sockhost.test if it keeps those of t (a
+** task made before it began keeping them is not the session's). */
+static void keep_failure (shl_task *t, const char *label, const char *msg, const char *trace) {
+  lua_State *L = t->S->L;
+  if (t->kept == 0 || t->kept != t->S->keeping) return;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FAILURES_KEY) == LUA_TTABLE) {
+    lua_pushfstring(L, "%s failed: %s\n%s", label, msg, trace);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  }
+  lua_pop(L, 1);
 }
 
 /* Log a failure with its traceback; keep the error value in uv3. */
@@ -475,21 +702,18 @@ static void record_failure (shl_task *t) {
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, -3, 3);                 /* task err */
   lua_pushvalue(L, -1);
-  msg = safe_tostring(L);                      /* task err msg */
+  msg = safe_tostring(t->S, L);                /* task err msg */
   luaL_traceback(L, co, NULL, 0);              /* task err msg trace */
   trace = lua_tostring(L, -1);
   if (lua_getiuservalue(L, -4, 2) == LUA_TNIL) {   /* what the task served */
     lua_pop(L, 1);
     lua_pushliteral(L, "task");
   }
-  label = safe_tostring(L);                    /* task err msg trace label */
+  label = safe_tostring(t->S, L);              /* task err msg trace label */
   sh_log_trace(SH_LOG_ERROR, trace, "%s failed: %s", label, msg);
+  keep_failure(t, label, msg, trace);
   lua_pop(L, 5);
-#if LUA_VERSION_RELEASE_NUM >= 50406
-  lua_closethread(co, L);                      /* close pending <close> variables */
-#else
-  lua_resetthread(co);
-#endif
+  close_thread(t->S, co, L);                   /* close pending <close> variables */
 }
 
 void shl_task_results (shl_task *t, lua_State *to) {

@@ -96,6 +96,21 @@ static int t_pause (lua_State *L) {
   return 0;
 }
 
+/* core.real() -> the real monotonic time in seconds, virtual clock or not
+** (for bounds in real time). */
+static int t_real (lua_State *L) {
+  lua_pushnumber(L, sh_now_real());
+  return 1;
+}
+
+/* core.failures(keep) -> the failures of tasks since the last call, as
+** logged, with their tracebacks (a list; nil if none were kept); then keep
+** them anew, or not. Only tasks made since keeping began count. */
+static int t_failures (lua_State *L) {
+  shl_sched_failures(L, shl_getsched(L), lua_toboolean(L, 1));
+  return 1;
+}
+
 /* core.shuffle(seed): 0 for the plain order. */
 static int t_shuffle (lua_State *L) {
   shl_sched_shuffle(shl_getsched(L), (unsigned long long)luaL_checkinteger(L, 1));
@@ -337,7 +352,8 @@ static const luaL_Reg core_funcs[] = {
   {"virtual", t_virtual}, {"set", t_set}, {"next_due", t_next_due},
   {"fire_due", t_fire_due}, {"step", t_step}, {"shuffle", t_shuffle},
   {"defaults", t_defaults}, {"pause", t_pause}, {"connect", t_connect}, {"datagram", t_datagram},
-  {"capture", t_capture}, {"captured", t_captured}, {NULL, NULL}
+  {"capture", t_capture}, {"captured", t_captured},
+  {"real", t_real}, {"failures", t_failures}, {NULL, NULL}
 };
 
 static int open_core (lua_State *L) {

@@ -40,10 +40,12 @@ static int fail (const char *msg) {
 
 #define DEFAULT_BUDGET 1.0        /* seconds a task may run without yielding */
 #define DEFAULT_MAX_MEMORY 1024   /* MiB for the Lua state */
+#define WATCHDOG_TIMES 10         /* the watchdog's default limit, in budgets */
 #define UNSET (-1)                /* not given: the host's default */
 
 typedef struct opts {
   double budget;        /* --budget */
+  double watchdog;      /* --watchdog; UNSET: WATCHDOG_TIMES the budget */
   double max_memory;    /* --max-memory, MiB */
   double max_buffers;   /* --max-buffers, MiB, or UNSET */
   double max_conns;     /* --max-conns; this and the next four may be UNSET */
@@ -103,6 +105,8 @@ static const option options[] = {
    "on SIGTERM/SIGINT, give handlers s seconds to finish\n(default 10)"},
   {"--budget", NULL, "s", ARG_NUMBER, FIELD(budget), DEFAULT_BUDGET,
    "stop a task that runs s seconds without yielding\n(default 1; 0: no limit)"},
+  {"--watchdog", NULL, "s", ARG_NUMBER, FIELD(watchdog), UNSET,
+   "end the process if its loop does not turn for s\nseconds (default 10 times the budget; 0: never)"},
   {"--max-memory", NULL, "m", ARG_NUMBER, FIELD(max_memory), DEFAULT_MAX_MEMORY,
    "cap the Lua state's memory at m MiB (default 1024;\n"
    "0: no cap); buffers count in --max-buffers"},
@@ -793,6 +797,9 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   }
   sh_loop_signal(H->loop, SIGINT, on_signal, H);
   sh_loop_signal(H->loop, SIGTERM, on_signal, H);
+  if (shl_sched_watchdog(H->sched, o->watchdog != UNSET ? o->watchdog
+                                   : WATCHDOG_TIMES * o->budget, H->grace) != 0)
+    sh_log(SH_LOG_WARN, "cannot start the watchdog: %s; running without it", strerror(errno));
   create_arg_table(L, argc, argv, o->script);
   if (luaL_loadbuffer(L, runner, sizeof runner - 1, "=sockhost") != LUA_OK)
     return fail(lua_tostring(L, -1));

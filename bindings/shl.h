@@ -78,9 +78,18 @@ typedef struct shl_sched {
   shl_task *pool;            /* finished tasks kept for reuse (a list) */
   int npool;
   double budget;             /* seconds a task may run without yielding; 0: any */
-  double resumed_at;         /* when the current task was resumed */
+  /* the run being timed: a task's resume, or a call of the host's own into
+  ** script code (shl_host_pcall) */
+  int timing;                /* a run is being timed */
+  int overrun;               /* ... and it ran past the budget: it is being stopped */
+  double resumed_at;         /* when it began (real time, coarse) */
+  lua_State *host_L;         /* a host call: the thread it runs on, and */
+  int host_base;             /* ... how deep that thread was when it began */
   unsigned long long shuffle;   /* sockhost.test: 0, or the state of the
                              ** generator that picks the ready task to run */
+  unsigned keeping;          /* sockhost.test: failures of the tasks made
+                             ** with this mark are kept (0: none are) */
+  unsigned keepings;         /* marks handed out */
 } shl_sched;
 
 /* The host (l_host.c): the loop and what every object of a Lua state
@@ -137,6 +146,7 @@ struct shl_task {
   void *wait_obj;            /* what the task waits for */
   shl_exit_fn on_exit;       /* NULL, or what to do when the task ends */
   int overrun;               /* stopped for running past the budget */
+  unsigned kept;             /* S->keeping when it was made */
   int poolable;              /* no script holds the task object: reusable */
   void *exit_ctx;
 };
@@ -195,8 +205,33 @@ void shl_wake_fail(shl_task *t, const char *err);
 /* sockhost.test: run the ready queue in an order drawn from 'seed' (0: in
 ** the order tasks were woken). */
 void shl_sched_shuffle(shl_sched *S, unsigned long long seed);
-/* Stop any task that runs 'seconds' without yielding (0: no limit). */
+/* Stop any task that runs 'seconds' without yielding (0: no limit). Where
+** it can yield, a count hook makes it yield, which no pcall catches; where
+** it cannot (a coroutine of its own, a table.sort comparator, a message
+** handler), the hook raises "ran for more than S s without yielding", and
+** again at each VM instruction until the task has left: a message handler
+** of xpcall gets the error passed through unhandled (it would run with
+** hooks off). A task stopped so ends as failed, with "stopped: ran for more
+** than S s without yielding". The host's own calls into script code run
+** under the same budget (shl_host_pcall). */
 void shl_set_budget(shl_sched *S, double seconds);
+/* lua_pcall(L, nargs, nres, 0) for a call of the host's own into script
+** code outside any task (a __tostring while logging): with the budget on,
+** it runs under it, and code that spins gets the budget's error. */
+int shl_host_pcall(shl_sched *S, lua_State *L, int nargs, int nres);
+/* Start the watchdog (core/sh_watchdog.h) on this scheduler's loop, after
+** its SIGTERM and SIGINT watchers: 'limit' seconds without a turn of the
+** loop or a resume end the process (0: no limit), as does a stop signal
+** not obeyed in 'grace' + 1 s; the traceback of what ran (the running
+** task's thread, a host call's, or the main thread) is logged. Returns 0,
+** or -1 if it cannot start. */
+int shl_sched_watchdog(shl_sched *S, double limit, double grace);
+/* sockhost.test: push the failures kept since the last call, each as
+** logged ("conn #1 ... failed: msg" and the traceback on the next lines),
+** in a table (nil if none were being kept); then keep them in a new table
+** ('keep') or no more. Only the failures of tasks made since keeping began
+** are kept. */
+void shl_sched_failures(lua_State *L, shl_sched *S, int keep);
 /* Graceful shutdown: close listeners and handler sockets, run the
 ** on_shutdown hooks, let handlers finish for S->grace seconds, then stop. */
 void shl_shutdown(lua_State *L, shl_host *H);

@@ -26,6 +26,10 @@ double sh_now_real (void) {
   return seconds(CLOCK_MONOTONIC);
 }
 
+double sh_now_real_coarse (void) {
+  return seconds(CLOCK_MONOTONIC_COARSE);
+}
+
 void sh_clock_mode (int on, double start) {
   on = on != 0;
   if (on == virt_on) return;

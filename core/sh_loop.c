@@ -143,7 +143,8 @@ int sh_loop_signal (sh_loop *loop, int signum, sh_signal_fn cb, void *ctx) {
 int sh_loop_step (sh_loop *loop) {
   int r;
   event_base_get_max_events(loop->base, EVENT_BASE_COUNT_ACTIVE, 1);   /* reset */
-  r = event_base_loop(loop->base, EVLOOP_NONBLOCK);
+  r = event_base_loop(loop->base, EVLOOP_NONBLOCK | EVLOOP_ONCE);   /* NONBLOCK alone
+                                      ** goes on while callbacks keep coming */
   if (r < 0) return -1;
   return event_base_get_max_events(loop->base, EVENT_BASE_COUNT_ACTIVE, 1) > 0;
 }

@@ -62,23 +62,33 @@ static void list_at (sh_timer *t, double due) {
   t->listed = 1;
 }
 
-/* Arm on whichever clock is in use. */
+/* Put t on libevent's heap to fire in 'seconds'. The deadline libevent
+** takes is its cached time of the loop turn plus 'seconds': after CPU work
+** in the same turn the cache is behind, so it is brought up to date first.
+** (on_fire still checks: libevent's clock is a coarse one.) */
+static int add_real (sh_timer *t, double seconds) {
+  struct timeval tv = sh_timeval(seconds);
+  if (seconds > 0) event_base_update_cache_time(sh_loop_base(t->loop));
+  return evtimer_add(&t->ev, &tv);
+}
+
+/* Arm on whichever clock is in use. A zero delay fires at the next turn of
+** the loop on either (not in the turn running now: a task that sleeps 0 in
+** a loop must not keep one turn, or one test step, from ending). */
 static int arm (sh_timer *t, double seconds) {
   if (sh_clock_is_virtual()) {
     evtimer_del(&t->ev);
     if (seconds <= 0) {
       unlist(t);
-      event_active(&t->ev, EV_TIMEOUT, 1);
-    } else {
-      list_at(t, sh_now() + seconds);
+      t->due_real = sh_now_real();
+      return add_real(t, 0);
     }
+    list_at(t, sh_now() + seconds);
     return 0;
-  } else {
-    struct timeval tv = sh_timeval(seconds);
-    unlist(t);
-    t->due_real = sh_now_real() + seconds;
-    return evtimer_add(&t->ev, &tv);
   }
+  unlist(t);
+  t->due_real = sh_now_real() + seconds;
+  return add_real(t, seconds);
 }
 
 static void set_active (sh_timer *t, int on) {
@@ -109,6 +119,13 @@ static int rearm (sh_timer *t) {
 static void on_fire (evutil_socket_t fd, short what, void *arg) {
   sh_timer *t = arg;
   (void)fd; (void)what;
+  if (!sh_clock_is_virtual()) {                 /* never before its time */
+    double left = t->due_real - sh_now_real();
+    if (left > 0) {
+      add_real(t, left);
+      return;
+    }
+  }
   if (t->repeat > 0) {
     rearm(t);
   } else {
@@ -183,10 +200,11 @@ int sh_timer_fire_due (sh_loop *loop) {
 static void to_real (double now) {
   while (waiting != NULL) {
     sh_timer *t = waiting;
-    struct timeval tv = sh_timeval(t->due > now ? t->due - now : 0);
+    double left = t->due > now ? t->due - now : 0;
     t->origin += sh_now_real() - now;       /* the grid moves with the clock */
     unlist(t);
-    evtimer_add(&t->ev, &tv);
+    t->due_real = sh_now_real() + left;
+    add_real(t, left);
   }
 }
 

@@ -11,7 +11,10 @@ typedef struct sh_timer sh_timer;
 typedef void (*sh_timer_fn)(sh_timer *t, void *ctx);
 
 sh_timer *sh_timer_new(sh_loop *loop, int keep_alive, sh_timer_fn cb, void *ctx);
-/* (Re)start: fire after 'seconds', then every 'repeat' seconds if > 0. */
+/* (Re)start: fire after 'seconds', then every 'repeat' seconds if > 0.
+** Never earlier: after CPU work in the same loop turn, or with libevent's
+** coarse clock, a timer that comes too early waits for the rest. A zero
+** delay fires at the next turn of the loop, not in the one running. */
 int sh_timer_start(sh_timer *t, double seconds, double repeat);
 void sh_timer_stop(sh_timer *t);
 int sh_timer_active(const sh_timer *t);

@@ -133,6 +133,21 @@ describe("time", function()
     assert.is_true(dt >= 0.095 and dt < 1, "slept " .. dt)
   end)
 
+  it("sleep never ends before its duration, even after CPU work in the same loop turn", function()
+    local short = {}
+    H.run(function()
+      for i = 1, 8 do
+        local t0 = sh.now()
+        while sh.now() - t0 < 0.02 do end      -- 20 ms of work since the loop last turned
+        t0 = sh.now()
+        sh.sleep(0.03)
+        local dt = sh.now() - t0
+        if dt < 0.03 then short[#short + 1] = ("%.4f"):format(dt) end
+      end
+    end)
+    assert.same({}, short)
+  end)
+
   it("after runs fn once; cancel stops it", function()
     local fired, cancelled = 0, 0
     H.run(function()

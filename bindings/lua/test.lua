@@ -31,6 +31,8 @@ Session.__index, Peer.__index, Dgram.__index = Session, Peer, Dgram
 -- reads 1000 when a session opens, session:now() and messages count from it.
 local START = 1000.0
 local MAX_STEPS = 200000    -- loop steps one settle may take
+local MAX_SETTLE = 60       -- real seconds one settle may take
+local BUDGET = 1            -- seconds a task may run without yielding, by default
 local active                -- the open session
 
 ---------------------------------------------------------------- helpers
@@ -93,7 +95,7 @@ local OPTIONS = { transport = 1, seed = 1, within = 1, split = 1, idle_timeout =
 -- drawn), within (an expectation's default deadline, 5 s), split (how
 -- peers cut what they send by default: nil, a size, or "random"),
 -- idle_timeout, line_timeout, max_line, max_conns, budget (the host's
--- defaults, as on the command line; budget 0 by default), log (true: the
+-- defaults, as on the command line; budget 1 s by default), log (true: the
 -- script's sockhost.log lines and the host's own info lines go to stderr too;
 -- by default only errors do). The script's log lines are kept in
 -- session.logs either way.
@@ -120,7 +122,8 @@ function T.new(opts)
   t.log_level = sh.log_level(opts.log and "info" or "error")
   t.defaults = core.defaults({ idle_timeout = opts.idle_timeout, line_timeout = opts.line_timeout,
                                max_line = opts.max_line, max_conns = opts.max_conns,
-                               budget = opts.budget or 0 })
+                               budget = opts.budget or BUDGET })
+  core.failures(true)
   core.virtual(true, START)
   core.set(START)
   t.start = sh.now()
@@ -142,7 +145,16 @@ end
 -- Virtual seconds since the session began.
 function Session:now() return sh.now() - self.start end
 
+-- The failures of the script's tasks meanwhile (errors they raised, and
+-- stops by the budget), each as the host logs it, with the traceback of
+-- the task's own code, become the session's errors.
+function Session:_note_failures()
+  if active ~= self then return end
+  for _, line in ipairs(core.failures(true) or {}) do self.errors[#self.errors + 1] = line end
+end
+
 function Session:_fail(msg, level)
+  self:_note_failures()
   local lines = { "sockhost.test: " .. msg }
   for _, e in ipairs(self.errors) do lines[#lines + 1] = "  the script failed: " .. e end
   lines[#lines + 1] = ("  seed %d (%s transport): SOCKHOST_TEST_SEED=%d replays this run")
@@ -190,35 +202,21 @@ local function key(addr)
   return addr
 end
 
--- Run 'fn' as a script's code runs: its failure is kept for the spec (and
--- raised again, so the host logs it and closes what it served, as usual).
-function Session:_guard(fn)
-  local function note(e)
-    self.errors[#self.errors + 1] = debug.traceback(tostring(e), 2)
-    return e
-  end
-  return function(...)
-    local r = table.pack(xpcall(fn, note, ...))
-    if not r[1] then error(r[2], 0) end
-    return table.unpack(r, 2, r.n)
-  end
-end
-
 function Session:_wrap()
   local saved, t = self.saved, self
   local function own(obj) if obj then t.owned[#t.owned + 1] = obj end return obj end
   sh.listen = function(addr, handler, opts)
     local real = t:_replace(addr, false)
-    local srv, err = saved.listen(real, t:_guard(function(conn)
+    local srv, err = saved.listen(real, function(conn)
       own(conn)
       return handler(conn)
-    end), replaced_opts(addr, opts))
+    end, replaced_opts(addr, opts))
     if srv then t.addrs[key(addr)] = srv:address() end
     return own(srv), err
   end
   sh.udp = function(addr, handler, opts)
     local real = t:_replace(addr, true)
-    local s, err = saved.udp(real, handler and t:_guard(handler), replaced_opts(addr, opts))
+    local s, err = saved.udp(real, handler, replaced_opts(addr, opts))
     if s then t.addrs[key(addr)] = s:address() end
     return own(s), err
   end
@@ -226,9 +224,8 @@ function Session:_wrap()
     local c, err = saved.connect(t.addrs[key(addr)] or addr, opts)
     return own(c), err
   end
-  sh.spawn = function(fn, ...) return saved.spawn(t:_guard(fn), ...) end
-  sh.after = function(s, fn) return own(saved.after(s, t:_guard(fn))) end
-  sh.every = function(s, fn, opts) return own(saved.every(s, t:_guard(fn), opts)) end
+  sh.after = function(s, fn) return own(saved.after(s, fn)) end
+  sh.every = function(s, fn, opts) return own(saved.every(s, fn, opts)) end
   sh.log = function(level, ...)
     local msg = select("#", ...) > 0 and table.concat({ ... }, " ") or level
     t:_drain_logs()                        -- the host's lines before it, in order
@@ -299,20 +296,29 @@ function Session:listen(addr, handler, opts)
 end
 
 -- Run the loop until nothing moves: no callback due and nothing ready, and
--- the peers have read what there was.
+-- the peers have read what there was. Bounded in steps and in real time (a
+-- task that runs too long without yielding is stopped by the budget).
 function Session:settle()
   local quiet, need = 0, self.transport == "loopback" and 3 or 1
-  for _ = 1, MAX_STEPS do
+  local deadline = core.real() + MAX_SETTLE
+  for step = 1, MAX_STEPS do
     core.fire_due()
     local moved = core.step()
     self.stepno = self.stepno + 1
     self:_drain_logs()
     if self:_poll() then moved = true end
     if moved then quiet = 0 else quiet = quiet + 1 end
-    if quiet >= need then return end
+    if quiet >= need then
+      self:_note_failures()
+      return
+    end
     if quiet > 0 then core.pause(0.0005) end    -- loopback only: let the kernel deliver
+    if step % 64 == 0 and core.real() > deadline then
+      self:_fail(("the loop did not settle in %d s (real time)"):format(MAX_SETTLE))
+    end
   end
-  self:_fail(("the loop did not settle in %d steps (a task that never waits?)"):format(MAX_STEPS))
+  self:_fail(("the loop did not settle in %d steps (a task that never waits, or wakes "
+              .. "itself at once for ever, as with sleep(0) in a loop?)"):format(MAX_STEPS))
 end
 
 -- Let 'seconds' of virtual time pass: timers fire in their order, each
@@ -414,6 +420,9 @@ function Session:close(ignore_errors)
     pcall(close, obj)
   end
   pcall(self.advance, self, 3600)
+  self:_note_failures()
+  active = nil
+  core.failures(false)
   for k, v in pairs(self.saved) do sh[k] = v end
   core.defaults(self.defaults)
   sh.log_level(self.log_level)
@@ -421,7 +430,6 @@ function Session:close(ignore_errors)
   self:_drain_logs()
   core.capture(false)
   core.virtual(false)
-  active = nil
   if #self.errors > 0 and not ignore_errors then
     self:_fail(#self.errors .. " error(s) in the script during the session")
   end

@@ -96,6 +96,58 @@ describe("sockhost.test", function()
     assert.matches("the script failed: .*handler exploded", err)
   end)
 
+  it("keeps and logs a script's failure with its own traceback, once, not the harness's", function()
+    t = T.new()
+    t:script(FIX .. "fails.lua")
+    local p = t:connect("tcp://127.0.0.1:7102")
+    p:send_line("boom")
+    p:expect_close()
+    assert.equal(1, #t.errors)
+    local e = t.errors[1]
+    assert.matches("handler exploded\nstack traceback:\n\t[C]: in function 'error'\n"
+                   .. "\tspec/fixtures/vt/fails.lua:4: in function <spec/fixtures/vt/fails.lua:2>", e, 1, true)
+    assert.is_nil(e:find("sockhost/test.lua", 1, true), e)
+    t:close(true)
+    t = nil
+    -- the host's log line, from a `sockhost test` run
+    local dir = H.tmpname("")
+    os.execute("mkdir -p " .. dir)
+    H.writefile(dir .. "/fails_spec.lua", [[
+      local T = require "sockhost.test"
+      describe("fails", function()
+        it("twice", function()
+          local t = T.new()
+          t:script("spec/fixtures/vt/fails.lua")
+          for _ = 1, 2 do
+            local p = t:connect("tcp://127.0.0.1:7102")
+            p:send_line("boom")
+            p:expect_close()
+          end
+          t:close(true)
+        end)
+      end)
+    ]])
+    local out, err = H.exec("test " .. dir)
+    os.execute("rm -rf " .. dir)
+    local _, logged = err:gsub("ERROR conn #%d+ [^\n]* failed: [^\n]*handler exploded\n\tstack traceback:\n"
+                                 .. "\t%[C%]: in function 'error'\n\tspec/fixtures/vt/fails.lua:4: in function "
+                                 .. "<spec/fixtures/vt/fails.lua:2>\n", "")
+    assert.equals(2, logged, out .. err)
+    assert.is_nil(err:find("sockhost/test.lua", 1, true), err)
+  end)
+
+  it("keeps only the failures of tasks made during the session", function()
+    sh.spawn(function() sh.sleep(1) error("not the session's") end)
+    t = T.new()
+    t:listen("tcp://127.0.0.1:7105", function(c) c:read("l") error("the session's") end)
+    local p = t:connect("tcp://127.0.0.1:7105")
+    p:send_line("x")
+    p:expect_close()
+    t:advance(2)
+    assert.equal(1, #t.errors)
+    assert.matches("the session's", t.errors[1])
+  end)
+
   it("names what listens when a peer asks for another address", function()
     t = T.new()
     t:script(FIX .. "pieces.lua")
@@ -199,6 +251,42 @@ describe("sockhost.test", function()
     assert.matches('expected the bytes "abd"', out, 1, true)
     assert.matches("SOCKHOST_TEST_SEED=99", out, 1, true)
     assert.is_not.equal(0, rc)
+  end)
+
+  it("ends a spec whose script never yields, or loops on sleep(0), with a failure that says why", function()
+    local dir = H.tmpname("")
+    os.execute("mkdir -p " .. dir)
+    H.writefile(dir .. "/hang_spec.lua", [[
+      local T = require "sockhost.test"
+      local sh = require "sockhost"
+      describe("hangs", function()
+        local t
+        after_each(function() if t then t:close(true) end end)
+        it("spins", function()
+          t = T.new()
+          t:listen("tcp://127.0.0.1:7001", function(c) c:read("l") while true do end end)
+          local p = t:connect("tcp://127.0.0.1:7001")
+          p:send_line("go")
+          p:expect_line("never")
+        end)
+        it("sleeps 0 for ever", function()
+          t = T.new()
+          t:listen("tcp://127.0.0.1:7002", function(c) c:read("l") while true do sh.sleep(0) end end)
+          local p = t:connect("tcp://127.0.0.1:7002")
+          p:send_line("go")
+          p:expect_line("never")
+        end)
+      end)
+    ]])
+    local t0 = H.socket.gettime()
+    local out, err, rc = H.exec("test -o TAP " .. dir, { timeout = 90 })
+    local took = H.socket.gettime() - t0
+    os.execute("rm -rf " .. dir)
+    assert.is_true(rc == 1, ("exit status %s after %.1f s\n%s%s"):format(tostring(rc), took, out, err))
+    assert.matches("not ok 1 %- hangs spins", out)
+    assert.matches("the script failed: conn #%d+ unix:[^\n]* stopped: ran for more than 1%.?0* s without yielding", out)
+    assert.matches("not ok 2 %- hangs sleeps 0 for ever", out)
+    assert.matches("the loop did not settle in 200000 steps", out, 1, true)
   end)
 
   it("is shown in the README by a spec that runs (spec/virtual/readme_spec.lua)", function()
