@@ -80,6 +80,7 @@ struct lconn {
   unsigned id;           /* for logs: "conn #7" */
   peer_addr peer;        /* the peer's address, if IP */
   unsigned char rmode;   /* reader: RD_* */
+  unsigned char corked;  /* conn:cork(): kept across starttls's new stream */
   char cut[96];          /* why the read that failed cuts the conn, or "" */
   size_t handed;         /* bytes its reads handed to Lua (see close_internal) */
   sh_tls_hs *hs;         /* starttls: the handshake running (s is NULL) */
@@ -260,6 +261,7 @@ static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
     return k != NULL ? k(L, LUA_OK, 0) : n;
   }
   t = shl_checktask(L, "conn:read()");
+  if (lc->corked) sh_stream_flush(lc->s);  /* the batch is over: the peer may wait for it */
   sh_stream_set_cap(lc->s, fit(lc, cap));
   return shl_wait(L, &lc->readers, t, SHL_WAIT_READ, lc->timeout, read_timeout, lc, 0, k);
 }
@@ -423,6 +425,7 @@ static int write_from (lua_State *L, lconn *lc, int i, size_t off) {
     if ((size_t)w < total) break;       /* the queue is full */
   }
   if (i > top) {
+    if (lc->corked && lc->readers.head != NULL) sh_stream_flush(lc->s);   /* nothing would */
     writer_done(lc, L);
     lua_pushboolean(L, 1);
     return 1;
@@ -525,6 +528,40 @@ static int format_peer (lconn *lc, char *buf, size_t n) {
   return 0;
 }
 
+/* ---------------- Batching: cork, uncork, buffered ----------------
+** While corked, writes are held in the stream (up to the high-water mark)
+** and go out together: at uncork, when a read on the conn has to wait for
+** input (the batch it answers is over), when a write comes while a read
+** waits, at the high-water mark, at shutdown and close. */
+
+/* conn:cork() -> true | nil, "closed" */
+static int conn_cork (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  lc->corked = 1;
+  sh_stream_cork(lc->s, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:uncork() -> true | nil, "closed": what was held goes out now. */
+static int conn_uncork (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  lc->corked = 0;
+  sh_stream_cork(lc->s, 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:buffered() -> bytes written, not yet handed to the kernel. */
+static int conn_buffered (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  lua_pushinteger(L, (lua_Integer)sh_stream_outlen(lc->s));
+  return 1;
+}
+
 /* ====================== Stream events ====================== */
 
 
@@ -625,6 +662,7 @@ static void adopt (lconn *lc, sh_stream *s) {
   lc->s = s;
   lc->state = CONN_OPEN;
   sh_stream_set_owner(s, on_stream, lc);
+  sh_stream_cork(s, lc->corked);
   sh_stream_set_lowat(s, OUT_LOW);
   sh_stream_set_budget(s, lc->H->budget);
   sh_stream_set_cap(s, fit(lc, INPUT_CAP));
@@ -1059,6 +1097,7 @@ static int starttls_k (lua_State *L, int status, lua_KContext kctx) {
   if (t != NULL && lua_gettop(L) > t->top) return lua_gettop(L) - t->top;
   writer_done(lc, L);
   if (lc->s == NULL) return shl_pushfail(L, "closed");
+  sh_stream_flush(lc->s);                /* what a cork holds goes first */
   if (sh_stream_outlen(lc->s) > 0) return starttls_flush(L, lc, t);
   lua_settop(L, 2);
   return starttls_go(L, lc, t);
@@ -1076,6 +1115,7 @@ static int conn_starttls (lua_State *L) {
   if (lc->readers.head != NULL || lc->writers.head != NULL) return shl_pushfail(L, "busy");
   t = shl_checktask(L, "conn:starttls()");
   lua_settop(L, 2);
+  sh_stream_flush(lc->s);                /* what a cork holds goes first */
   if (sh_stream_outlen(lc->s) > 0) return starttls_flush(L, lc, t);
   return starttls_go(L, lc, t);
 }
@@ -1108,7 +1148,8 @@ static int conn_peercred (lua_State *L) {
 
 static const luaL_Reg conn_methods[] = {
   {"read", conn_read}, {"read_until", conn_read_until}, {"read_some", conn_read_some},
-  {"lines", conn_lines}, {"write", conn_write}, {"settimeout", conn_settimeout},
+  {"lines", conn_lines}, {"write", conn_write}, {"cork", conn_cork}, {"uncork", conn_uncork},
+  {"buffered", conn_buffered}, {"settimeout", conn_settimeout},
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},
