@@ -59,7 +59,7 @@ describe("conn:cork()", function()
     assert.same({ true }, s.uncork)
     assert.equals(0, s.buf0)
     assert.equals(3, s.buf1)
-    assert.equals(0, s.buf2)
+    if H.ONEBYTE then assert.is_true(s.buf2 <= 3) else assert.equals(0, s.buf2) end
     assert.equals("abc", s.got)
     assert.is_true(s.first_at >= s.uncorked_at, "a byte arrived before the uncork")
   end)
