@@ -16,16 +16,22 @@ function S.available()
   return true
 end
 
--- The process strace started (its only child), once it is there.
+-- The sockhost strace started, once it runs: a child of strace whose name
+-- is "sockhost" (strace forks short-lived children of its own first, to
+-- probe what ptrace can do; the tracee is named so only after its exec).
 local function child_of(pid)
   local deadline = H.socket.gettime() + 5
   repeat
-    local c = tonumber(H.readfile(("/proc/%d/task/%d/children"):format(pid, pid)) or "")
-    if c then return c end
+    local kids = H.readfile(("/proc/%d/task/%d/children"):format(pid, pid)) or ""
+    for c in kids:gmatch("%d+") do
+      if (H.readfile("/proc/" .. c .. "/comm") or ""):match("^sockhost") then return tonumber(c) end
+    end
     H.socket.sleep(0.01)
   until H.socket.gettime() > deadline
   return nil
 end
+
+local function alive(pid) return H.readfile("/proc/" .. pid .. "/comm") ~= nil end
 
 -- Start `./sockhost args` under strace. Returns the process (helpers' Proc
 -- methods, with stop() ending sockhost itself: strace holds off the signals
@@ -34,15 +40,19 @@ end
 function S.start(args)
   local log = H.tmpname(".strace")
   local proc = H.start(args, ("strace -f -qq -e trace=sendmsg,sendto,writev,write -o %s"):format(H.q(log)))
-  proc.traced = child_of(proc.pid)
+  proc.traced = assert(child_of(proc.pid), "strace started no sockhost")
+  -- End sockhost (TERM, then KILL), then strace if it is still there.
   function proc.stop(self)
-    if self:exited() then return self:exited() end
-    if self.traced then os.execute(("kill -TERM %d 2>/dev/null"):format(self.traced)) end
+    local t = self.traced
+    if alive(t) then
+      os.execute(("kill -TERM %d 2>/dev/null"):format(t))
+      local deadline = H.socket.gettime() + 5
+      while alive(t) and H.socket.gettime() < deadline do H.socket.sleep(0.01) end
+      if alive(t) then os.execute(("kill -KILL %d 2>/dev/null"):format(t)) end
+    end
     local rc = self:wait(5)
-    if rc then return rc end
-    self:signal("KILL")                       -- strace gone: its tracee goes on, detached
-    if self.traced then os.execute(("kill -KILL %d 2>/dev/null"):format(self.traced)) end
-    return self:wait(5)
+    if not rc then self:signal("KILL"); rc = self:wait(5) end
+    return rc
   end
   local function sends()
     local out = {}
