@@ -19,6 +19,7 @@
 **
 ** What this file does not do: resolve names. */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -46,10 +47,22 @@ typedef enum { CONN_OPEN, CONN_HANDSHAKE, CONN_CLOSED } conn_state;
 /* write_k's context: where the parked writer goes on. */
 enum { WRITE_TURN = 0 };           /* its turn came: from argument 2 */
 
+/* An IP peer's address, remembered at accept or connect: a TCP socket
+** forgets it once both halves are shut down or the peer reset it, and
+** peer() and the log still name it then. 24 bytes (a sockaddr_in6 is 28);
+** a Unix socket keeps its peer's name, and is asked. */
+typedef struct peer_addr {
+  unsigned char addr[16];  /* IPv4: the first 4 bytes */
+  uint32_t scope;          /* IPv6: the zone (sin6_scope_id) */
+  uint16_t port;           /* network byte order */
+  unsigned char family;    /* 4, 6, or 0: not remembered */
+} peer_addr;
+
 struct lconn {
   sh_stream *s;          /* NULL once closed */
   shl_host *H;
   conn_state state;      /* open, in starttls's handshake, or closed */
+  int tracked;           /* on H->accepted */
   shl_waitq readers;     /* the task parked in a read (one at a time) */
   shl_waitq writers;     /* writers in turn; the head is writing */
   double timeout;        /* seconds for each blocking call; < 0: none */
@@ -64,9 +77,10 @@ struct lconn {
   size_t woff;           /* active writer: offset into its current argument */
   shl_counter *counter;  /* the listener's count this conn is in, or NULL */
   lconn *prev, *next;    /* in H->accepted (accepted connections) */
-  int tracked;           /* on that list */
   unsigned id;           /* for logs: "conn #7" */
+  peer_addr peer;        /* the peer's address, if IP */
   unsigned char rmode;   /* reader: RD_* */
+  unsigned char corked;  /* conn:cork(): kept across starttls's new stream */
   char cut[96];          /* why the read that failed cuts the conn, or "" */
   size_t handed;         /* bytes its reads handed to Lua (see close_internal) */
   sh_tls_hs *hs;         /* starttls: the handshake running (s is NULL) */
@@ -247,6 +261,7 @@ static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
     return k != NULL ? k(L, LUA_OK, 0) : n;
   }
   t = shl_checktask(L, "conn:read()");
+  if (lc->corked) sh_stream_flush(lc->s);  /* the batch is over: the peer may wait for it */
   sh_stream_set_cap(lc->s, fit(lc, cap));
   return shl_wait(L, &lc->readers, t, SHL_WAIT_READ, lc->timeout, read_timeout, lc, 0, k);
 }
@@ -410,6 +425,7 @@ static int write_from (lua_State *L, lconn *lc, int i, size_t off) {
     if ((size_t)w < total) break;       /* the queue is full */
   }
   if (i > top) {
+    if (lc->corked && lc->readers.head != NULL) sh_stream_flush(lc->s);   /* nothing would */
     writer_done(lc, L);
     lua_pushboolean(L, 1);
     return 1;
@@ -447,20 +463,114 @@ static int conn_write (lua_State *L) {
   return write_from(L, lc, 2, 0);
 }
 
+/* ====================== The peer's address ====================== */
+
+void shl_conn_setpeer (lconn *lc, const struct sockaddr *sa, socklen_t len) {
+  peer_addr *p = &lc->peer;
+  memset(p, 0, sizeof *p);
+  if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *in4 = (const struct sockaddr_in *)sa;
+    memcpy(p->addr, &in4->sin_addr, 4);
+    p->port = in4->sin_port;
+    p->family = 4;
+  } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    memcpy(p->addr, &in6->sin6_addr, 16);
+    p->scope = in6->sin6_scope_id;
+    p->port = in6->sin6_port;
+    p->family = 6;
+  }
+}
+
+/* A connection we made: ask the socket once, while it still knows. */
+static void learn_peer (lconn *lc) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &len) == 0)
+    shl_conn_setpeer(lc, (struct sockaddr *)&ss, len);
+}
+
+/* The remembered address as a socket address; its length, 0 if none. */
+static socklen_t remembered (const lconn *lc, struct sockaddr_storage *ss) {
+  const peer_addr *p = &lc->peer;
+  memset(ss, 0, sizeof *ss);
+  if (p->family == 4) {
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    in4->sin_family = AF_INET;
+    memcpy(&in4->sin_addr, p->addr, 4);
+    in4->sin_port = p->port;
+    return sizeof *in4;
+  }
+  if (p->family == 6) {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    in6->sin6_family = AF_INET6;
+    memcpy(&in6->sin6_addr, p->addr, 16);
+    in6->sin6_scope_id = p->scope;
+    in6->sin6_port = p->port;
+    return sizeof *in6;
+  }
+  return 0;
+}
+
+/* The peer's address string ("tcp://127.0.0.1:5000") into buf: the one
+** remembered, else the socket's. Returns 0, or -1 with errno set (a Unix
+** socket that cannot tell). The conn is open. */
+static int format_peer (lconn *lc, char *buf, size_t n) {
+  struct sockaddr_storage ss;
+  socklen_t len = remembered(lc, &ss);
+  sh_scheme scheme;
+  if (len == 0) {
+    len = sizeof ss;
+    if (getpeername(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &len) != 0) return -1;
+  }
+  scheme = ss.ss_family == AF_UNIX ? SH_UNIX : sh_tls_is_tls(lc->s) ? SH_TLS : SH_TCP;
+  sh_addr_format((struct sockaddr *)&ss, len, scheme, buf, n);
+  return 0;
+}
+
+/* ---------------- Batching: cork, uncork, buffered ----------------
+** While corked, writes are held in the stream (up to the high-water mark)
+** and go out together: at uncork, when a read on the conn has to wait for
+** input (the batch it answers is over), when a write comes while a read
+** waits, at the high-water mark, at shutdown and close. */
+
+/* conn:cork() -> true | nil, "closed" */
+static int conn_cork (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  lc->corked = 1;
+  sh_stream_cork(lc->s, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:uncork() -> true | nil, "closed": what was held goes out now. */
+static int conn_uncork (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  lc->corked = 0;
+  sh_stream_cork(lc->s, 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:buffered() -> bytes written, not yet handed to the kernel. */
+static int conn_buffered (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  lua_pushinteger(L, (lua_Integer)sh_stream_outlen(lc->s));
+  return 1;
+}
+
 /* ====================== Stream events ====================== */
 
 
 /* Say in the log why the conn is cut ("conn #7 127.0.0.1:5000: why,
 ** closing"), then close it at once. */
 static void cut (lconn *lc, const char *why) {
-  sh_stream *s = lc->s;
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  char peer[160] = "?";
-  if (s == NULL) return;
-  if (getpeername(sh_stream_fd(s), (struct sockaddr *)&ss, &len) == 0)
-    sh_addr_format((struct sockaddr *)&ss, len, ss.ss_family == AF_UNIX ? SH_UNIX
-                   : sh_tls_is_tls(s) ? SH_TLS : SH_TCP, peer, sizeof peer);
+  char peer[160];
+  if (lc->s == NULL) return;
+  if (format_peer(lc, peer, sizeof peer) != 0) strcpy(peer, "?");
   sh_log(SH_LOG_INFO, "conn #%u %s: %s, closing", lc->id, peer, why);
   close_internal(lc, CLOSE_ABORT);
 }
@@ -552,6 +662,7 @@ static void adopt (lconn *lc, sh_stream *s) {
   lc->s = s;
   lc->state = CONN_OPEN;
   sh_stream_set_owner(s, on_stream, lc);
+  sh_stream_cork(s, lc->corked);
   sh_stream_set_lowat(s, OUT_LOW);
   sh_stream_set_budget(s, lc->H->budget);
   sh_stream_set_cap(s, fit(lc, INPUT_CAP));
@@ -728,18 +839,28 @@ static int conn_settimeout (lua_State *L) {
   return 1;
 }
 
-static int push_sockname (lua_State *L, lconn *lc, int peer) {
+/* conn:peer() -- the remote address, remembered for an IP peer (the
+** socket forgets it after a reset). */
+static int push_peer (lua_State *L, lconn *lc) {
+  char buf[160];
   if (lc->s == NULL) return shl_pushfail(L, "closed");
-  return shl_push_sockname(L, sh_stream_fd(lc->s), peer,
-                           sh_tls_is_tls(lc->s) ? SH_TLS : -1, NULL);
+  if (format_peer(lc, buf, sizeof buf) != 0) return shl_pushfail(L, sh_strerror(errno));
+  lua_pushstring(L, buf);
+  return 1;
 }
 
-static int conn_peer (lua_State *L) { return push_sockname(L, checkconn(L, 1), 1); }
-static int conn_address (lua_State *L) { return push_sockname(L, checkconn(L, 1), 0); }
+static int conn_peer (lua_State *L) { return push_peer(L, checkconn(L, 1)); }
+
+/* conn:address() -- the local address. */
+static int conn_address (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  return shl_push_sockname(L, sh_stream_fd(lc->s), 0, sh_tls_is_tls(lc->s) ? SH_TLS : -1, NULL);
+}
 
 static int conn_tostring (lua_State *L) {
   lconn *lc = checkconn(L, 1);
-  if (lc->s == NULL || push_sockname(L, lc, 1) != 1) {
+  if (lc->s == NULL || push_peer(L, lc) != 1) {
     lua_pushfstring(L, "conn #%d (closed)", (int)lc->id);
     return 1;
   }
@@ -756,16 +877,18 @@ static int connect_timeout (void *obj, shl_task *t, int cancel) {
 
 static void on_connected (int fd, const char *err, void *ctx) {
   shl_task *t = ctx;
+  lconn *lc;
   shl_unpark(t);
   lua_checkstack(t->co, 3);
   if (err != NULL) {
     shl_resume(t, shl_pushfail(t->co, err));
     return;
   }
-  if (shl_conn_new(t->co, shl_gethost(t->co), fd) == NULL) {
+  if ((lc = shl_conn_new(t->co, shl_gethost(t->co), fd)) == NULL) {
     shl_resume(t, shl_pushfail(t->co, "out of memory"));
     return;
   }
+  learn_peer(lc);
   shl_resume(t, 1);
 }
 
@@ -801,15 +924,17 @@ static int tls_connect_timeout (void *obj, shl_task *t, int cancel) {
 static void on_tls_done (sh_stream *s, const char *err, void *ctx) {
   tls_connect *x = ctx;
   shl_task *t = x->t;
+  lconn *lc;
   x->hs = NULL;                          /* freed before this call */
   tls_connect_free(x);
   shl_unpark(t);
   lua_checkstack(t->co, 3);
   if (s == NULL) { shl_resume(t, shl_pushfail(t->co, err)); return; }
-  if (shl_conn_new_stream(t->co, shl_gethost(t->co), s) == NULL) {
+  if ((lc = shl_conn_new_stream(t->co, shl_gethost(t->co), s)) == NULL) {
     shl_resume(t, shl_pushfail(t->co, "out of memory"));
     return;
   }
+  learn_peer(lc);
   shl_resume(t, 1);
 }
 
@@ -975,6 +1100,7 @@ static int starttls_k (lua_State *L, int status, lua_KContext kctx) {
   if (t != NULL && lua_gettop(L) > t->top) return lua_gettop(L) - t->top;
   writer_done(lc, L);
   if (lc->s == NULL) return shl_pushfail(L, "closed");
+  sh_stream_flush(lc->s);                /* what a cork holds goes first */
   if (sh_stream_outlen(lc->s) > 0) return starttls_flush(L, lc, t);
   lua_settop(L, 2);
   return starttls_go(L, lc, t);
@@ -992,6 +1118,7 @@ static int conn_starttls (lua_State *L) {
   if (lc->readers.head != NULL || lc->writers.head != NULL) return shl_pushfail(L, "busy");
   t = shl_checktask(L, "conn:starttls()");
   lua_settop(L, 2);
+  sh_stream_flush(lc->s);                /* what a cork holds goes first */
   if (sh_stream_outlen(lc->s) > 0) return starttls_flush(L, lc, t);
   return starttls_go(L, lc, t);
 }
@@ -1024,7 +1151,8 @@ static int conn_peercred (lua_State *L) {
 
 static const luaL_Reg conn_methods[] = {
   {"read", conn_read}, {"read_until", conn_read_until}, {"read_some", conn_read_some},
-  {"lines", conn_lines}, {"write", conn_write}, {"settimeout", conn_settimeout},
+  {"lines", conn_lines}, {"write", conn_write}, {"cork", conn_cork}, {"uncork", conn_uncork},
+  {"buffered", conn_buffered}, {"settimeout", conn_settimeout},
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},

@@ -117,6 +117,8 @@ typedef struct tls_accept {
   int handler_ref;        /* the listener's handler (its own reference) */
   conn_conf cc;           /* counts the connection while it shakes hands */
   char peer[160];         /* for the log */
+  struct sockaddr_storage sa;   /* ... and for the conn (shl_conn_setpeer) */
+  socklen_t salen;
 } tls_accept;
 
 static void tls_accept_free (tls_accept *x) {
@@ -139,6 +141,8 @@ static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
   shl_host *H = x->H;
   lua_State *L = H->L;
   conn_conf cc = x->cc;
+  struct sockaddr_storage sa = x->sa;
+  socklen_t salen = x->salen;
   lconn *lc;
   x->hs = NULL;
   if (s == NULL) {
@@ -159,6 +163,7 @@ static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
     lua_pop(L, 1);
     sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
   } else {
+    shl_conn_setpeer(lc, (struct sockaddr *)&sa, salen);
     start_handler(H, lc, &cc);
   }
   shl_counter_release(cc.counter);
@@ -177,6 +182,10 @@ static void tls_accept_start (llistener *ll, int fd, const struct sockaddr *peer
   ll->counter->live++;
   ll->counter->refs++;
   sh_addr_format(peer, len, SH_TLS, x->peer, sizeof x->peer);
+  if (len <= (socklen_t)sizeof x->sa) {
+    memcpy(&x->sa, peer, len);
+    x->salen = len;
+  }
   lua_rawgeti(H->L, LUA_REGISTRYINDEX, ll->handler_ref);
   x->handler_ref = luaL_ref(H->L, LUA_REGISTRYINDEX);
   shl_pending_add(H->L, &x->node);
@@ -209,6 +218,7 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
     sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
     return;
   }
+  shl_conn_setpeer(lc, peer, len);
   cc.timeout = ll->timeout;
   cc.max_line = ll->max_line;
   cc.idle = ll->idle;

@@ -319,6 +319,9 @@ void shl_conn_setlimits(lconn *lc, double idle, double line);
 /* Push a new connection object over connected socket 'fd'. On failure 'fd'
 ** is closed, nothing is pushed, NULL returned. */
 lconn *shl_conn_new(lua_State *L, shl_host *H, int fd);
+/* Remember the peer's address (an accept knows it): conn:peer() and the log
+** name an IP peer by it after the socket has forgotten it (a reset). */
+void shl_conn_setpeer(lconn *lc, const struct sockaddr *sa, socklen_t len);
 void shl_conn_settimeout(lconn *c, double timeout);
 void shl_conn_setmaxline(lconn *c, size_t max_line);
 /* A handler task's on_exit: close its connection, flushing output. */

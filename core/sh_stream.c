@@ -42,6 +42,7 @@ void sh_transport_discard (sh_stream *s) { free(s); }
 
 static void sweep_leave(sh_stream *s);
 static void charge_to(sh_stream *s, size_t now);
+static void drop_held(sh_stream *s);
 
 static void destroy (sh_stream *s) {
   if (s->in_cb) { s->dead = 1; return; }   /* finish after the callback */
@@ -49,6 +50,7 @@ static void destroy (sh_stream *s) {
   sh_loop_untrack(s->loop, &s->item);
   if (s->linger) event_free(s->linger);
   if (s->holds_ref) sh_loop_unref(s->loop);
+  drop_held(s);
   s->ops->destroy(s);
   charge_to(s, 0);                           /* its buffers are gone */
   free(s);
@@ -84,6 +86,7 @@ void sh_stream_set_lowat (sh_stream *s, size_t lowat) {
 void sh_transport_eof (sh_stream *s, int err) {
   s->eof = 1;
   if (err != 0 && s->err == 0) s->err = err;
+  if (s->err != 0) drop_held(s);             /* it can never go out now */
   s->ops->update_read(s);
 }
 
@@ -197,8 +200,12 @@ static void charge_to (sh_stream *s, size_t now) {
   }
 }
 
+static size_t held_len (const sh_stream *s) {
+  return s->held != NULL ? evbuffer_get_length(s->held) : 0;
+}
+
 void sh_transport_charge (sh_stream *s) {
-  if (s->budget != NULL) charge_to(s, s->ops->inlen(s) + s->ops->outlen(s));
+  if (s->budget != NULL) charge_to(s, s->ops->inlen(s) + s->ops->outlen(s) + held_len(s));
 }
 
 void sh_stream_set_budget (sh_stream *s, sh_budget *b) {
@@ -251,21 +258,104 @@ void sh_transport_sent (sh_stream *s, size_t before, size_t after) {
   if (before > s->lowat && after <= s->lowat) sh_transport_notify(s, SH_STREAM_DRAIN);
 }
 
+/* ---------------- Corking ---------------- */
+
+#define HELD_IOV 64          /* buffers per transport write of what is held */
+
+static void drop_held (sh_stream *s) {
+  if (s->held == NULL) return;
+  evbuffer_free(s->held);
+  s->held = NULL;
+}
+
+/* Give what is held to the transport, which sends it at once if its queue
+** is empty; whatever its limit, as those bytes were taken already. The
+** buffer leaves the stream first: a failure on the way may drop it. Returns
+** -1 if the stream failed (what was held is lost), else 0. */
+static int send_held (sh_stream *s) {
+  struct evbuffer *h = s->held;
+  int ok = s->err == 0;
+  s->held = NULL;
+  while (ok && h != NULL && evbuffer_get_length(h) > 0) {
+    struct evbuffer_iovec vec[HELD_IOV];
+    struct iovec iov[HELD_IOV];
+    int i, n = evbuffer_peek(h, -1, NULL, vec, HELD_IOV);
+    ssize_t w;
+    if (n > HELD_IOV) n = HELD_IOV;
+    for (i = 0; i < n; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
+    w = s->ops->write(s, iov, n, SIZE_MAX);
+    ok = w > 0;
+    if (ok) evbuffer_drain(h, (size_t)w);
+  }
+  if (h != NULL) evbuffer_free(h);
+  return ok ? 0 : -1;
+}
+
+/* Whether a corked write of these buffers stays within 'limit', with what
+** is queued and held already. */
+static int fits (const sh_stream *s, const struct iovec *iov, int n, size_t limit) {
+  size_t total = 0, have = s->ops->outlen(s) + held_len(s);
+  int i;
+  for (i = 0; i < n; i++) total += iov[i].iov_len;
+  return have <= limit && total <= limit - have;
+}
+
+/* Hold the buffers (they fit). Returns the bytes held, or -1 (ENOMEM). */
+static ssize_t hold (sh_stream *s, const struct iovec *iov, int n) {
+  size_t taken = 0;
+  int i;
+  for (i = 0; i < n; i++) {
+    if (iov[i].iov_len == 0) continue;
+    if ((s->held == NULL && (s->held = evbuffer_new()) == NULL) ||
+        evbuffer_add(s->held, iov[i].iov_base, iov[i].iov_len) != 0) {
+      if (taken > 0) break;
+      errno = ENOMEM;
+      return -1;
+    }
+    taken += iov[i].iov_len;
+  }
+  return (ssize_t)taken;
+}
+
+void sh_stream_flush (sh_stream *s) {
+  if (s->held == NULL) return;
+  send_held(s);
+  sh_transport_charge(s);
+}
+
+void sh_stream_cork (sh_stream *s, int on) {
+  s->corked = on != 0;
+  if (!on) sh_stream_flush(s);
+}
+
+int sh_stream_corked (const sh_stream *s) { return s->corked; }
+
+/* ---------------- Writes ---------------- */
+
 ssize_t sh_stream_write (sh_stream *s, const struct iovec *iov, int n, size_t limit) {
   ssize_t w;
   if (s->closing || s->shut_done || s->shut_pending || s->err != 0) {
     errno = s->err != 0 ? s->err : EPIPE;
     return -1;
   }
-  w = s->ops->write(s, iov, n, limit);
+  if (s->corked && fits(s, iov, n, limit)) {
+    w = hold(s, iov, n);
+  } else if (s->held != NULL && send_held(s) != 0) {   /* past the limit: it goes first */
+    errno = s->err != 0 ? s->err : EPIPE;
+    w = -1;
+  } else {
+    w = s->ops->write(s, iov, n, limit);
+  }
   /* Only the output can have grown: nothing to count when nothing was
   ** held and the kernel took it all (the common case). */
-  if (s->budget != NULL && (s->charged != 0 || s->ops->outlen(s) != 0)) sh_transport_charge(s);
+  if (s->budget != NULL && (s->charged != 0 || s->held != NULL || s->ops->outlen(s) != 0))
+    sh_transport_charge(s);
   return w;
 }
 
 void sh_stream_shutdown (sh_stream *s) {
   if (s->closing || s->shut_done) return;
+  send_held(s);
   if (s->ops->outlen(s) == 0) {
     sh_transport_half_close(s);
     return;
@@ -388,7 +478,7 @@ int sh_stream_fd (const sh_stream *s) { return s->fd; }
 const char *sh_stream_transport (const sh_stream *s) { return s->ops->name(s); }
 void *sh_stream_ctx (const sh_stream *s) { return s->cb != NULL ? s->ctx : NULL; }
 size_t sh_stream_inlen (const sh_stream *s) { return s->ops->inlen(s); }
-size_t sh_stream_outlen (const sh_stream *s) { return s->ops->outlen(s); }
+size_t sh_stream_outlen (const sh_stream *s) { return s->ops->outlen(s) + held_len(s); }
 int sh_stream_eof (const sh_stream *s) { return s->eof; }
 int sh_stream_error (const sh_stream *s) { return s->err; }
 
@@ -428,6 +518,7 @@ static void destroy_orphan (sh_loop_item *item) {
 
 void sh_stream_close (sh_stream *s, double linger) {
   if (s->closing) return;
+  send_held(s);                             /* then it is queued output as any */
   s->closing = 1;
   sweep_leave(s);
   s->item.destroy = destroy_orphan;

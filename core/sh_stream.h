@@ -8,8 +8,9 @@
 ** libevent bufferevent (TLS streams, core/sh_tls.c). Owners see only this
 ** header; nothing here exposes a libevent type.
 **
-** Socket streams: writes go to the kernel at once; only what the kernel
-** refuses is buffered, and only then is the write event armed. Reads are
+** Socket streams: writes go to the kernel at once (unless the stream is
+** corked: see below); only what the kernel refuses is buffered, and only
+** then is the write event armed. Reads are
 ** eager: while the input buffer is below its cap, whatever arrives is read
 ** into it, and the owner is told.
 **
@@ -62,7 +63,8 @@ const char *sh_stream_transport(const sh_stream *s);
 /* The owner's context, or NULL once the stream is closed: owners re-check
 ** it after anything that may have run script code. */
 void *sh_stream_ctx(const sh_stream *s);
-/* Bytes buffered, without making a buffer. */
+/* Bytes buffered, without making a buffer: input not yet taken; output
+** not yet handed to the kernel (queued, or held by a cork). */
 size_t sh_stream_inlen(const sh_stream *s);
 size_t sh_stream_outlen(const sh_stream *s);
 /* The peer closed its side, or the connection failed. */
@@ -155,9 +157,27 @@ void sh_stream_partial(sh_stream *s, int pending);
 
 /* Send the 'n' buffers, at once if nothing is queued; queue what the kernel
 ** refuses, but let the queue grow only up to 'limit' bytes. Returns the bytes
-** taken (sent or queued), which may be fewer than offered, or -1 with errno
-** if the stream is closed or failed. */
+** taken (sent, queued, or held by a cork), which may be fewer than offered,
+** or -1 with errno if the stream is closed or failed. */
 ssize_t sh_stream_write(sh_stream *s, const struct iovec *iov, int n, size_t limit);
+
+/* ---------------- Corking ----------------
+** A corked stream holds what is written instead of sending it, so that many
+** small writes (the replies to a batch of pipelined requests) go out
+** together: the socket transport sends what was held with one sendmsg, a
+** TLS stream as few records. What is held goes out at sh_stream_flush, at
+** uncorking, and when a write would take it past the write's limit (with
+** the output queue): then it is sent first, the write goes on as uncorked,
+** and the stream stays corked. Shutdown and close send it too; abort,
+** detach and a failure drop it. It counts in sh_stream_outlen and in the
+** stream's charge to its budget. */
+
+/* Cork ('on') or uncork the stream; uncorking sends what is held. */
+void sh_stream_cork(sh_stream *s, int on);
+/* Send what is held now; the stream stays corked. */
+void sh_stream_flush(sh_stream *s);
+/* Whether the stream is corked. */
+int sh_stream_corked(const sh_stream *s);
 
 /* Half-close: no more writes; the peer sees the end of the stream once
 ** the queued output is sent. */

@@ -85,7 +85,10 @@ struct sh_stream {
   size_t lowat;               /* report DRAIN at or below this */
   sh_stream_fn cb;            /* owner's callback; NULL once closed */
   void *ctx;                  /* owner's context */
+  struct evbuffer *held;      /* corked writes not yet given to the transport;
+                              ** made on the first, freed once sent */
   int err;                    /* errno that ended the stream, or 0 */
+  unsigned corked : 1;        /* sh_stream_cork: writes are held */
   unsigned eof : 1;           /* no more input will come */
   unsigned shut_pending : 1;  /* half-close once output drains */
   unsigned shut_done : 1;     /* our side is half-closed */

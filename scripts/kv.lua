@@ -501,73 +501,53 @@ local function execute(a)
   return c.fn(a, n)
 end
 
--- Replies go out together: they are gathered and written by a timer of 0 s,
--- which can fire only once the handler yields, that is when it has to wait
--- for input (or for a full output queue). So a pipelined batch costs one
--- write, not one per command. Past 64 KiB the handler writes them itself,
--- which also makes a peer that does not read hold it up.
-local FLUSH_AT = 64 * 1024
+-- Replies go out together: the connection is corked, so each reply is held
+-- until the handler has to wait for input (the pipelined batch it answers is
+-- over), or 64 KiB are held; then they go out in one write. Past 64 KiB a
+-- peer that does not read holds the handler up.
 
 -- An array (KEYS, MGET, SCAN's keys, ...) is encoded SLICE elements at a
 -- time, with a yield between slices when it is long.
 local SLICE = 1000
 
-local function replies(conn)
-  local out, n, size, armed = {}, 0, 0, false
-  local function flush()
-    armed = false
-    if n == 0 then return true end
-    local s = n == 1 and out[1] or table.concat(out, "", 1, n)
-    out, n, size = {}, 0, 0
-    return conn:write(s)
-  end
-  local function add(s)
-    n, size = n + 1, size + #s
-    out[n] = s
-    if size >= FLUSH_AT then return flush() end
-    if not armed then armed = true; sh.after(0, flush) end
-    return true
-  end
-  local function add_array(arr)
-    local len = #arr
-    local part, m = { "*" .. len .. "\r\n" }, 1
-    for i = 1, len do
-      local v = arr[i]
-      if type(v) == "table" and getmetatable(v) == nil then     -- an array in the array
-        if not add(table.concat(part, "", 1, m)) or not add_array(v) then return false end
+local function put_array(conn, arr)
+  local len = #arr
+  local part, m = { "*" .. len .. "\r\n" }, 1
+  for i = 1, len do
+    local v = arr[i]
+    if type(v) == "table" and getmetatable(v) == nil then     -- an array in the array
+      if not conn:write(table.concat(part, "", 1, m)) or not put_array(conn, v) then return false end
+      m = 0
+    else
+      m = m + 1
+      part[m] = resp.encode(v)
+      if m == SLICE then
+        if not conn:write(table.concat(part, "", 1, m)) then return false end
         m = 0
-      else
-        m = m + 1
-        part[m] = resp.encode(v)
-        if m == SLICE then
-          if not add(table.concat(part, "", 1, m)) then return false end
-          m = 0
-          spend(SLICE)
-        end
+        spend(SLICE)
       end
     end
-    return m == 0 or add(table.concat(part, "", 1, m))
   end
-  local function put(reply)
-    if type(reply) == "table" and getmetatable(reply) == nil then return add_array(reply) end
-    return add(resp.encode(reply))
-  end
-  return put, flush
+  return m == 0 or conn:write(table.concat(part, "", 1, m))
+end
+
+local function put(conn, reply)
+  if type(reply) == "table" and getmetatable(reply) == nil then return put_array(conn, reply) end
+  return resp.write(conn, reply)
 end
 
 local function serve(conn)
-  local put, flush = replies(conn)
+  conn:cork()
   while true do
     local args, rerr = resp.read_command(conn)
     if not args then
       if rerr:find("^protocol error: ") then     -- say why, as Redis does, and hang up
-        put(err("Protocol error: " .. rerr:sub(17)))
+        put(conn, err("Protocol error: " .. rerr:sub(17)))
       end
-      return flush()
+      return                                      -- the close sends what is held
     end
     local reply, close = execute(args)
-    if not put(reply) then return end
-    if close then return flush() end
+    if not put(conn, reply) or close then return end
     spend(#args)          -- reading them: a pipelined flood yields too
   end
 end

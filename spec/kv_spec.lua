@@ -596,3 +596,33 @@ describe("scripts/kv.lua on half a million keys", function()
     assert.is_nil(proc:exited())
   end)
 end)
+
+-- How many system calls a pipelined batch costs: kv.lua corks its
+-- connections, so the replies to a batch go out in one write once the
+-- handler has to wait for more (as redis-benchmark -P 16 sends them).
+describe("scripts/kv.lua's writes, counted with strace", function()
+  local S = require "strace"
+
+  it("answers each pipelined batch of 16 commands with one sendmsg", function()
+    local ok, why = S.available()
+    if not ok then pending(why) return end
+    local port = H.free_port()
+    local proc, sends = S.start("scripts/kv.lua tcp://127.0.0.1:" .. port)
+    finally(function() proc:stop() end)
+    proc:wait_output("kv: listening on tcp://127.0.0.1:%d+")
+    local c = raw_at(port)
+    local batch = {}
+    for i = 1, 8 do
+      batch[#batch + 1] = resp.encode({ "SET", "k" .. i, "v" .. i })
+      batch[#batch + 1] = resp.encode({ "GET", "k" .. i })
+    end
+    for round = 1, 3 do
+      c.send(table.concat(batch))
+      local r = c.read(16)
+      assert.equals(16, #r)
+      assert.same({ "OK", "v8" }, { tostring(r[15]), r[16] }, "round " .. round)
+    end
+    c.close()
+    assert.equals(3, S.settle(sends, 3))
+  end)
+end)
