@@ -102,6 +102,11 @@ describe("the watchdog", function()
     assert.is_truthy(restarted, proc:stderr())
     assert.matches("watchdog: the loop has not turned for 1 s", proc:stderr(), 1, true)
     assert.equals("ping", (probe("127.0.0.1", port, 2)))
+    -- the new worker is up (a SIGTERM during the restart's pause would find
+    -- a worker still failing, and the master would rightly exit 1)
+    deadline = H.socket.gettime() + (H.VALGRIND and 30 or 5)
+    repeat H.socket.sleep(0.05) until select(2, proc:stdout():gsub("listening", "")) >= 3
+      or H.socket.gettime() > deadline
     proc:signal("TERM")
     assert.equals(0, proc:wait(10))
   end)
