@@ -26,8 +26,8 @@ static int resolve_timeout (void *obj, shl_task *t, int cancel) {
   return cancel ? 0 : shl_pushfail(t->co, "timeout");
 }
 
-static void on_resolved (const char *err, const sh_addrlist *list, void *ctx) {
-  shl_task *t = ctx;
+/* End t's wait with nil, err; or with true and, when given, the raw list. */
+static void resume_with (shl_task *t, const char *err, const sh_addrlist *list) {
   shl_unpark(t);
   lua_checkstack(t->co, 3);
   if (err != NULL) {
@@ -35,8 +35,12 @@ static void on_resolved (const char *err, const sh_addrlist *list, void *ctx) {
     return;
   }
   lua_pushboolean(t->co, 1);
-  lua_pushlstring(t->co, (const char *)list, sizeof *list);
-  shl_resume(t, 2);
+  if (list != NULL) lua_pushlstring(t->co, (const char *)list, sizeof *list);
+  shl_resume(t, list != NULL ? 2 : 1);
+}
+
+static void on_resolved (const char *err, const sh_addrlist *list, void *ctx) {
+  resume_with((shl_task *)ctx, err, err != NULL ? NULL : list);
 }
 
 /* Park t until 'host' is resolved, then continue in k with, on top of the
@@ -120,16 +124,8 @@ static int tries_timeout (void *obj, shl_task *t, int cancel) {
 
 static void on_tried (const char *err, void *ctx) {
   shl_tries *x = ctx;
-  shl_task *t = x->t;
   x->walk = NULL;
-  shl_unpark(t);
-  lua_checkstack(t->co, 3);
-  if (err != NULL) {
-    shl_resume(t, shl_pushfail(t->co, err));
-    return;
-  }
-  lua_pushboolean(t->co, 1);
-  shl_resume(t, 1);
+  resume_with(x->t, err, NULL);
 }
 
 int shl_try_addrs (lua_State *L, const sh_addr *a, int socktype, shl_tries *x,

@@ -6,20 +6,7 @@ local S = require "strace"
 local sh = H.sh
 local socket = H.socket
 
--- Start a server whose handler is 'handler', connect to it, run
--- client(c, srv) in the main task; everything is closed afterwards.
-local function with_server(handler, client, opts)
-  return H.run(function()
-    local srv = assert(sh.listen("tcp://127.0.0.1:0", handler, opts))
-    local c, err = sh.connect(srv:address())
-    if not c then srv:close() error(err) end
-    local r = table.pack(pcall(client, c, srv))
-    c:close()
-    srv:close()
-    assert(r[1], r[2])
-    return table.unpack(r, 2, r.n)
-  end)
-end
+local with_server = H.with_server
 
 -- Read from c until 'n' bytes came or the stream ended (bounded by its timeout).
 local function read_upto(c, n)

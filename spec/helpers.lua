@@ -25,6 +25,23 @@ function H.run(fn, timeout)
   return H.sh.run(fn, { timeout = timeout or (slow and 30 or 10) })
 end
 
+-- In-process: start a server whose handler is 'handler' (sockhost.listen's
+-- opts), connect a client to it, and run client(c, srv) in the main task;
+-- both are closed afterwards. Returns what client returned.
+function H.with_server(handler, client, opts)
+  local sh = H.sh
+  return H.run(function()
+    local srv = assert(sh.listen("tcp://127.0.0.1:0", handler, opts))
+    local c, err = sh.connect(srv:address())
+    if not c then srv:close() error(err) end
+    local r = table.pack(pcall(client, c, srv))
+    c:close()
+    srv:close()
+    assert(r[1], r[2])
+    return table.unpack(r, 2, r.n)
+  end)
+end
+
 -- Under `make sanitize` busted's Lua runs with ASan preloaded; commands we
 -- start must not inherit that (bash and python3 would report their own
 -- leaks), while ./sockhost, built with ASan, checks for leaks at exit.

@@ -3,19 +3,7 @@
 local H = require "helpers"
 local sh = H.sh
 
--- Start a server whose handler is 'fn', connect a client to it, and run
--- 'client(c, srv)' in the main task. Everything is closed afterwards.
-local function with_server(handler, client, opts)
-  return H.run(function()
-    local srv = assert(sh.listen("tcp://127.0.0.1:0", handler, opts))
-    local c = assert(sh.connect(srv:address()))
-    local r = table.pack(pcall(client, c, srv))
-    c:close()
-    srv:close()
-    assert(r[1], r[2])
-    return table.unpack(r, 2, r.n)
-  end)
-end
+local with_server = H.with_server
 
 -- Send 'chunks' one at a time with a short pause, so they arrive apart.
 local function trickle(c, chunks)
