@@ -140,11 +140,15 @@ int sh_loop_signal (sh_loop *loop, int signum, sh_signal_fn cb, void *ctx) {
   return 0;
 }
 
+/* Something moved when a callback ran: one made active before the step
+** (timers sh_timer_fire_due made due) or one that became active in it. The
+** high-water mark alone misses the first kind, which raised it before the
+** reset. */
 int sh_loop_step (sh_loop *loop) {
-  int r;
+  int r, waiting = event_base_get_num_events(loop->base, EVENT_BASE_COUNT_ACTIVE);
   event_base_get_max_events(loop->base, EVENT_BASE_COUNT_ACTIVE, 1);   /* reset */
   r = event_base_loop(loop->base, EVLOOP_NONBLOCK | EVLOOP_ONCE);   /* NONBLOCK alone
                                       ** goes on while callbacks keep coming */
   if (r < 0) return -1;
-  return event_base_get_max_events(loop->base, EVENT_BASE_COUNT_ACTIVE, 1) > 0;
+  return waiting > 0 || event_base_get_max_events(loop->base, EVENT_BASE_COUNT_ACTIVE, 1) > 0;
 }

@@ -58,13 +58,7 @@ describe("coordination (virtual time)", function()
     end
   end)
 
-  -- Pending: after the merge of the CPU-budget work (a zero delay under the
-  -- virtual clock fires at the next loop turn), a select woken by a channel
-  -- send in virtual time runs only at the next timer (the 0.2 s sweep):
-  -- tick 1 is taken at 0.6 s, not 0.4 s. Real-time select is not affected
-  -- (spec/channel_spec.lua). To fix before issue 15 is called done.
-  pending("select takes ticks, lines and timeouts in the order they come (virtual-time wake-up lags)")
-  local _ = function()
+  it("select takes ticks, lines and timeouts in the order they come", function()
     for _, seed in ipairs { 7, 8 } do
       t = T.new { seed = seed }
       t:script(FIX)
@@ -83,6 +77,5 @@ describe("coordination (virtual time)", function()
       t:close()
       t = nil
     end
-  end
-  _ = _
+  end)
 end)
