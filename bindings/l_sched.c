@@ -168,6 +168,8 @@ int shl_wait (lua_State *L, shl_waitq *q, shl_task *t, shl_reason why, double ti
 #define TRACE_LEVELS 24              /* frames in the watchdog's traceback */
 
 static shl_sched *budget_sched;      /* the state whose tasks are timed */
+static shl_sched *stall_sched;       /* the state whose stalls are logged */
+static volatile sig_atomic_t stall_pending;   /* a stall: report at the hook */
 static volatile sig_atomic_t resumes;   /* bumped at every resume */
 static sig_atomic_t resumes_seen = -1;
 static lua_CFunction xpcall_fn;      /* the base library's xpcall, to find its frames */
@@ -223,10 +225,21 @@ static void stop_run (shl_sched *S, lua_State *L) {
   luaL_error(L, "ran for more than %f s without yielding", S->budget);
 }
 
+static void report_stall (lua_State *L);
+
 static void budget_hook (lua_State *L, lua_Debug *ar) {
   shl_sched *S = budget_sched;
   (void)ar;
-  if (S == NULL || !S->timing) {
+  if (stall_pending && stall_sched != NULL && stall_sched->current != NULL &&
+      stall_sched->current->co == L) {
+    stall_pending = 0;
+    report_stall(L);
+  }
+  if (S == NULL) {                      /* hooked for a stall only */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  if (!S->timing) {
     relax(L);
     return;
   }
@@ -405,14 +418,10 @@ static size_t trace_frame (char *buf, size_t len, const lua_Debug *ar) {
   return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
 }
 
-/* The watchdog's account of what ran: the traceback of the running task's
-** thread (where a finalizer it set off runs too), or of the thread of a
-** host call, or of the main thread. From a signal handler on the loop's
-** thread: lua_getstack and lua_getinfo without 'f' or 'L' neither
-** allocate nor lock. */
-static void describe_stuck (char *buf, size_t len, void *ctx) {
-  shl_sched *S = ctx;
-  lua_State *L = S->current != NULL ? S->current->co : S->host_L != NULL ? S->host_L : S->L;
+/* L's traceback as luaL_traceback writes it (TRACE_LEVELS frames at most),
+** into 'buf': from a signal handler on the loop's thread, lua_getstack and
+** lua_getinfo without 'f' or 'L' neither allocate nor lock. */
+static void describe_thread (lua_State *L, char *buf, size_t len) {
   lua_Debug ar;
   size_t n = (size_t)snprintf(buf, len, "stack traceback:");
   int level;
@@ -422,8 +431,135 @@ static void describe_stuck (char *buf, size_t len, void *ctx) {
   }
 }
 
+/* The watchdog's account of what ran: the traceback of the running task's
+** thread (where a finalizer it set off runs too), or of the thread of a
+** host call, or of the main thread. */
+static void describe_stuck (char *buf, size_t len, void *ctx) {
+  shl_sched *S = ctx;
+  describe_thread(S->current != NULL ? S->current->co : S->host_L != NULL ? S->host_L : S->L,
+                  buf, len);
+}
+
 int shl_sched_watchdog (shl_sched *S, double limit, double grace) {
   return sh_watchdog_start(S->loop, limit, grace, describe_stuck, S);
+}
+
+/* ---------------- stalls ---------------- */
+
+/* A run that keeps the loop from turning (a blocking call: io, os.execute,
+** LuaSocket; or long CPU work) is found by the watchdog's thread
+** (core/sh_watchdog.h), which signals the loop's thread. on_stall, in the
+** handler, writes down where the running task is (the call that blocks is
+** still on its stack) and sets the count hook on its thread; the hook, at
+** the task's next VM instruction (once the call returned), logs it. Each
+** place is logged once (the first MAX_STALL_SITES of them); each run that
+** stalled is counted. */
+
+#define STALLS "sockhost.stalls"     /* registry: places already logged */
+#define MAX_STALL_SITES 256
+
+static char stall_trace[4096];       /* written in the handler, read in the hook */
+static char stall_site[LUA_IDSIZE + 32];
+static double stall_counted = -1;    /* the run counted last (its start time) */
+
+/* The first frame of L with a line, as "source:line", into 'buf'. */
+static void site_of (lua_State *L, char *buf, size_t len) {
+  lua_Debug ar;
+  int level;
+  snprintf(buf, len, "?");
+  for (level = 0; lua_getstack(L, level, &ar); level++) {
+    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+      snprintf(buf, len, "%s:%d", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+}
+
+/* In the STALL_SIGNAL handler (core/sh_watchdog.c), on the loop's thread. */
+static void on_stall (void *ctx) {
+  shl_sched *S = ctx;
+  lua_State *co;
+  lua_Hook h;
+  if (S->current == NULL || stall_pending) return;
+  co = S->current->co;
+  h = lua_gethook(co);
+  if (h != NULL && h != budget_hook) return;    /* the script's own hook: leave it */
+  site_of(co, stall_site, sizeof stall_site);
+  describe_thread(co, stall_trace, sizeof stall_trace);
+  stall_pending = 1;
+  lua_sethook(co, budget_hook, LUA_MASKCOUNT, 1);
+}
+
+/* Whether 'site' (on top) is new, noting it if so (up to MAX_STALL_SITES). */
+static int first_time (lua_State *L) {
+  int fresh;
+  lua_getfield(L, LUA_REGISTRYINDEX, STALLS);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, STALLS);
+  }
+  lua_pushvalue(L, -2);
+  fresh = lua_rawget(L, -2) == LUA_TNIL;
+  lua_pop(L, 1);
+  if (fresh) {
+    lua_Integer n = (lua_Integer)luaL_len(L, -1);
+    fresh = n < MAX_STALL_SITES;
+    if (fresh) {
+      lua_pushvalue(L, -2);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+      lua_pushboolean(L, 1);
+      lua_rawseti(L, -2, n + 1);
+    }
+  }
+  lua_pop(L, 1);
+  return fresh;
+}
+
+/* report_stall's body, protected: (S, took). */
+static int log_stall (lua_State *L) {
+  shl_sched *S = lua_touserdata(L, 1);
+  double took = lua_tonumber(L, 2);
+  luaL_checkstack(L, 8, NULL);
+  lua_settop(L, 2);
+  lua_pushstring(L, stall_site);                /* S took site */
+  if (!first_time(L)) return 0;
+  shl_task_push(L, S->current);
+  lua_getiuservalue(L, -1, 2);                  /* S took site task served */
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "task");
+  }
+  sh_log_trace(SH_LOG_WARN, stall_trace,
+               "%s kept the loop from turning for %.3f s at %s (over the %g s of "
+               "--slow-turn: a blocking call? io, os.execute, LuaSocket: see "
+               "\"Blocking calls\" in doc/API.md); logged once per place",
+               luaL_tolstring(L, -1, NULL), took, stall_site, S->stall);
+  return 0;
+}
+
+/* In the hook, on the running task's thread L, after a stall was signalled. */
+static void report_stall (lua_State *L) {
+  shl_sched *S = stall_sched;
+  double took = sh_watchdog_run_time(), began = sh_now_real_coarse() - took;
+  if (took < S->stall * 0.9) return;            /* that run ended: this is another */
+  if (began - stall_counted > 0.001 || stall_counted - began > 0.001) {
+    stall_counted = began;
+    S->stalls++;
+  }
+  if (!lua_checkstack(L, 3)) return;
+  lua_pushcfunction(L, log_stall);
+  lua_pushlightuserdata(L, S);
+  lua_pushnumber(L, took);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+void shl_set_stall (shl_sched *S, double seconds) {
+  S->stall = seconds > 0 ? seconds : 0;
+  stall_sched = S->stall > 0 ? S : NULL;
+  sh_watchdog_set_stall(S->stall, on_stall, S);
 }
 
 /* ---------------- resuming ---------------- */
@@ -453,7 +589,9 @@ void shl_resume (shl_task *t, int nargs) {
     resumes++;
     unhook(t->co);
   }
+  if (prev == NULL) sh_watchdog_run_begin();
   status = lua_resume(t->co, NULL, nargs, &nres);
+  if (prev == NULL) sh_watchdog_run_end();
   S->current = prev;
   S->timing = 0;
   if (S->overrun) {

@@ -39,6 +39,7 @@ static int fail (const char *msg) {
 ** and usage prints it. */
 
 #define DEFAULT_BUDGET 1.0        /* seconds a task may run without yielding */
+#define DEFAULT_SLOW_TURN 0.1     /* seconds a run may keep the loop before it is logged */
 #define DEFAULT_MAX_MEMORY 1024   /* MiB for the Lua state */
 #define WATCHDOG_TIMES 10         /* the watchdog's default limit, in budgets */
 #define UNSET (-1)                /* not given: the host's default */
@@ -46,6 +47,7 @@ static int fail (const char *msg) {
 typedef struct opts {
   double budget;        /* --budget */
   double watchdog;      /* --watchdog; UNSET: WATCHDOG_TIMES the budget */
+  double slow_turn;     /* --slow-turn */
   double max_memory;    /* --max-memory, MiB */
   double max_buffers;   /* --max-buffers, MiB, or UNSET */
   double max_conns;     /* --max-conns; this and the next four may be UNSET */
@@ -107,6 +109,9 @@ static const option options[] = {
    "stop a task that runs s seconds without yielding\n(default 1; 0: no limit)"},
   {"--watchdog", NULL, "s", ARG_NUMBER, FIELD(watchdog), UNSET,
    "end the process if its loop does not turn for s\nseconds (default 10 times the budget; 0: never)"},
+  {"--slow-turn", NULL, "s", ARG_NUMBER, FIELD(slow_turn), DEFAULT_SLOW_TURN,
+   "log a task that keeps the loop from turning for s\nseconds, with its traceback "
+   "(default 0.1; 0: never)"},
   {"--max-memory", NULL, "m", ARG_NUMBER, FIELD(max_memory), DEFAULT_MAX_MEMORY,
    "cap the Lua state's memory at m MiB (default 1024;\n"
    "0: no cap); buffers count in --max-buffers"},
@@ -770,6 +775,7 @@ static int run_master (int argc, char **argv, const opts *o) {
 ** max_conns and max_line, below 1) keeps the host's default. */
 static void apply_limits (shl_host *H, const opts *o) {
   shl_set_budget(H->sched, o->budget);
+  shl_set_stall(H->sched, o->slow_turn);
   if (o->max_conns >= 1) H->max_conns = o->max_conns;
   if (o->idle_timeout >= 0) H->idle_timeout = o->idle_timeout;
   if (o->line_timeout >= 0) H->line_timeout = o->line_timeout;

@@ -78,6 +78,8 @@ typedef struct shl_sched {
   shl_task *pool;            /* finished tasks kept for reuse (a list) */
   int npool;
   double budget;             /* seconds a task may run without yielding; 0: any */
+  double stall;              /* a run longer than this is logged (--slow-turn); 0: off */
+  unsigned long stalls;      /* runs that were */
   /* the run being timed: a task's resume, or a call of the host's own into
   ** script code (shl_host_pcall) */
   int timing;                /* a run is being timed */
@@ -215,6 +217,11 @@ void shl_sched_shuffle(shl_sched *S, unsigned long long seed);
 ** than S s without yielding". The host's own calls into script code run
 ** under the same budget (shl_host_pcall). */
 void shl_set_budget(shl_sched *S, double seconds);
+/* Log a task that keeps the loop from turning for more than 'seconds'
+** (wall clock: CPU or a blocking system call), with its traceback, once per
+** place (the watchdog's thread finds it: call before shl_sched_watchdog).
+** 0: off. */
+void shl_set_stall(shl_sched *S, double seconds);
 /* lua_pcall(L, nargs, nres, 0) for a call of the host's own into script
 ** code outside any task (a __tostring while logging): with the budget on,
 ** it runs under it, and code that spins gets the budget's error. */

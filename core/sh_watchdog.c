@@ -6,7 +6,12 @@
 ** it has not moved for the limit, the thread writes the reason and sends
 ** DUMP_SIGNAL to the loop's thread, whose handler, interrupting whatever
 ** runs there, writes the line and the account of what ran and exits. The
-** stop signals are noted by a handler chained before the loop's own. */
+** stop signals are noted by a handler chained before the loop's own.
+**
+** The same thread watches for stalls: the start of the run now going on
+** (0: none) is kept in microseconds of the coarse clock; a run seen older
+** than the warning gets STALL_SIGNAL, and again for each further warning's
+** time it lasts; the loop's thread calls the user back from the handler. */
 #include "sh_watchdog.h"
 
 #include <errno.h>
@@ -23,6 +28,7 @@
 #include "sh_util.h"
 
 #define DUMP_SIGNAL SIGRTMIN  /* watchdog thread -> loop's thread: write and exit */
+#define STALL_SIGNAL (SIGRTMIN + 1)   /* watchdog thread -> loop's thread: a stall */
 #define ANSWER_WAIT 2.0       /* seconds the loop's thread gets to do it */
 #define EXIT_STATUS 1
 #define STACK_SIZE (128 * 1024)
@@ -39,6 +45,9 @@ static struct {
   sh_loop_item item;             /* frees 'tick' with the loop */
   struct sigaction chained[2];   /* SIGTERM's and SIGINT's handlers before ours */
   char why[256];                 /* the reason, written before DUMP_SIGNAL */
+  double stall;                  /* seconds a run may keep the loop; 0: off */
+  sh_watchdog_stall_fn on_stall;
+  void *stall_ctx;
 } wd;
 
 /* Shared by the threads and the signal handlers, read and written whole. */
@@ -46,12 +55,36 @@ static unsigned long kicks;      /* progress */
 static int loop_gone;            /* the loop was freed: no limit any more */
 static long long signal_ms;      /* when the first stop signal came; 0: none */
 static int signal_no;
+static long long run_since;      /* the current run's start (us); 0: none */
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
 
 void sh_watchdog_kick (void) {
   __atomic_fetch_add(&kicks, 1, __ATOMIC_RELAXED);
+}
+
+static long long now_us (void) {
+  return (long long)(sh_now_real_coarse() * 1e6);
+}
+
+void sh_watchdog_run_begin (void) {
+  if (wd.stall > 0) __atomic_store_n(&run_since, now_us(), __ATOMIC_RELAXED);
+}
+
+void sh_watchdog_run_end (void) {
+  if (wd.stall > 0) __atomic_store_n(&run_since, 0, __ATOMIC_RELAXED);
+}
+
+double sh_watchdog_run_time (void) {
+  long long since = LOAD(run_since);
+  return since != 0 ? (double)(now_us() - since) / 1e6 : 0;
+}
+
+void sh_watchdog_set_stall (double warn, sh_watchdog_stall_fn fn, void *ctx) {
+  wd.stall = warn > 0 ? warn : 0;
+  wd.on_stall = fn;
+  wd.stall_ctx = ctx;
 }
 
 /* ---------------- writing, from a signal handler too ---------------- */
@@ -136,11 +169,35 @@ static void end_process (void) {
   _exit(EXIT_STATUS);
 }
 
+/* STALL_SIGNAL, on the loop's thread. */
+static void on_stall_signal (int sig) {
+  int saved = errno;
+  (void)sig;
+  if (wd.on_stall != NULL) wd.on_stall(wd.stall_ctx);
+  errno = saved;
+}
+
 /* ---------------- watching ---------------- */
 
 static double period (void) {
   double p = wd.limit > 0 ? wd.limit / 10 : 0.1;
-  return p < 0.01 ? 0.01 : p > 0.1 ? 0.1 : p;
+  if (wd.stall > 0 && wd.stall / 4 < p) p = wd.stall / 4;
+  return p < 0.005 ? 0.005 : p > 0.1 ? 0.1 : p;
+}
+
+/* A run older than the warning: tell the loop's thread, and again each
+** time it goes on for as long (it may block again elsewhere). 'run' and
+** 'told': the run last seen and when it was last told. */
+static void check_stall (long long *run, long long *told) {
+  long long since = LOAD(run_since), now = now_us();
+  if (wd.stall <= 0 || since == 0) return;
+  if (since != *run) {
+    *run = since;
+    *told = since;
+  }
+  if ((double)(now - *told) < wd.stall * 1e6) return;
+  *told = now;
+  pthread_kill(wd.loop_thread, STALL_SIGNAL);
 }
 
 /* Whether the first stop signal came more than grace + 1 s ago. */
@@ -152,9 +209,11 @@ static int signal_overdue (double now) {
 static void *watch (void *arg) {
   unsigned long seen = LOAD(kicks), k;
   double last = sh_now_real(), before = last, now, step = period();
+  long long run = 0, told = 0;
   (void)arg;
   for (;;) {
     pause_for(step);
+    check_stall(&run, &told);
     now = sh_now_real();
     k = LOAD(kicks);
     /* moved, no loop left, or this thread was not running (the process
@@ -262,6 +321,7 @@ int sh_watchdog_start (sh_loop *loop, double limit, double grace, sh_watchdog_fn
   wd.loop = loop;
   wd.loop_thread = pthread_self();
   if (install(DUMP_SIGNAL, on_dump, NULL) != 0 ||
+      (wd.stall > 0 && install(STALL_SIGNAL, on_stall_signal, NULL) != 0) ||
       install(SIGTERM, on_stop_signal, &wd.chained[0]) != 0 ||
       install(SIGINT, on_stop_signal, &wd.chained[1]) != 0)
     return -1;

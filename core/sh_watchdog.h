@@ -39,4 +39,19 @@ int sh_watchdog_start(sh_loop *loop, double limit, double grace, sh_watchdog_fn 
 /* Progress: something ran (a task was resumed). Cheap: call it freely. */
 void sh_watchdog_kick(void);
 
+/* Stalls: a run of script code (the user brackets each with run_begin and
+** run_end) that keeps the loop from turning for more than 'warn' seconds,
+** using CPU or waiting in a system call. The watchdog's thread samples the
+** run's start a few times per 'warn'; when a run passes it, and again
+** each 'warn' it goes on, it signals the loop's thread, whose handler calls
+** 'fn' (in a signal handler, interrupting the run: it may not allocate,
+** lock or call stdio). 'warn' 0: off. Call before sh_watchdog_start. */
+typedef void (*sh_watchdog_stall_fn)(void *ctx);
+void sh_watchdog_set_stall(double warn, sh_watchdog_stall_fn fn, void *ctx);
+/* Bracket a run (on the loop's thread; two stores: call them freely). */
+void sh_watchdog_run_begin(void);
+void sh_watchdog_run_end(void);
+/* Seconds since the current run began (0: none is running). */
+double sh_watchdog_run_time(void);
+
 #endif
