@@ -70,8 +70,11 @@ function Tcp:connect(host, port)
     self.reused = (self.reused or 0) + 1
   else
     local err
-    conn, err = sh.connect(("tcp://%s:%d"):format(bracket(host), port),
-                           { timeout = self.timeout or -1 })
+    -- A timeout of 0 does not make a connect fail at once: it waits (yielding)
+    -- up to sockhost's default connect timeout.
+    local t = self.timeout
+    if t == 0 then t = nil elseif t == nil then t = -1 end
+    conn, err = sh.connect(("tcp://%s:%d"):format(bracket(host), port), { timeout = t })
     if not conn then return nil, connect_error(err) end
   end
   self.state, self.conn, self.host, self.key = "client", conn, host, key
@@ -155,7 +158,7 @@ function Tcp:send(data, i, j)
   local ok, err = conn:write(s)
   if not ok then return nil, err, first - 1 end
   self.sent = self.sent + #s
-  return first - 1 + #s
+  return first - 1 + #s, nil, nil   -- three values, as LuaSocket's
 end
 
 ---------------------------------------------------------------- receiving
@@ -167,30 +170,34 @@ local function consume(conn, partial)
   return partial or ""
 end
 
+-- Each returns what receive returns, and the bytes it took from the stream.
 local function receive_line(conn, prefix)
   local line, err, partial = conn:read("L")
   if line and line:sub(-1) == "\n" then
-    return prefix .. line:sub(1, -2):gsub("\r", "")
+    return #line, prefix .. line:sub(1, -2):gsub("\r", "")
   end
   if line then partial, err = line, "closed"   -- the stream ended mid-line
   elseif err == "timeout" then partial = consume(conn, partial) end
-  return nil, err, prefix .. (partial or ""):gsub("\r", "")
+  partial = partial or ""
+  return #partial, nil, err, prefix .. partial:gsub("\r", "")
 end
 
 local function receive_count(conn, n, prefix)
-  if n <= 0 then return prefix end
+  if n <= 0 then return 0, prefix end
   local data, err, partial = conn:read(n)
-  if data then return prefix .. data end
+  if data then return #data, prefix .. data end
   if err == "timeout" then partial = consume(conn, partial) end
-  return nil, err, prefix .. (partial or "")
+  partial = partial or ""
+  return #partial, nil, err, prefix .. partial
 end
 
 local function receive_all(conn, prefix)
   local data, err, partial = conn:read("a")
-  if data == "" then return nil, "closed", prefix end   -- nothing came before the end
-  if data then return prefix .. data end
+  if data == "" then return 0, nil, "closed", prefix end   -- nothing came before the end
+  if data then return #data, prefix .. data end
   if err == "timeout" then partial = consume(conn, partial) end
-  return nil, err, prefix .. (partial or "")
+  partial = partial or ""
+  return #partial, nil, err, prefix .. partial
 end
 
 local function pattern_of(pattern)
@@ -214,16 +221,18 @@ function Tcp:receive(pattern, prefix)
   local pend = self.pending
   if pend ~= "" then
     self.pending = ""
-    if p == "l" and pend == "\n" then return prefix end
+    self.received = self.received + #pend
+    if p == "l" and pend == "\n" then return prefix, nil, nil end
     prefix = prefix .. (p == "l" and pend:gsub("\r", "") or pend)
   end
   local r
   if p == "l" then r = table.pack(receive_line(conn, prefix))
   elseif p == "a" then r = table.pack(receive_all(conn, prefix))
   else r = table.pack(receive_count(conn, p - #prefix, prefix)) end
-  if r[1] then self.received = self.received + #r[1] - #prefix
-  else self.received = self.received + #(r[3] or "") - #prefix end
-  return table.unpack(r, 1, r.n)
+  self.received = self.received + r[1]
+  if p == "a" and pend ~= "" and r[3] == "closed" and r[1] == 0 then r[2] = prefix end
+  if r[2] then return r[2], nil, nil end   -- three values, as LuaSocket's
+  return table.unpack(r, 2, r.n)
 end
 
 ---------------------------------------------------------------- TLS (OpenResty)
@@ -311,7 +320,7 @@ function Tcp:getpeername()
   if not self.conn then return nil, "closed" end
   local host, port, family = split(self.conn:peer())
   if not host then return nil, "closed" end
-  return host, port, family
+  return host, tonumber(port), family   -- a number here, a string in getsockname (as LuaSocket)
 end
 
 function Tcp:getsockname()
