@@ -9,6 +9,10 @@ local pool = require "sockhost.socket.pool"   -- PROVISIONAL: sockhost.pool at m
 
 local M = {}
 local Tcp = {}
+
+-- LuaSocket reads a line of any length; sockhost's default max_line is
+-- 64 KiB. This one stays under a connection's share of the buffer budget.
+local LINE_MAX = 16 * 1024 * 1024
 Tcp.__index = Tcp
 Tcp.__name = "sockhost.socket.tcp"
 
@@ -76,6 +80,7 @@ function Tcp:connect(host, port)
     if t == 0 then t = nil elseif t == nil then t = -1 end
     conn, err = sh.connect(("tcp://%s:%d"):format(bracket(host), port), { timeout = t })
     if not conn then return nil, connect_error(err) end
+    conn:setlimits { max_line = LINE_MAX }
   end
   self.state, self.conn, self.host, self.key = "client", conn, host, key
   return 1
@@ -103,7 +108,9 @@ function Tcp:listen(backlog)
   local ok, srv, err = pcall(sh.listen, self.bound, function(conn)
     local done = sh.event()
     if queue:send({ conn = conn, done = done }) then done:wait() end
-  end, { max_line = 1 << 30, idle_timeout = 0, line_timeout = 0, backlog = backlog })
+  end, { max_line = LINE_MAX, idle_timeout = 0, line_timeout = 0, backlog = backlog,
+         reuseport = self.opts.reuseport and true or nil,
+         ipv6only = self.opts["ipv6-v6only"] == nil and nil or (self.opts["ipv6-v6only"] and true) })
   if not ok then return nil, srv end
   if not srv then return nil, err end
   self.state, self.listener, self.queue = "server", srv, queue
