@@ -11,6 +11,7 @@
 -- differs.
 local sh = require "sockhost"
 local tcp = require "sockhost.socket.tcp"
+local udp = require "sockhost.socket.udp"
 
 local M = {
   _VERSION = "LuaSocket 3.0 (sockhost.socket)",
@@ -26,9 +27,9 @@ function M.tcp() return tcp.new("inet") end
 function M.tcp4() return tcp.new("inet") end
 function M.tcp6() return tcp.new("inet6") end
 
--- socket.udp is not provided: sockhost's datagram sockets are sockhost.udp.
-function M.udp() return nil, "udp not supported by sockhost.socket (use sockhost.udp)" end
-M.udp4, M.udp6 = M.udp, M.udp
+function M.udp() return udp.new("inet") end
+function M.udp4() return udp.new("inet") end
+function M.udp6() return udp.new("inet6") end
 
 -- connect(host, port [, locaddr [, locport [, family]]]) -> client | nil, err
 -- A local address other than the wildcard with port 0 is not supported.
