@@ -350,6 +350,34 @@ print(c.makefile().readline().strip(), flush=True)
       assert.equals(0, py:wait(10))
       assert.equals("hello python\n", py:stdout())
     end)
+
+    it("an accepted client dropped without close is closed by the collector; closing the server ends those never accepted", function()
+      local s = ours()
+      local srv = assert(s.bind("127.0.0.1", 0))
+      local _, p = srv:getsockname()
+      -- two python3 clients: each prints what it read until the end of the stream
+      local client_src = ([[
+import socket
+c = socket.create_connection(("127.0.0.1", %d))
+c.settimeout(10)
+print("eof", repr(c.recv(100)), flush=True)
+]]):format(tonumber(p))
+      local py1 = launch_py("-c", H.q(client_src))
+      local got = H.run(function()
+        srv:settimeout(5)
+        local c = assert(srv:accept())
+        c = nil                             -- dropped, never closed
+        collectgarbage() collectgarbage()
+        local py2 = launch_py("-c", H.q(client_src))
+        sh.sleep(0.5)                       -- its connection waits to be accepted
+        srv:close()
+        return py2
+      end)
+      assert.equals(0, py1:wait(10))
+      assert.equals("eof b''\n", py1:stdout())
+      assert.equals(0, got:wait(10))
+      assert.equals("eof b''\n", got:stdout())
+    end)
   end)
 
   describe("dns", function()

@@ -156,6 +156,9 @@ end
 ---------------------------------------------------------------- sending
 
 function Tcp:send(data, i, j)
+  if type(data) ~= "string" and type(data) ~= "number" then
+    error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
+  end
   data = tostring(data)
   local first = i or 1
   if first < 0 then first = math.max(#data + first + 1, 1) end
@@ -285,11 +288,28 @@ end
 ---------------------------------------------------------------- the rest
 
 function Tcp:close()
-  if self.listener then self.listener:close() self.listener = nil end
+  if self.listener then
+    self.listener:close()
+    -- connections never accepted: their handlers end, closing them
+    local item = self.ready or self.queue:receive(0)
+    self.ready = nil
+    while item do
+      item.done:set()
+      item = self.queue:receive(0)
+    end
+    self.queue:close()   -- and those still on their way in
+    self.listener = nil
+  end
   if self.conn then self.conn:close() self.conn = nil end
   if self.on_close then self.on_close() self.on_close = nil end
   self.state = "closed"
   return 1
+end
+
+-- An accepted client object dropped without close: its handler task is
+-- told to end (which closes the conn), as a conn dropped is closed.
+function Tcp:__gc()
+  if self.on_close then pcall(self.on_close) end
 end
 
 function Tcp:shutdown(how)
