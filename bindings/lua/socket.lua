@@ -85,6 +85,33 @@ local function add(list, s)
   list[s] = #list
 end
 
+-- The sockhost.select case that waits for s to become readable: its
+-- accept queue, or one byte of its conn (kept in s.pending once read).
+local function case_of(s)
+  if s.state == "server" then return s.queue end
+  s.conn:settimeout(nil)
+  return { s.conn, 1 }
+end
+
+-- Note in s what the case of sockhost.select gave, for the next receive
+-- or accept.
+local function keep(s, value, err)
+  if s.state == "server" then s.ready = value
+  elseif value then s.pending = s.pending .. value
+  else s.at_end = err end   -- the stream ended (or failed): receive tells
+end
+
+-- Wait for the first of the cases; the readable list, or nil.
+local function wait_readable(cases, owners, timeout)
+  local key, value, err = sh.select(cases, timeout)
+  if key == nil then return nil end
+  local s = owners[key]
+  keep(s, value, err)
+  local readable = {}
+  add(readable, s)
+  return readable
+end
+
 -- select(recvt, sendt [, timeout]) -> readable, writable | {}, {}, "timeout"
 -- Connected sockets in sendt are always writable (writes are buffered and
 -- wait inside send). For recvt it waits, in the task, for the first socket
@@ -97,10 +124,9 @@ function M.select(recvt, sendt, timeout)
   local cases, owners = {}, {}
   for _, s in ipairs(recvt or {}) do
     if ready_now(s) then add(readable, s)
-    elseif s.state == "server" then cases[#cases + 1] = s.queue owners[#cases] = s
     else
-      s.conn:settimeout(nil)
-      cases[#cases + 1] = { s.conn, 1 } owners[#cases] = s
+      cases[#cases + 1] = case_of(s)
+      owners[#cases] = s
     end
   end
   if #readable > 0 or #writable > 0 then return readable, writable end
@@ -109,14 +135,8 @@ function M.select(recvt, sendt, timeout)
     if #cases == 0 and timeout and timeout > 0 then sh.sleep(timeout) end
     return readable, writable, "timeout"
   end
-  local key, value, err = sh.select(cases, timeout)
-  if key == nil then return readable, writable, "timeout" end
-  local s = owners[key]
-  if s.state == "server" then s.ready = value
-  elseif value then s.pending = s.pending .. value
-  else s.at_end = err end   -- the stream ended (or failed): receive tells
-
-  add(readable, s)
+  readable = wait_readable(cases, owners, timeout)
+  if not readable then return {}, writable, "timeout" end
   return readable, writable
 end
 
