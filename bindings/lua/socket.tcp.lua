@@ -93,7 +93,7 @@ function Tcp:getreusedtimes()
 end
 
 function Tcp:bind(host, port)
-  if self.state ~= "master" then return nil, "already bound" end
+  if self.state ~= "master" or self.bound then return nil, "already bound" end
   if host == "*" then host = "0.0.0.0" end
   self.bound = ("tcp://%s:%d"):format(bracket(host), math.tointeger(tonumber(port)) or 0)
   return 1
