@@ -7,7 +7,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <event2/bufferevent.h>
@@ -330,32 +329,10 @@ static int sys_attach (sh_tls_ctx *t) {
   return 0;
 }
 
-/* glibc's heap and TLS streams: a TLS bufferevent reads each record into an
-** input chain of up to 16 KiB, and its callbacks are deferred to the end of
-** the loop's pass, so under load the chains of every ready connection are
-** alive at once and freed together: past malloc's trim threshold (128 KiB)
-** the top of the heap is given back to the kernel (brk) and taken again on
-** the next pass, page faults included; profiled, that was 30% of a loaded
-** TLS echo server's time (50 x 64-byte ping-pong: 0.5 of the C baseline).
-** A process that uses TLS keeps up to TRIM_THRESHOLD of free heap instead,
-** a value glibc reaches by itself in a process that once freed a large
-** mapped block. Once per process; never without TLS. */
-#define TRIM_THRESHOLD (32 << 20)
-
-static void tune_malloc (void) {
-  static int done;
-  if (done) return;
-  done = 1;
-#ifdef M_TRIM_THRESHOLD
-  mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-#endif
-}
-
 sh_tls_ctx *sh_tls_ctx_new (const sh_tls_conf *c, char *err, size_t errlen) {
   sh_tls_ctx *t = calloc(1, sizeof *t);
   int i;
   if (t == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
-  tune_malloc();
   t->refs = 1;
   t->server = c->server;
   t->verify = c->verify;
