@@ -170,6 +170,7 @@ int shl_wait (lua_State *L, shl_waitq *q, shl_task *t, shl_reason why, double ti
 static shl_sched *budget_sched;      /* the state whose tasks are timed */
 static shl_sched *stall_sched;       /* the state whose stalls are logged */
 static volatile sig_atomic_t stall_pending;   /* a stall: report at the hook */
+static volatile sig_atomic_t stall_unhooked;  /* ... and the thread had no hook before */
 static volatile sig_atomic_t resumes;   /* bumped at every resume */
 static sig_atomic_t resumes_seen = -1;
 static lua_CFunction xpcall_fn;      /* the base library's xpcall, to find its frames */
@@ -234,6 +235,10 @@ static void budget_hook (lua_State *L, lua_Debug *ar) {
       stall_sched->current->co == L) {
     stall_pending = 0;
     report_stall(L);
+    if (stall_unhooked) {               /* the hook was the stall's only: */
+      lua_sethook(L, NULL, 0, 0);       /* the budget's timer decides as before */
+      return;
+    }
   }
   if (S == NULL) {                      /* hooked for a stall only */
     lua_sethook(L, NULL, 0, 0);
@@ -451,9 +456,11 @@ int shl_sched_watchdog (shl_sched *S, double limit, double grace) {
 ** (core/sh_watchdog.h), which signals the loop's thread. on_stall, in the
 ** handler, writes down where the running task is (the call that blocks is
 ** still on its stack) and sets the count hook on its thread; the hook, at
-** the task's next VM instruction (once the call returned), logs it. Each
-** place is logged once (the first MAX_STALL_SITES of them); each run that
-** stalled is counted. */
+** the task's next VM instruction (once the call returned), logs it, and
+** leaves the thread's hook as it found it: a stall is logged, never
+** stopped (the budget's timer alone decides that, as before). Each place is
+** logged once (the first MAX_STALL_SITES of them); each run that stalled
+** is counted. */
 
 #define STALLS "sockhost.stalls"     /* registry: places already logged */
 #define MAX_STALL_SITES 256
@@ -486,6 +493,7 @@ static void on_stall (void *ctx) {
   if (h != NULL && h != budget_hook) return;    /* the script's own hook: leave it */
   site_of(co, stall_site, sizeof stall_site);
   describe_thread(co, stall_trace, sizeof stall_trace);
+  stall_unhooked = h == NULL;
   stall_pending = 1;
   lua_sethook(co, budget_hook, LUA_MASKCOUNT, 1);
 }

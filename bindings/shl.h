@@ -220,7 +220,7 @@ void shl_set_budget(shl_sched *S, double seconds);
 /* Log a task that keeps the loop from turning for more than 'seconds'
 ** (wall clock: CPU or a blocking system call), with its traceback, once per
 ** place (the watchdog's thread finds it: call before shl_sched_watchdog).
-** 0: off. */
+** Only logged: the task runs on. 0: off. */
 void shl_set_stall(shl_sched *S, double seconds);
 /* lua_pcall(L, nargs, nres, 0) for a call of the host's own into script
 ** code outside any task (a __tostring while logging): with the budget on,

@@ -92,7 +92,9 @@ describe("hostile peers (fast)", function()
     assert.is_true(echo_ok(host, port))
     local after = proc:rss_kib()
     assert.is_nil(proc:exited())
-    local log = proc:stderr()
+    -- (a --slow-turn line may come: the 8 MiB write is one syscall a byte
+    -- under the one-byte shim, and the machine may be busy)
+    local log = proc:stderr():gsub("[^\n]*kept the loop from turning[^\n]*", "")
     assert.is_nil(log:match("ERROR"), log)
     assert.is_nil(log:match("WARN"), log)
     if not sanitized() then
