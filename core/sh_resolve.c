@@ -101,6 +101,7 @@ struct dnsq {
   unsigned char tcp_len[2];
   unsigned char *tcp_buf;
   size_t tcp_got, tcp_need;
+  size_t tcp_sent;               /* bytes of the question sent so far */
   size_t len;                    /* of the message, after its 2-byte TCP length */
   unsigned char msg[2 + QMSG_MAX];
 };
@@ -666,7 +667,7 @@ static int tcp_connect (sh_resolver *r, dnsq *q) {
   int fd = socket(s->sa.ss_family, SOCK_STREAM, 0);
   q->state = Q_TCP;
   q->tcp_fd = fd;
-  q->tcp_got = q->tcp_need = 0;
+  q->tcp_got = q->tcp_need = q->tcp_sent = 0;
   r->tcp_open++;
   if (fd < 0 || sh_fd_prepare(fd) != 0) return -1;
   if (connect(fd, (const struct sockaddr *)&s->sa, s->len) != 0 && errno != EINPROGRESS) return -1;
@@ -682,16 +683,34 @@ static void tcp_pump (sh_resolver *r) {
   }
 }
 
-/* Connected: send the question, then read. */
+/* Send what is left of the question. Returns 1 when it is all out, 0 for
+** more to send when the socket has room, -1 on an error. */
+static int tcp_send (dnsq *q) {
+  size_t total = 2 + (size_t)q->len;
+  while (q->tcp_sent < total) {
+    ssize_t n = send(q->tcp_fd, q->msg + q->tcp_sent, total - q->tcp_sent, MSG_NOSIGNAL);
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno == EINTR ? 0 : -1;
+    q->tcp_sent += (size_t)n;
+  }
+  return 1;
+}
+
+/* Connected (the first time), or room to write: send the question (a
+** send may take only part of it), then read. */
 static void on_tcp_write (evutil_socket_t fd, short what, void *arg) {
   dnsq *q = arg;
   sh_resolver *r = q_resolver(q);
-  int err = 0;
+  int err = 0, sent;
   socklen_t len = sizeof err;
   (void)what;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0 ||
-      send(fd, q->msg, 2 + q->len, MSG_NOSIGNAL) != (ssize_t)(2 + q->len)) {
+  if (q->tcp_sent == 0 && (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0))
+    sent = -1;
+  else
+    sent = tcp_send(q);
+  if (sent < 0) {
     try_fail(q, R_FAIL);
+  } else if (sent == 0) {
+    if (event_add(q->tcp_ev, NULL) != 0) try_fail(q, R_FAIL);
   } else {
     event_free(q->tcp_ev);
     q->tcp_ev = event_new(r->base, fd, EV_READ | EV_PERSIST, on_tcp_read, q);
