@@ -237,6 +237,15 @@ int sh_proxy_parse (const unsigned char *p, size_t n, sh_proxy_info *out,
   return parse_v2(p, n, out, err, errlen);
 }
 
+sh_proxy_info *sh_proxy_copy (const sh_proxy_info *info) {
+  sh_proxy_info *p = malloc(sizeof *p + info->tlvlen);
+  if (p == NULL) return NULL;
+  *p = *info;
+  if (info->tlvlen > 0) memcpy(p + 1, info->tlv, info->tlvlen);
+  p->tlv = (const unsigned char *)(p + 1);
+  return p;
+}
+
 /* ---------------- The reader ---------------- */
 
 struct sh_proxy_rd {
@@ -280,7 +289,7 @@ static void rd_done (sh_proxy_rd *r, const sh_proxy_info *info, const char *err)
 
 static void on_timeout (evutil_socket_t fd, short what, void *arg) {
   (void)fd; (void)what;
-  rd_done(arg, NULL, "timeout");
+  rd_done(arg, NULL, "no PROXY header in time");
 }
 
 /* Readable: peek at what is there, then take the header's bytes only. */

@@ -41,12 +41,16 @@ typedef struct sh_proxy_info {
 int sh_proxy_parse(const unsigned char *p, size_t n, sh_proxy_info *out,
                    char *err, size_t errlen);
 
+/* A copy of 'info' and its TLVs in one block (free() it), or NULL when out
+** of memory. */
+sh_proxy_info *sh_proxy_copy(const sh_proxy_info *info);
+
 typedef struct sh_proxy_rd sh_proxy_rd;
 
 /* The outcome: fd (now the callee's) and the header, err NULL; or fd -1
-** (the socket is closed) and err: a parse error above, "timeout", "closed
-** before a PROXY header" (end of stream first), or a strerror text. 'info'
-** and what it points to live only during the call. The reader is freed after
+** (the socket is closed) and err: a parse error above, "no PROXY header in
+** time", "closed before a PROXY header" (end of stream first), or a
+** strerror text. 'info' and what it points to live only during the call. The reader is freed after
 ** the call returns: do not cancel it from inside. */
 typedef void (*sh_proxy_fn)(int fd, const sh_proxy_info *info, const char *err, void *ctx);
 
