@@ -257,6 +257,8 @@ struct sh_proxy_rd {
   sh_proxy_fn cb;
   void *ctx;
   size_t len;                 /* header bytes taken from the socket so far */
+  size_t take;                /* bytes known to be the header's, not yet taken */
+  size_t total;               /* the header's length once known, else 0 */
   unsigned char buf[SH_PROXY_MAX];
 };
 
@@ -292,33 +294,50 @@ static void on_timeout (evutil_socket_t fd, short what, void *arg) {
   rd_done(arg, NULL, "no PROXY header in time");
 }
 
-/* Readable: peek at what is there, then take the header's bytes only. */
+/* How many of the bytes there are the header's: peek, parse what we have
+** with them. Returns 0 (r->take and r->total set), or -1 after rd_done. */
+static int rd_look (sh_proxy_rd *r) {
+  sh_proxy_info info;
+  char err[64];
+  ssize_t got = recv(r->fd, r->buf + r->len, sizeof r->buf - r->len, MSG_PEEK);
+  int n;
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+    rd_done(r, NULL, sh_strerror(errno));
+    return -1;
+  }
+  if (got == 0) { rd_done(r, NULL, "closed before a PROXY header"); return -1; }
+  n = sh_proxy_parse(r->buf, r->len + (size_t)got, &info, err, sizeof err);
+  if (n < 0) { rd_done(r, NULL, err); return -1; }
+  r->total = (size_t)n;                         /* 0: not known yet */
+  r->take = n > 0 ? (size_t)n - r->len : (size_t)got;
+  return 0;
+}
+
+/* Readable: find out how many bytes are the header's (rd_look), then take
+** those only; what follows the header stays in the socket. Bytes known to
+** be the header's are taken on a later call if the kernel says EAGAIN now. */
 static void on_readable (evutil_socket_t fd, short what, void *arg) {
   sh_proxy_rd *r = arg;
   sh_proxy_info info;
   char err[64];
-  ssize_t got, took;
-  size_t take;
-  int n;
+  ssize_t took;
   (void)fd; (void)what;
-  got = recv(r->fd, r->buf + r->len, sizeof r->buf - r->len, MSG_PEEK);
-  if (got < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-    rd_done(r, NULL, sh_strerror(errno));
-    return;
-  }
-  if (got == 0) { rd_done(r, NULL, "closed before a PROXY header"); return; }
-  n = sh_proxy_parse(r->buf, r->len + (size_t)got, &info, err, sizeof err);
-  if (n < 0) { rd_done(r, NULL, err); return; }
-  take = n > 0 ? (size_t)n - r->len : (size_t)got;
-  took = recv(r->fd, r->buf + r->len, take, 0);
+  if (r->take == 0 && (rd_look(r) != 0 || r->take == 0)) return;
+  took = recv(r->fd, r->buf + r->len, r->take, 0);
   if (took < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
     rd_done(r, NULL, sh_strerror(errno));
     return;
   }
+  if (took == 0) { rd_done(r, NULL, "closed before a PROXY header"); return; }
   r->len += (size_t)took;
-  if (n > 0 && r->len == (size_t)n) rd_done(r, &info, NULL);
+  r->take -= (size_t)took;
+  if (r->take > 0 || r->total == 0 || r->len < r->total) return;
+  if (sh_proxy_parse(r->buf, r->len, &info, err, sizeof err) != (int)r->len)
+    rd_done(r, NULL, "bad PROXY header");       /* cannot be: parsed before */
+  else
+    rd_done(r, &info, NULL);
 }
 
 sh_proxy_rd *sh_proxy_start (sh_loop *loop, int fd, double timeout, sh_proxy_fn cb, void *ctx) {

@@ -128,7 +128,14 @@ describe("PROXY protocol", function()
   local procs = {}
   local function keep(p) procs[#procs + 1] = p; return p end
   after_each(function()
-    for i = #procs, 1, -1 do procs[i]:stop(); procs[i] = nil end
+    local bad = {}
+    for i = #procs, 1, -1 do
+      local p = procs[i]
+      procs[i] = nil
+      local rc = p:stop()
+      if p.sockhost and rc ~= 0 then bad[#bad + 1] = ("sockhost exited %s: %s"):format(rc, p:stderr()) end
+    end
+    assert.same({}, bad)                       -- under make sanitize: no leak either
   end)
 
   describe("behind haproxy", function()
@@ -247,6 +254,16 @@ print(t.recv(4096).decode().strip(), flush=True)
       assert.is_nil(sh:stdout():find("HANDLER", 1, true))
       assert.equals(1, refused(sh))
       assert.truthy(sh:stderr():find("refused: no PROXY header in time", 1, true), sh:stderr())
+    end)
+
+    it("ends cleanly with a header half read (SIGTERM)", function()
+      local c = H.tcp("127.0.0.1", sh.port)
+      assert(c:send("PROXY TCP4 1.2.3.4 "))
+      socket.sleep(0.1)
+      table.remove(procs)
+      assert.equals(0, sh:stop())
+      c:close()
+      assert.is_nil(sh:stdout():find("HANDLER", 1, true))
     end)
 
     it("takes a header written one byte at a time, and the bytes after it", function()
