@@ -167,6 +167,22 @@ describe("PROXY protocol", function()
         :format(name6, name6, f6), (ask(c6, "v6")))
     end)
 
+    it("haproxy's health checks (check-send-proxy) are LOCAL: handled, never refused", function()
+      local sh = keep(backend("tcp://127.0.0.1:0", "{ proxy_protocol = true }"))
+      local fport = H.free_port()
+      keep(haproxy(haproxy_cfg("127.0.0.1:" .. fport, sh.port,
+        "send-proxy-v2 check check-send-proxy inter 100"), fport))
+      local deadline = socket.gettime() + 5
+      local function checks()
+        local n = 0
+        for _ in sh:stdout():gmatch("HANDLER tcp://127%.0%.0%.1:%d+") do n = n + 1 end
+        return n
+      end
+      while checks() < 3 and socket.gettime() < deadline do socket.sleep(0.05) end
+      assert.is_true(checks() >= 3, sh:stdout())
+      assert.equals(0, refused(sh))
+    end)
+
     it("mode http with send-proxy into sockhost.http.listen", function()
       local sh = keep(backend("tcp://127.0.0.1:0", "{ proxy_protocol = true }", true))
       local fport = H.free_port()
