@@ -65,14 +65,15 @@ static void on_refused (sh_stream *s, int what, void *ctx) {
   (void)s; (void)what; (void)ctx;           /* closed at once: never called */
 }
 
-/* At the limit: say so (never blocking) and close. What the kernel does not
+/* At the limit: say so (never blocking; not to a balancer, whose client would
+** take it for the service's answer) and close. What the kernel does not
 ** take at once goes to a closing stream, which flushes it for BUSY_LINGER
 ** seconds at most. The log gets one line a second at most, with the count. */
 static void refuse (llistener *ll, int fd) {
   lua_State *L = ll->H->L;
   double now = sh_now();
   sh_stream *s = NULL;
-  if (ll->busy_ref != LUA_NOREF) {
+  if (ll->busy_ref != LUA_NOREF && !ll->proxy) {
     size_t len;
     const char *msg;
     ssize_t sent;
@@ -358,8 +359,7 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
   lua_State *L = H->L;
   conn_conf cc;
   if (ll->counter->live >= ll->max_conns) {
-    if (ll->tls != NULL || ll->proxy) close(fd);   /* no plaintext busy_message on
-                                                    ** TLS, nor to a balancer */
+    if (ll->tls != NULL) close(fd);      /* no plaintext busy_message on TLS */
     else refuse(ll, fd);
     return;
   }

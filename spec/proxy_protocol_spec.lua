@@ -321,6 +321,25 @@ print(t.recv(4096).decode().strip(), flush=True)
     end)
   end)
 
+  it("a connection awaiting its header counts against max_conns; no busy_message to a balancer", function()
+    local sh = keep(backend("tcp://127.0.0.1:0",
+      '{ proxy_protocol = true, max_conns = 1, busy_message = "busy\\n", proxy_timeout = 3 }'))
+    local first = H.tcp("127.0.0.1", sh.port)       -- no header yet: it holds the one place
+    socket.sleep(0.1)
+    local second = H.tcp("127.0.0.1", sh.port)
+    local t0 = socket.gettime()
+    local got, err, partial = second:receive("*a")
+    second:close()
+    assert.equals("", got or partial, err)
+    assert.is_true(socket.gettime() - t0 < 1)
+    first:close()
+    local deadline = socket.gettime() + 2
+    while not sh:stderr():find("at its limit of 1 connections", 1, true) and socket.gettime() < deadline do
+      socket.sleep(0.02)
+    end
+    assert.truthy(sh:stderr():find("at its limit of 1 connections", 1, true), sh:stderr())
+  end)
+
   it("listen checks its options", function()
     local out, err, rc = H.exec("-e " .. H.q([[
 local sh = require "sockhost"
