@@ -153,7 +153,8 @@ test-onebyte: deps
 # fails on any memcheck error, definite leak, or descriptor that a process
 # opened and left open at exit. Logs in spec/tmp/valgrind/.
 VALGRIND_SPECS  ?= spec/echo_spec.lua spec/udp_spec.lua spec/unix_spec.lua spec/shutdown_spec.lua \
-                   spec/seed_spec.lua spec/workers_spec.lua spec/hardening_spec.lua spec/tls_spec.lua
+                   spec/seed_spec.lua spec/workers_spec.lua spec/hardening_spec.lua spec/tls_spec.lua \
+                   spec/proxy_protocol_spec.lua
 VALGRIND_INPROC ?= spec/stream_spec.lua
 VALGRIND_DIR     = spec/tmp/valgrind
 valgrind: deps
