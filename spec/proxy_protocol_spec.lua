@@ -9,6 +9,14 @@ local socket = H.socket
 
 local HAPROXY = "/usr/sbin/haproxy"
 
+-- Every process a case starts, stopped after it (even when it fails half-way).
+local procs = {}
+local function keep(p)
+  for _, q in ipairs(procs) do if q == p then return p end end
+  procs[#procs + 1] = p
+  return p
+end
+
 -- A sockhost script: `listen` is the Lua source of the listen call's address
 -- and options. Each handler prints "HANDLER <peer>" (stdout, line-buffered),
 -- reads one line, and answers with what it saw. A second, plain listener
@@ -51,7 +59,7 @@ end))
 print("listening on " .. srv:address() .. " stats on " .. stats:address())
 ]]
   src = src:gsub("ADDR", string.format("%q", addr)):gsub("OPTS", opts):gsub("HTTP", http and "true" or "false")
-  local proc = H.start(H.q(H.writefile(H.tmpname(".lua"), src)))
+  local proc = keep(H.start(H.q(H.writefile(H.tmpname(".lua"), src))))
   proc.sockhost = true
   local a, s = proc:wait_output("(listening on %S+ stats on %S+)"):match("listening on (%S+) stats on (%S+)")
   proc.addr = a
@@ -71,7 +79,7 @@ end
 -- its first frontend is bound: the port cannot be bound by us any more.
 local function haproxy(cfg, port, host)
   local f = H.writefile(H.tmpname(".cfg"), cfg)
-  local p = H.launch(("timeout -s KILL 60 %s -db -f %s"):format(HAPROXY, H.q(f)), "haproxy")
+  local p = keep(H.launch(("timeout -s KILL 60 %s -db -f %s"):format(HAPROXY, H.q(f)), "haproxy"))
   local deadline = socket.gettime() + 5
   while socket.gettime() < deadline do
     local s = (host == "::1" and socket.tcp6 or socket.tcp)()
@@ -125,8 +133,6 @@ local function ask(c, line)
 end
 
 describe("PROXY protocol", function()
-  local procs = {}
-  local function keep(p) procs[#procs + 1] = p; return p end
   after_each(function()
     local bad = {}
     for i = #procs, 1, -1 do
