@@ -38,7 +38,7 @@ LIBS_TLS      = $(shell pkg-config --libs libevent_openssl openssl)
 
 CORE_OBJ = core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_stream_sock.o core/sh_stream_bev.o core/sh_net.o core/sh_timer.o core/sh_log.o \
-           core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o
+           core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o core/sh_proxy.o
 BIND_OBJ = bindings/l_opts.o bindings/l_host.o bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
            bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o \
@@ -56,7 +56,7 @@ CORE_OBJ += core/sh_http.o
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools \
-              libssl-dev openssl
+              libssl-dev openssl haproxy
 
 .PHONY: all run test stress sanitize test-onebyte valgrind check-layers install uninstall \
         clean deps fuzz
@@ -153,7 +153,8 @@ test-onebyte: deps
 # fails on any memcheck error, definite leak, or descriptor that a process
 # opened and left open at exit. Logs in spec/tmp/valgrind/.
 VALGRIND_SPECS  ?= spec/echo_spec.lua spec/udp_spec.lua spec/unix_spec.lua spec/shutdown_spec.lua \
-                   spec/seed_spec.lua spec/workers_spec.lua spec/hardening_spec.lua spec/tls_spec.lua
+                   spec/seed_spec.lua spec/workers_spec.lua spec/hardening_spec.lua spec/tls_spec.lua \
+                   spec/proxy_protocol_spec.lua
 VALGRIND_INPROC ?= spec/stream_spec.lua
 VALGRIND_DIR     = spec/tmp/valgrind
 valgrind: deps
@@ -168,7 +169,8 @@ valgrind: deps
 	$(LUA) spec/valgrind/check.lua $(VALGRIND_DIR) || status=1; \
 	exit $$status
 
-# libFuzzer (clang) on the read path and the address parser, FUZZ_TIME
+# libFuzzer (clang) on the read path, the address parser, the HTTP head and
+# the PROXY header parsers, FUZZ_TIME
 # seconds each; findings go to fuzz/crash-*.
 FUZZ_TIME ?= 30
 FUZZ_CC   ?= clang
@@ -181,7 +183,9 @@ fuzz: deps bindings/modules_gen.c
 	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/http_fuzz fuzz/http_fuzz.c $(CORE_OBJ:.o=.c) \
 	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
-	@for t in addr_fuzz read_fuzz http_fuzz; do \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/proxy_fuzz fuzz/proxy_fuzz.c $(CORE_OBJ:.o=.c) \
+	  $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
+	@for t in addr_fuzz read_fuzz http_fuzz proxy_fuzz; do \
 	  echo "fuzz/$$t for $(FUZZ_TIME) s"; \
 	  ASAN_OPTIONS=detect_leaks=0 ./fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 	    -artifact_prefix=fuzz/ -print_final_stats=1 > fuzz/$$t.log 2>&1 \
@@ -205,6 +209,6 @@ uninstall:
 
 clean:
 	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \
-	  fuzz/addr_fuzz fuzz/read_fuzz spec/shim/onebyte.so
+	  fuzz/addr_fuzz fuzz/read_fuzz fuzz/proxy_fuzz spec/shim/onebyte.so
 
 -include $(wildcard core/*.d bindings/*.d)

@@ -28,6 +28,7 @@
 
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
+#include "../core/sh_proxy.h"
 #include "../core/sh_stream.h"
 #include "../core/sh_tls.h"
 #include "../core/sh_util.h"
@@ -85,6 +86,8 @@ struct lconn {
   size_t handed;         /* bytes its reads handed to Lua (see close_internal) */
   sh_tls_hs *hs;         /* starttls: the handshake running (s is NULL) */
   shl_task *hs_task;     /* ... and the task parked in starttls */
+  sh_proxy_info *proxy;  /* what a PROXY header said (a copy, its TLVs after
+                         ** it), or NULL; freed at close */
 };
 
 static lconn *checkconn (lua_State *L, int arg) {
@@ -512,13 +515,85 @@ static socklen_t remembered (const lconn *lc, struct sockaddr_storage *ss) {
   return 0;
 }
 
+/* ---------------- Behind a balancer: the PROXY protocol ---------------- */
+
+/* An address from a PROXY header as text, in the conn's scheme. */
+static void format_proxied (lconn *lc, const struct sockaddr *sa, socklen_t len,
+                            char *buf, size_t n) {
+  sh_scheme scheme = sa->sa_family == AF_UNIX ? SH_UNIX : sh_tls_is_tls(lc->s) ? SH_TLS : SH_TCP;
+  sh_addr_format(sa, len, scheme, buf, n);
+}
+
+/* Keep what the balancer said (l_listener.c, before the handler runs):
+** conn:peer() names the client it gives from then on, conn:proxy() shows it. */
+void shl_conn_setproxy (lconn *lc, const sh_proxy_info *info) {
+  sh_proxy_info *p = sh_proxy_copy(info);
+  if (p == NULL) return;                    /* out of memory: conn:proxy() is nil */
+  free(lc->proxy);
+  lc->proxy = p;
+}
+
+/* Push a proxied address, or nil when the header gave none. */
+static void push_proxied (lua_State *L, lconn *lc, const struct sockaddr_storage *ss,
+                          socklen_t len) {
+  char buf[160];
+  if (!lc->proxy->has_addr) { lua_pushnil(L); return; }
+  format_proxied(lc, (const struct sockaddr *)ss, len, buf, sizeof buf);
+  lua_pushstring(L, buf);
+}
+
+/* The v2 TLVs as a list of { type =, value = }. */
+static void push_tlvs (lua_State *L, const sh_proxy_info *p) {
+  size_t i = 0;
+  int k = 0;
+  lua_createtable(L, 0, 0);
+  while (i + 3 <= p->tlvlen) {               /* checked well formed by the parser */
+    size_t vlen = ((size_t)p->tlv[i + 1] << 8) | p->tlv[i + 2];
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, p->tlv[i]);
+    lua_setfield(L, -2, "type");
+    lua_pushlstring(L, (const char *)p->tlv + i + 3, vlen);
+    lua_setfield(L, -2, "value");
+    lua_rawseti(L, -2, ++k);
+    i += 3 + vlen;
+  }
+}
+
+/* conn:proxy() -> { version =, command =, source =, destination =, tlvs = }
+** | nil (no PROXY header) | nil, "closed" */
+static int conn_proxy (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  const sh_proxy_info *p = lc->proxy;
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  if (p == NULL) { lua_pushnil(L); return 1; }
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, p->version);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, p->local ? "LOCAL" : "PROXY");
+  lua_setfield(L, -2, "command");
+  push_proxied(L, lc, &p->src, p->srclen);
+  lua_setfield(L, -2, "source");
+  push_proxied(L, lc, &p->dst, p->dstlen);
+  lua_setfield(L, -2, "destination");
+  if (p->version == 2) {
+    push_tlvs(L, p);
+    lua_setfield(L, -2, "tlvs");
+  }
+  return 1;
+}
+
 /* The peer's address string ("tcp://127.0.0.1:5000") into buf: the one
 ** remembered, else the socket's. Returns 0, or -1 with errno set (a Unix
 ** socket that cannot tell). The conn is open. */
 static int format_peer (lconn *lc, char *buf, size_t n) {
   struct sockaddr_storage ss;
-  socklen_t len = remembered(lc, &ss);
+  socklen_t len;
   sh_scheme scheme;
+  if (lc->proxy != NULL && lc->proxy->has_addr) {    /* the client behind a balancer */
+    format_proxied(lc, (const struct sockaddr *)&lc->proxy->src, lc->proxy->srclen, buf, n);
+    return 0;
+  }
+  len = remembered(lc, &ss);
   if (len == 0) {
     len = sizeof ss;
     if (getpeername(sh_stream_fd(lc->s), (struct sockaddr *)&ss, &len) != 0) return -1;
@@ -761,6 +836,8 @@ static void collect_handed (lconn *lc) {
 
 static void close_internal (lconn *lc, int how) {
   sh_stream *s = lc->s;
+  free(lc->proxy);
+  lc->proxy = NULL;
   if (lc->state == CONN_HANDSHAKE) { close_handshake(lc, how); return; }
   if (lc->state == CONN_CLOSED) return;
   lc->state = CONN_CLOSED;
@@ -1156,7 +1233,7 @@ static const luaL_Reg conn_methods[] = {
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},
-  {NULL, NULL}
+  {"proxy", conn_proxy}, {NULL, NULL}
 };
 
 static const luaL_Reg conn_meta[] = {

@@ -6,7 +6,14 @@
 **
 ** tls:// listeners run the TLS handshake first; only a connection whose
 ** handshake succeeds gets a conn and a handler task. A failure is logged
-** (info) with the peer and the reason, and the socket closed. */
+** (info) with the peer and the reason, and the socket closed.
+**
+** Listeners with proxy_protocol read a PROXY header (v1 or v2, core/sh_proxy)
+** off each connection before anything else, within proxy_timeout: a
+** connection whose header is bad, cut short or late is closed without a
+** handler (logged at info, at most PROXY_LOG_LINES lines a second, and
+** counted: listener:proxy_refused()). On tls:// the header comes before the
+** handshake. The conn keeps what the header said (shl_conn_setproxy). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +24,7 @@
 
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
+#include "../core/sh_proxy.h"
 #include "../core/sh_stream.h"
 #include "../core/sh_tls.h"
 #include "../core/sh_util.h"
@@ -24,6 +32,8 @@
 
 #define DEFAULT_BACKLOG 511
 #define BUSY_LINGER 2.0     /* seconds a refused connection may take to get busy_message */
+#define PROXY_TIMEOUT 5.0   /* default seconds a PROXY header may take */
+#define PROXY_LOG_LINES 10  /* refusals for a PROXY header logged a second, at most */
 
 typedef struct llistener {
   sh_listener *l;         /* NULL once closed */
@@ -42,6 +52,9 @@ typedef struct llistener {
   int refused;            /* refusals since */
   sh_tls_ctx *tls;        /* tls:// listeners: the context, else NULL */
   double hs_timeout;      /* seconds a handshake may take */
+  int proxy;              /* a PROXY header comes first */
+  double proxy_timeout;   /* ... within this many seconds */
+  unsigned long proxy_refused_closed;   /* the count, kept at close */
 } llistener;
 
 static llistener *checklistener (lua_State *L, int arg) {
@@ -52,14 +65,15 @@ static void on_refused (sh_stream *s, int what, void *ctx) {
   (void)s; (void)what; (void)ctx;           /* closed at once: never called */
 }
 
-/* At the limit: say so (never blocking) and close. What the kernel does not
+/* At the limit: say so (never blocking; not to a balancer, whose client would
+** take it for the service's answer) and close. What the kernel does not
 ** take at once goes to a closing stream, which flushes it for BUSY_LINGER
 ** seconds at most. The log gets one line a second at most, with the count. */
 static void refuse (llistener *ll, int fd) {
   lua_State *L = ll->H->L;
   double now = sh_now();
   sh_stream *s = NULL;
-  if (ll->busy_ref != LUA_NOREF) {
+  if (ll->busy_ref != LUA_NOREF && !ll->proxy) {
     size_t len;
     const char *msg;
     ssize_t sent;
@@ -119,6 +133,7 @@ typedef struct tls_accept {
   char peer[160];         /* for the log */
   struct sockaddr_storage sa;   /* ... and for the conn (shl_conn_setpeer) */
   socklen_t salen;
+  sh_proxy_info *proxy;   /* what a PROXY header said, or NULL */
 } tls_accept;
 
 static void tls_accept_free (tls_accept *x) {
@@ -126,6 +141,7 @@ static void tls_accept_free (tls_accept *x) {
   luaL_unref(x->H->L, LUA_REGISTRYINDEX, x->handler_ref);
   x->cc.counter->live--;
   shl_counter_release(x->cc.counter);
+  free(x->proxy);
   free(x);
 }
 
@@ -143,6 +159,7 @@ static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
   conn_conf cc = x->cc;
   struct sockaddr_storage sa = x->sa;
   socklen_t salen = x->salen;
+  sh_proxy_info *proxy;
   lconn *lc;
   x->hs = NULL;
   if (s == NULL) {
@@ -156,6 +173,8 @@ static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
     return;
   }
   cc.counter->refs++;                    /* kept across the free below */
+  proxy = x->proxy;                      /* ... and so is this */
+  x->proxy = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, x->handler_ref);
   tls_accept_free(x);
   lc = shl_conn_new_stream(L, H, s);
@@ -164,24 +183,158 @@ static void on_tls_accepted (sh_stream *s, const char *err, void *ctx) {
     sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
   } else {
     shl_conn_setpeer(lc, (struct sockaddr *)&sa, salen);
+    if (proxy != NULL) shl_conn_setproxy(lc, proxy);
     start_handler(H, lc, &cc);
+  }
+  free(proxy);
+  shl_counter_release(cc.counter);
+}
+
+/* A TLS handshake on accepted 'fd' from 'peer', for a handler ('handler_ref',
+** the caller's reference) with 'cc'; 'proxy': what a PROXY header said, or
+** NULL. */
+static void tls_accept_start (shl_host *H, int fd, const struct sockaddr *peer, socklen_t len,
+                              const conn_conf *cc, int handler_ref, sh_tls_ctx *tls,
+                              double hs_timeout, const sh_proxy_info *proxy) {
+  tls_accept *x = calloc(1, sizeof *x);
+  if (x == NULL) { close(fd); return; }
+  if (proxy != NULL && (x->proxy = sh_proxy_copy(proxy)) == NULL) {
+    free(x);
+    close(fd);
+    return;
+  }
+  x->H = H;
+  x->cc = *cc;
+  cc->counter->live++;
+  cc->counter->refs++;
+  if (proxy != NULL && proxy->has_addr)            /* the log names the client */
+    sh_addr_format((const struct sockaddr *)&proxy->src, proxy->srclen,
+                   proxy->src.ss_family == AF_UNIX ? SH_UNIX : SH_TLS, x->peer, sizeof x->peer);
+  else
+    sh_addr_format(peer, len, SH_TLS, x->peer, sizeof x->peer);
+  if (len <= (socklen_t)sizeof x->sa) {
+    memcpy(&x->sa, peer, len);
+    x->salen = len;
+  }
+  lua_rawgeti(H->L, LUA_REGISTRYINDEX, handler_ref);
+  x->handler_ref = luaL_ref(H->L, LUA_REGISTRYINDEX);
+  shl_pending_add(H->L, &x->node);
+  x->node.cancel = tls_accept_cancel;
+  x->hs = sh_tls_start(H->loop, tls, fd, NULL, hs_timeout, on_tls_accepted, x);
+  if (x->hs == NULL) {
+    sh_log(SH_LOG_WARN, "listener: cannot start a TLS handshake (out of memory)");
+    tls_accept_free(x);
+  }
+}
+
+/* A plain connection (the handler's function on top of L, popped): make its
+** conn and its task, and start the handler. */
+static void plain_accept (shl_host *H, int fd, const struct sockaddr *peer, socklen_t len,
+                          const conn_conf *cc, const sh_proxy_info *proxy) {
+  lua_State *L = H->L;
+  lconn *lc = shl_conn_new(L, H, fd);
+  if (lc == NULL) {
+    lua_pop(L, 1);
+    sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
+    return;
+  }
+  shl_conn_setpeer(lc, peer, len);
+  if (proxy != NULL) shl_conn_setproxy(lc, proxy);
+  start_handler(H, lc, cc);
+}
+
+/* ---------------- proxy_protocol: the PROXY header comes first ---------------- */
+
+typedef struct proxy_accept {
+  shl_pending node;       /* on the list of work no task owns */
+  shl_host *H;
+  sh_proxy_rd *rd;
+  int handler_ref;        /* the listener's handler (its own reference) */
+  conn_conf cc;           /* counts the connection while its header comes */
+  sh_tls_ctx *tls;        /* tls:// listeners: a reference, else NULL */
+  double hs_timeout;
+  char peer[160];         /* for the log */
+  struct sockaddr_storage sa;   /* the balancer's end (shl_conn_setpeer) */
+  socklen_t salen;
+} proxy_accept;
+
+static void proxy_accept_free (proxy_accept *x) {
+  shl_pending_remove(&x->node);
+  luaL_unref(x->H->L, LUA_REGISTRYINDEX, x->handler_ref);
+  x->cc.counter->live--;
+  shl_counter_release(x->cc.counter);
+  sh_tls_ctx_free(x->tls);
+  free(x);
+}
+
+static void proxy_accept_cancel (shl_pending *p) {
+  proxy_accept *x = (proxy_accept *)p;
+  if (x->rd != NULL) sh_proxy_cancel(x->rd);
+  x->rd = NULL;
+  proxy_accept_free(x);
+}
+
+/* Log a refusal: PROXY_LOG_LINES lines a second at most, then one line with
+** how many more there were. Counted in any case. */
+static void proxy_refused (shl_counter *c, const char *peer, const char *why) {
+  double now = sh_now();
+  c->proxy_refused++;
+  if (now - c->proxy_log_at >= 1.0) {
+    if (c->proxy_unlogged > 0)
+      sh_log(SH_LOG_INFO, "listener: %d more connections refused for their PROXY header",
+             c->proxy_unlogged);
+    c->proxy_log_at = now;
+    c->proxy_logged = c->proxy_unlogged = 0;
+  }
+  if (c->proxy_logged >= PROXY_LOG_LINES) { c->proxy_unlogged++; return; }
+  c->proxy_logged++;
+  sh_log(SH_LOG_INFO, "listener: %s refused: %s", peer, why);
+}
+
+/* The header was read (fd >= 0, info), or the connection refused (err). */
+static void on_proxy (int fd, const sh_proxy_info *info, const char *err, void *ctx) {
+  proxy_accept *x = ctx;
+  shl_host *H = x->H;
+  lua_State *L = H->L;
+  conn_conf cc = x->cc;
+  x->rd = NULL;                          /* it frees itself after this call */
+  if (fd < 0) {
+    proxy_refused(cc.counter, x->peer, err);
+    proxy_accept_free(x);
+    return;
+  }
+  if (H->draining || !lua_checkstack(L, 8)) {
+    close(fd);
+    proxy_accept_free(x);
+    return;
+  }
+  cc.counter->refs++;                    /* kept across the free below */
+  if (x->tls != NULL) {
+    tls_accept_start(H, fd, (struct sockaddr *)&x->sa, x->salen, &cc, x->handler_ref, x->tls,
+                     x->hs_timeout, info);
+    proxy_accept_free(x);
+  } else {
+    struct sockaddr_storage sa = x->sa;
+    socklen_t salen = x->salen;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->handler_ref);
+    proxy_accept_free(x);
+    plain_accept(H, fd, (struct sockaddr *)&sa, salen, &cc, info);
   }
   shl_counter_release(cc.counter);
 }
 
-static void tls_accept_start (llistener *ll, int fd, const struct sockaddr *peer, socklen_t len) {
+static void proxy_accept_start (llistener *ll, int fd, const struct sockaddr *peer, socklen_t len,
+                                const conn_conf *cc) {
   shl_host *H = ll->H;
-  tls_accept *x = calloc(1, sizeof *x);
+  proxy_accept *x = calloc(1, sizeof *x);
   if (x == NULL) { close(fd); return; }
   x->H = H;
-  x->cc.timeout = ll->timeout;
-  x->cc.max_line = ll->max_line;
-  x->cc.idle = ll->idle;
-  x->cc.line = ll->line;
-  x->cc.counter = ll->counter;
-  ll->counter->live++;
-  ll->counter->refs++;
-  sh_addr_format(peer, len, SH_TLS, x->peer, sizeof x->peer);
+  x->cc = *cc;
+  cc->counter->live++;
+  cc->counter->refs++;
+  x->tls = ll->tls != NULL ? sh_tls_ctx_ref(ll->tls) : NULL;
+  x->hs_timeout = ll->hs_timeout;
+  sh_addr_format(peer, len, ll->scheme, x->peer, sizeof x->peer);
   if (len <= (socklen_t)sizeof x->sa) {
     memcpy(&x->sa, peer, len);
     x->salen = len;
@@ -189,20 +342,21 @@ static void tls_accept_start (llistener *ll, int fd, const struct sockaddr *peer
   lua_rawgeti(H->L, LUA_REGISTRYINDEX, ll->handler_ref);
   x->handler_ref = luaL_ref(H->L, LUA_REGISTRYINDEX);
   shl_pending_add(H->L, &x->node);
-  x->node.cancel = tls_accept_cancel;
-  x->hs = sh_tls_start(H->loop, ll->tls, fd, NULL, ll->hs_timeout, on_tls_accepted, x);
-  if (x->hs == NULL) {
-    sh_log(SH_LOG_WARN, "listener: cannot start a TLS handshake (out of memory)");
-    tls_accept_free(x);
+  x->node.cancel = proxy_accept_cancel;
+  x->rd = sh_proxy_start(H->loop, fd, ll->proxy_timeout, on_proxy, x);
+  if (x->rd == NULL) {
+    sh_log(SH_LOG_WARN, "listener: cannot read a PROXY header (out of memory)");
+    close(fd);
+    proxy_accept_free(x);
   }
 }
 
-/* A connection arrived: make its conn and its task, and start the handler. */
+/* A connection arrived: its PROXY header, its handshake, or at once its
+** conn and handler. */
 static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void *ctx) {
   llistener *ll = ctx;
   shl_host *H = ll->H;
   lua_State *L = H->L;
-  lconn *lc;
   conn_conf cc;
   if (ll->counter->live >= ll->max_conns) {
     if (ll->tls != NULL) close(fd);      /* no plaintext busy_message on TLS */
@@ -210,21 +364,18 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
     return;
   }
   if (!lua_checkstack(L, 8)) { close(fd); return; }
-  if (ll->tls != NULL) { tls_accept_start(ll, fd, peer, len); return; }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ll->handler_ref);
-  lc = shl_conn_new(L, H, fd);
-  if (lc == NULL) {
-    lua_pop(L, 1);
-    sh_log(SH_LOG_WARN, "listener: cannot set up a connection (out of memory)");
-    return;
-  }
-  shl_conn_setpeer(lc, peer, len);
   cc.timeout = ll->timeout;
   cc.max_line = ll->max_line;
   cc.idle = ll->idle;
   cc.line = ll->line;
   cc.counter = ll->counter;
-  start_handler(H, lc, &cc);
+  if (ll->proxy) { proxy_accept_start(ll, fd, peer, len, &cc); return; }
+  if (ll->tls != NULL) {
+    tls_accept_start(H, fd, peer, len, &cc, ll->handler_ref, ll->tls, ll->hs_timeout, NULL);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ll->handler_ref);
+  plain_accept(H, fd, peer, len, &cc, NULL);
 }
 
 static void close_internal (lua_State *L, llistener *ll) {
@@ -239,6 +390,7 @@ static void close_internal (lua_State *L, llistener *ll) {
   luaL_unref(L, LUA_REGISTRYINDEX, ll->self_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ll->busy_ref);
   ll->handler_ref = ll->self_ref = ll->busy_ref = LUA_NOREF;
+  if (ll->counter != NULL) ll->proxy_refused_closed = ll->counter->proxy_refused;
   shl_counter_release(ll->counter);
   ll->counter = NULL;
   sh_tls_ctx_free(ll->tls);               /* handshakes running hold their own */
@@ -248,7 +400,8 @@ static void close_internal (lua_State *L, llistener *ll) {
 static const char *const listen_opts[] = {
   "backlog", "timeout", "max_line", "reuseport", "ipv6only", "mode",
   "idle_timeout", "line_timeout", "max_conns", "busy_message",
-  "cert", "key", "ca", "verify", "alpn", "min_version", "certs", "handshake_timeout", NULL
+  "cert", "key", "ca", "verify", "alpn", "min_version", "certs", "handshake_timeout",
+  "proxy_protocol", "proxy_timeout", NULL
 };
 
 /* opts.mode at 'arg': -1 when absent (the file is left as made), else a
@@ -323,6 +476,17 @@ static int listen_k (lua_State *L, int status, lua_KContext ctx) {
   return listening(L, ll, 4, 2, n);
 }
 
+/* opts.proxy_protocol at 'arg': 0 or 1 (raises on a non-boolean). */
+static int proxy_protocol (lua_State *L, int arg) {
+  int t, on;
+  if (lua_isnoneornil(L, arg)) return 0;
+  t = lua_getfield(L, arg, "proxy_protocol");
+  on = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_argerror(L, arg, "proxy_protocol must be a boolean");
+  return on;
+}
+
 /* Bind and listen on 'a', on each of its addresses in turn until one works
 ** (a host name is resolved first); push the listener or nil, err. */
 static int listen_on (lua_State *L, shl_host *H, const sh_addr *a, int opts, int handler) {
@@ -345,6 +509,8 @@ static int listen_on (lua_State *L, shl_host *H, const sh_addr *a, int opts, int
   ll->idle = shl_optfield(L, opts, "idle_timeout", H->idle_timeout);
   ll->line = shl_optfield(L, opts, "line_timeout", H->line_timeout);
   ll->max_conns = (int)shl_optfield(L, opts, "max_conns", H->max_conns);
+  ll->proxy = proxy_protocol(L, opts);
+  ll->proxy_timeout = shl_optfield(L, opts, "proxy_timeout", PROXY_TIMEOUT);
   ll->self_ref = ll->handler_ref = ll->busy_ref = LUA_NOREF;
   luaL_setmetatable(L, LISTENER_MT);
   ll->counter = calloc(1, sizeof *ll->counter);
@@ -389,6 +555,10 @@ int shl_listen (lua_State *L) {
   luaL_argcheck(L, shl_optfield(L, 3, "max_conns", 1) >= 1, 3, "max_conns must be positive");
   luaL_argcheck(L, shl_optfield(L, 3, "idle_timeout", 0) >= 0, 3, "idle_timeout must be >= 0");
   luaL_argcheck(L, shl_optfield(L, 3, "line_timeout", 0) >= 0, 3, "line_timeout must be >= 0");
+  luaL_argcheck(L, shl_optfield(L, 3, "proxy_timeout", 1) > 0, 3, "proxy_timeout must be > 0");
+  if (!proxy_protocol(L, 3) && !lua_isnoneornil(L, 3) &&
+      lua_getfield(L, 3, "proxy_timeout") != LUA_TNIL)
+    return luaL_argerror(L, 3, "proxy_timeout needs proxy_protocol");
   if (sh_addr_parse(text, textlen, &a, err, sizeof err) != 0) return luaL_argerror(L, 1, err);
   if (!sh_addr_is_stream(a.scheme))
     return luaL_argerror(L, 1, "stream address expected (tcp://host:port or unix:/path)");
@@ -432,8 +602,18 @@ static int listener_tostring (lua_State *L) {
   return 1;
 }
 
+/* listener:proxy_refused() -> n: connections refused for their PROXY
+** header since the listener opened (also once closed). */
+static int listener_proxy_refused (lua_State *L) {
+  llistener *ll = checklistener(L, 1);
+  lua_pushinteger(L, ll->counter != NULL ? (lua_Integer)ll->counter->proxy_refused
+                                         : (lua_Integer)ll->proxy_refused_closed);
+  return 1;
+}
+
 static const luaL_Reg listener_methods[] = {
-  {"address", listener_address}, {"close", listener_close}, {NULL, NULL}
+  {"address", listener_address}, {"close", listener_close},
+  {"proxy_refused", listener_proxy_refused}, {NULL, NULL}
 };
 
 static const luaL_Reg listener_meta[] = {

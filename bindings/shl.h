@@ -314,6 +314,9 @@ int shl_setresolver(lua_State *L);
 typedef struct shl_counter {
   int live;                  /* open connections */
   int refs;                  /* the listener + each counted connection */
+  unsigned long proxy_refused;   /* refused for their PROXY header, in all */
+  double proxy_log_at;       /* the second of refusals being logged */
+  int proxy_logged, proxy_unlogged;  /* ... lines in it, refusals not logged */
 } shl_counter;
 void shl_counter_release(shl_counter *c);
 /* Count this connection in 'c' until it closes. */
@@ -329,6 +332,10 @@ lconn *shl_conn_new(lua_State *L, shl_host *H, int fd);
 /* Remember the peer's address (an accept knows it): conn:peer() and the log
 ** name an IP peer by it after the socket has forgotten it (a reset). */
 void shl_conn_setpeer(lconn *lc, const struct sockaddr *sa, socklen_t len);
+/* Keep what a PROXY header said (copied): conn:peer() names its client,
+** conn:proxy() shows it. */
+struct sh_proxy_info;
+void shl_conn_setproxy(lconn *lc, const struct sh_proxy_info *info);
 void shl_conn_settimeout(lconn *c, double timeout);
 void shl_conn_setmaxline(lconn *c, size_t max_line);
 /* A handler task's on_exit: close its connection, flushing output. */
