@@ -52,6 +52,9 @@ CORE_OBJ += core/sh_tls.o
 BIND_OBJ += bindings/l_tls.o
 # The strict HTTP request head parser, on http-parser (LIBS_HTTP).
 CORE_OBJ += core/sh_http.o
+# SHA-1, base64, random bytes, the WebSocket mask, UTF-8 (sockhost.crypto).
+CORE_OBJ += core/sh_crypto.o
+BIND_OBJ += bindings/l_crypto.o
 
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
