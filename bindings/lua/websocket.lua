@@ -228,7 +228,7 @@ local function read_head(self, rx, deadline)
     if b1 & 0x70 ~= 0 or (op > OP_BINARY and op < OP_CLOSE) or op > OP_PONG
       or (op >= OP_CLOSE and (not rx.fin or rx.len > 125))
       or rx.masked == self._client                  -- servers get masked frames only
-      or (op == OP_CONT) ~= (self._msg ~= nil) then -- continuation iff a message is open
+      or (op < OP_CLOSE and (op == OP_CONT) ~= (self._msg ~= nil)) then -- continuation iff a message is open
       return false, fail(self, 1002, "protocol error")
     end
   end
