@@ -59,7 +59,11 @@ BIND_OBJ += bindings/l_crypto.o
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools \
-              libssl-dev openssl
+              libssl-dev openssl \
+              python3-websockets nodejs chromium chromium-driver
+# Node's `ws` (test-only WebSocket peer of spec/websocket_spec.lua and
+# spec/ws_chat_spec.lua), in a git-ignored project directory.
+NODE_WS = spec/.node/node_modules/ws/package.json
 
 .PHONY: all run test stress sanitize test-onebyte valgrind check-layers install uninstall \
         clean deps fuzz
@@ -89,6 +93,8 @@ deps:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@if ! command -v npm >/dev/null; then $(SUDO_APT) npm; fi   # some nodejs builds carry their own
+	@[ -f $(NODE_WS) ] || npm install --prefix spec/.node --no-audit --no-fund --silent ws@8
 
 run: deps
 	$(MAKE) all

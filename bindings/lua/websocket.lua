@@ -98,15 +98,22 @@ local function frame(self, op, payload, fin)
   return head .. key, crypto.mask(payload, key)
 end
 
--- Close the connection at once and for good ('why' is logged).
-local function drop(self, why)
-  if self._state ~= "closed" then
-    self._state, self._code, self._reason = "closed", 1006, ""
-    sh.log("warn", ("websocket: %s: %s, dropped"):format(tostring(self.conn), why))
-  end
+--- ws:abort() -> true. Closes the connection now, without a close
+-- handshake (the peer sees 1006); queued output is dropped.
+function WS:abort()
+  if self._state ~= "closed" then self._state, self._code, self._reason = "closed", 1006, "" end
   self.conn:abort()
   self:_stop_pinging()
   if self._closed_ev then self._closed_ev:set() end
+  return true
+end
+
+-- Close the connection at once and for good ('why' is logged).
+local function drop(self, why)
+  if self._state ~= "closed" then
+    sh.log("warn", ("websocket: %s: %s, dropped"):format(tostring(self.conn), why))
+  end
+  self:abort()
 end
 
 -- One frame, in one conn:write (frames of several tasks never interleave).
