@@ -18,6 +18,7 @@ local VECTORS = {
   texts = { "hello", "", "h\u{e9}llo \u{1F600} \u{4e16}", string.rep("abc", 30000) },
   binaries = { "00", "00ff10fe", ("0102ff"):rep(50000) },
   fragmented = { { "ab", "cd", "\u{e9}f" }, { "x", "", "y" } },
+  big = H.big(16 * 1024 * 1024, 256 * 1024),   -- one message each way
 }
 
 -- A client in another process: its JSON answer.
@@ -36,7 +37,7 @@ local function check_echo(r, vectors)
   local joined = {}
   for i, parts in ipairs(vectors.fragmented) do joined[i] = table.concat(parts) end
   assert.same(joined, r.fragmented)
-  assert.same({ 16 * 1024 * 1024, true }, r.big)
+  assert.same({ vectors.big, true }, r.big)
   assert.is_true(r.pong)
 end
 
@@ -278,7 +279,7 @@ describe("sockhost.websocket server", function()
     s:close()
     wait_output("/ping ended: closed 1006")
     -- python's client answers pings: still there after 1.5 s
-    local v = { texts = { "a" }, binaries = {}, fragmented = {}, wait = 1.5, small = true }
+    local v = { texts = { "a" }, binaries = {}, fragmented = {}, wait = 1.5 }
     local r = run_client(("%s spec/fixtures/ws_client.py ws://127.0.0.1:%d/ping"):format(PYTHON, port), v)
     assert.equals("still here", r.after_wait)
   end)
@@ -333,7 +334,7 @@ describe("sockhost.websocket client", function()
     assert(c:send("frag"))
     assert.equals("fragm\u{e9}", (c:receive(10)))
     local big = {}
-    for i = 1, 4096 do big[i] = string.pack(">I4", i * 2654435761 & 0xffffffff):rep(1024) end
+    for i = 1, VECTORS.big // 4096 do big[i] = string.pack(">I4", i * 2654435761 & 0xffffffff):rep(1024) end
     big = table.concat(big)                          -- 16 MiB, not periodic
     assert(c:send(big, "binary"))
     d = c:receive(60)
@@ -379,5 +380,65 @@ describe("sockhost.websocket client", function()
     p:stop()
     assert.same({ nil, "handshake refused", 403, true, nil, "bad url 'http://x/'" },
       { r[1], r[2], r[3], r[4], r[5], r[6] })
+  end)
+end)
+
+describe("sockhost.crypto against python's hashlib, base64 and UTF-8 decoder", function()
+  local crypto = require "sockhost.crypto"
+
+  local function tohex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+
+  it("agrees on SHA-1, base64 and UTF-8 validity for random and tricky inputs", function()
+    math.randomseed(os.time())
+    local inputs = { "", "a", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xc0\xaf", "\xe0\x80\xaf",
+                     "\xf0\x9f\x98\x80", "\xef\xbf\xbf", "\xc2", "\xe2\x82", "h\u{e9}llo \u{10ffff}" }
+    for i = 1, 150 do
+      local t, n = {}, math.random(0, i < 100 and 40 or 3000)
+      local ascii = math.random() < 0.5
+      for j = 1, n do t[j] = string.char(ascii and math.random(32, 126) or math.random(0, 255)) end
+      if ascii and n > 2 then t[n // 2] = "\u{e9}" end     -- a long run of ASCII, then UTF-8
+      inputs[#inputs + 1] = table.concat(t)
+    end
+    local hex = {}
+    for i, s in ipairs(inputs) do hex[i] = tohex(s) end
+    local file = H.writefile(H.tmpname(".json"), cjson.encode(hex))
+    local out, rc = H.sh_cmd(("%s -c %s %s"):format(PYTHON, H.q([[
+import base64, hashlib, json, sys
+out = []
+for h in json.load(open(sys.argv[1])):
+    b = bytes.fromhex(h)
+    try:
+        b.decode("utf-8"); ok = True
+    except UnicodeDecodeError:
+        ok = False
+    out.append([hashlib.sha1(b).hexdigest(), base64.b64encode(b).decode(), ok])
+print(json.dumps(out))
+]]), H.q(file)))
+    assert.equals(0, rc, out)
+    local want = cjson.decode(out)
+    for i, s in ipairs(inputs) do
+      local w = want[i]
+      assert.equals(w[1], tohex(crypto.sha1(s)), "sha1 of #" .. i)
+      assert.equals(w[2], crypto.base64_encode(s), "base64 of #" .. i)
+      assert.equals(s, crypto.base64_decode(w[2]), "base64 back of #" .. i)
+      assert.equals(w[3], crypto.utf8_valid(s), "utf-8 of #" .. i .. ": " .. tohex(s))
+    end
+    for _, bad in ipairs { "a", "ab=c", "abc", "AB==", "AQJ=", "A Q==", "////=" } do
+      assert.same({ nil, "bad base64" }, { crypto.base64_decode(bad) }, bad)
+    end
+  end)
+
+  it("masks like a byte-by-byte XOR at every length and offset", function()
+    local key = "\x12\xab\x7f\x80"
+    local data = crypto.random(300)
+    for n = 0, 70 do
+      for off = 0, 3 do
+        local s = data:sub(1 + off, n + off)           -- different alignments too
+        local t = {}
+        for i = 1, #s do t[i] = string.char(s:byte(i) ~ key:byte((off + i - 1) % 4 + 1)) end
+        assert.equals(table.concat(t), crypto.mask(s, key, off), ("n %d offset %d"):format(n, off))
+      end
+    end
+    assert.has_error(function() crypto.mask("x", "abc") end)
   end)
 end)
