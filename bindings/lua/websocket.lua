@@ -25,6 +25,7 @@ local GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 local OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 local MAX_HEAD_LINES = 100        -- client: header lines of the 101 answer
 local MAX_HEAD_LINE = 8192        -- client: one line of it
+local SMALL = 4096                -- frames up to this: mask key and payload in one read
 
 -- Options of every ws (server and client), with their defaults.
 local COMMON = {
@@ -248,7 +249,7 @@ local function read_head(self, rx, deadline)
   if rx.op < OP_CLOSE and (self._msg and self._msg.size or 0) + rx.len > self._o.max_message then
     return false, fail(self, 1009, "message too large")
   end
-  if rx.masked and not rx.key then
+  if rx.masked and not rx.key and rx.len > SMALL then
     local key, err = read(self, 4, deadline)
     if not key then return false, lost(self, err) end
     rx.key = key
@@ -262,9 +263,16 @@ local function receive(self, deadline)
     local rx = self._rx
     local ok, a, b, c, d = read_head(self, rx, deadline)
     if not ok then return a, b, c, d end
-    local payload, err = read(self, rx.len, deadline)
-    if not payload then return lost(self, err) end
-    if rx.key then payload = crypto.mask(payload, rx.key) end
+    local payload, err
+    if rx.masked and not rx.key then        -- a small frame: its key and payload in one read
+      payload, err = read(self, 4 + rx.len, deadline)
+      if not payload then return lost(self, err) end
+      payload = crypto.mask(payload:sub(5), payload:sub(1, 4))
+    else
+      payload, err = read(self, rx.len, deadline)
+      if not payload then return lost(self, err) end
+      if rx.key then payload = crypto.mask(payload, rx.key) end
+    end
     self._rx = {}
     local op = rx.op
     if op == OP_CLOSE then
