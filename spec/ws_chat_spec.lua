@@ -109,11 +109,14 @@ describe("scripts/ws_chat.lua with Chromium, python and Node in the room", funct
   end)
 
   it("drops a client that stops reading; the others go on", function()
+    -- what the kernel takes before the silent one's queues fill is some
+    -- MiB (its send buffer grows): under the one-byte shim, minutes
+    local LONG = H.big(30, 400)
     local url = ("ws://127.0.0.1:%d/ws"):format(port)
-    local reader = start_client(("timeout -s KILL 60 %s -u spec/fixtures/ws_chat_client.py %s x ''")
-      :format(PYTHON, url), "reader")
+    local reader = start_client(("timeout -s KILL %d %s -u spec/fixtures/ws_chat_client.py %s x '' %d")
+      :format(LONG + 10, PYTHON, url, LONG), "reader")
     -- the silent one: a handshake, then nothing read (a small receive buffer)
-    local silent = H.launch(("timeout -s KILL 60 %s -u -c %s %d"):format(PYTHON, H.q([[
+    local silent = H.launch(("timeout -s KILL %d %s -u -c %s %d %d"):format(LONG + 10, PYTHON, H.q([[
 import socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -121,8 +124,8 @@ s.connect(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 print("connected", flush=True)
-time.sleep(50)
-]]), port), "silent client")
+time.sleep(int(sys.argv[2]))
+]]), port, LONG), "silent client")
     clients[#clients + 1] = silent
     silent:wait_output("connected", 10)
     eventually("the silent one joined", function()
@@ -132,7 +135,7 @@ time.sleep(50)
       end
       return n >= 2                       -- the reader's own, then the silent one's
     end)
-    local flood = H.launch(("timeout -s KILL 60 %s -u -c %s %s"):format(PYTHON, H.q([[
+    local flood = H.launch(("timeout -s KILL %d %s -u -c %s %s %d"):format(LONG + 10, PYTHON, H.q([[
 import asyncio, sys, websockets
 async def main(url):
     async with websockets.connect(url) as ws:
@@ -154,12 +157,12 @@ async def main(url):
                 await asyncio.sleep(0.001)
         print("sent %d, left seen: %s" % (i, left.is_set()), flush=True)
         await ws.send("flood done")
-        await asyncio.wait_for(done.wait(), 20)
+        await asyncio.wait_for(done.wait(), int(sys.argv[2]))
         print("seen", flush=True)
 asyncio.run(main(sys.argv[1]))
-]]), url), "flooder")
+]]), url, LONG), "flooder")
     clients[#clients + 1] = flood
-    flood:wait_output("seen", 30)
+    flood:wait_output("seen", LONG)
     eventually("the drop in the log", function()
       return chat:stderr():find("dropping guest%d+ %(tcp://[^)]+%): not reading") ~= nil
     end, 10)

@@ -281,7 +281,7 @@ local function receive(self, deadline)
       if self._state == "open" then write_frame(self, OP_PONG, payload) end
     elseif op == OP_PONG then
       self._pong_at = sh.now()
-    elseif self._state == "open" then           -- data; dropped while closing
+    else                                        -- data (dropped while closing)
       local kind, data
       if op ~= OP_CONT and rx.fin then
         kind, data = op, payload
@@ -297,11 +297,10 @@ local function receive(self, deadline)
           kind, data = m.op, table.concat(m)
         end
       end
-      if kind == OP_TEXT then
+      if kind and self._state == "open" then
+        if kind == OP_BINARY then return data, "binary" end
         if not crypto.utf8_valid(data) then return fail(self, 1007, "invalid utf-8") end
         return data, "text"
-      elseif kind then
-        return data, "binary"
       end
     end
   end
