@@ -12,6 +12,14 @@ local NODE_PATH = H.ROOT .. "/spec/.node/node_modules"   -- `ws`, from make deps
 
 local function now() return H.socket.gettime() end
 
+-- A throwaway PKI (spec/fixtures/tls_certs.sh), made once for this file.
+local CERTS = H.tmpname("_certs")
+do
+  os.execute("mkdir -p " .. H.q(CERTS))
+  local out, rc = H.sh_cmd("sh spec/fixtures/tls_certs.sh " .. H.q(CERTS) .. " 2>&1")
+  assert(rc == 0, out)
+end
+
 -- What the clients send and expect back byte for byte.
 local VECTORS = {
   protocols = { "x", "superchat", "chat" },
@@ -114,13 +122,15 @@ local function close_code(s)
 end
 
 describe("sockhost.websocket server", function()
-  local proc, port
+  local proc, port, tls_port
 
   setup(function()
     -- the flood's send_timeout: one wait of a send, which the one-byte shim
     -- makes long (a 64 KiB queue drains a byte a turn)
-    proc = H.start(("spec/fixtures/ws_server.lua tcp://127.0.0.1:0 %d"):format(H.big(1, 10)))
+    proc = H.start(("spec/fixtures/ws_server.lua tcp://127.0.0.1:0 %d %s %s"):format(H.big(1, 10),
+      H.q(CERTS .. "/srv.pem"), H.q(CERTS .. "/srv.key")))
     port = select(2, H.hostport(proc:wait_output("listening on (tcp://%S+)")))
+    tls_port = select(2, H.hostport(proc:wait_output("tls on (tls://%S+)")))
   end)
 
   teardown(function()
@@ -159,6 +169,14 @@ describe("sockhost.websocket server", function()
     check_echo(r, VECTORS)
     assert.equals("superchat", r.protocol)
     assert.same({ 4001, "" }, r.closed)
+  end)
+
+  it("speaks wss:// (over a tls:// listener) to python websockets checking its certificate", function()
+    local v = { texts = { "\u{fc}ber TLS" }, binaries = { "00ff" }, fragmented = { { "a", "b" } },
+                big = H.big(1024 * 1024, 65536), ca = CERTS .. "/ca.pem", protocols = { "chat" } }
+    local r = run_client(("%s spec/fixtures/ws_client.py wss://127.0.0.1:%d/echo"):format(PYTHON, tls_port), v)
+    check_echo(r, v)
+    assert.equals("chat", r.protocol)
   end)
 
   it("closes with its own code and reason, seen by python and Node", function()
@@ -366,6 +384,25 @@ describe("sockhost.websocket client", function()
     with_server(("timeout -s KILL 120 env NODE_PATH=%s %s spec/fixtures/ws_echo_server.js %%d")
       :format(H.q(NODE_PATH), NODE), function(port) exchange(port, 4003, "node bye") end,
       "closed 4005 lua bye")
+  end)
+
+  it("connects with wss:// and TLS options to a python websockets server over TLS", function()
+    with_server(("timeout -s KILL 120 %s -u spec/fixtures/ws_echo_server.py %%d %s %s"):format(PYTHON,
+      H.q(CERTS .. "/srv.pem"), H.q(CERTS .. "/srv.key")), function(port)
+      local url = ("wss://127.0.0.1:%d/tls"):format(port)
+      local c = assert(ws.connect(url, { ca = CERTS .. "/ca.pem", protocols = { "a" } }))
+      assert.equals("a", c.protocol)
+      assert(c:send("\u{fc}ber TLS"))
+      assert.same({ "\u{fc}ber TLS", "text" }, { c:receive(10) })
+      assert.is_true(c:close(4005, "lua bye"))
+      -- the server's certificate is checked: a CA that did not sign it fails
+      local none, err = ws.connect(url, { ca = CERTS .. "/ca2.pem" })
+      assert.is_nil(none)
+      assert.matches("^unknown CA", err)
+      local ok, e = pcall(ws.connect, "ws://127.0.0.1:1/", { ca = CERTS .. "/ca.pem" })
+      assert.is_false(ok)
+      assert.matches("TLS options need a wss:// url", e, 1, true)
+    end, "closed 4005 lua bye")
   end)
 
   it("reports a refused handshake and a bad url", function()
