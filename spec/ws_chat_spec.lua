@@ -108,10 +108,13 @@ describe("scripts/ws_chat.lua with Chromium, python and Node in the room", funct
     end)
   end)
 
-  it("drops a client that stops reading; the others go on", function()
-    -- what the kernel takes before the silent one's queues fill is some
-    -- MiB (its send buffer grows): under the one-byte shim, minutes
-    local LONG = H.big(30, 400)
+  -- The kernel takes a few MiB for the silent client before its queues
+  -- fill, and the room's output is three times its input: under the
+  -- one-byte shim (make test-onebyte) every client falls behind and is
+  -- dropped, so there this is pending, as in chat_spec.lua.
+  local it_unless_onebyte = H.ONEBYTE and pending or it
+  it_unless_onebyte("drops a client that stops reading; the others go on", function()
+    local LONG = 30                       -- seconds any client of this case may take
     local url = ("ws://127.0.0.1:%d/ws"):format(port)
     local reader = start_client(("timeout -s KILL %d %s -u spec/fixtures/ws_chat_client.py %s x '' %d")
       :format(LONG + 10, PYTHON, url, LONG), "reader")
