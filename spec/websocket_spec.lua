@@ -285,6 +285,29 @@ describe("sockhost.websocket server", function()
     s:close()
   end)
 
+  it("keeps a frame that a receive timeout cut in two", function()
+    local s = open("/patient")
+    local f = raw_frame(2, string.rep("\1\2\3", 100))
+    s:send(f:sub(1, 3))                 -- the head, one byte of the length's... then a pause
+    H.socket.sleep(0.5)
+    s:send(f:sub(4, 100))
+    H.socket.sleep(0.5)
+    s:send(f:sub(101))
+    local op, payload = read_frame(s)
+    assert.equals(2, op)
+    assert.equals(string.rep("\1\2\3", 100), payload)
+    local n = tonumber(wait_output("/patient: (%d+) timeouts before 300 bytes"))
+    assert.is_true(n >= 2, "timeouts " .. n)  -- the receives timed out mid-frame, nothing lost
+    s:close()
+  end)
+
+  it("drops a ws whose waiting senders would hold more than max_queued", function()
+    local s = open("/queue")                  -- never read
+    local n = wait_output("queue: (%d+) sends refused %(send queue full%)", 30)
+    assert.is_true(tonumber(n) >= 1)
+    s:close()
+  end)
+
   it("answers pings, and drops a peer that does not answer its own", function()
     local s = open("/ping")
     local pings, t0 = 0, now()
