@@ -52,11 +52,18 @@ CORE_OBJ += core/sh_tls.o
 BIND_OBJ += bindings/l_tls.o
 # The strict HTTP request head parser, on http-parser (LIBS_HTTP).
 CORE_OBJ += core/sh_http.o
+# SHA-1, base64, random bytes, the WebSocket mask, UTF-8 (sockhost.crypto).
+CORE_OBJ += core/sh_crypto.o
+BIND_OBJ += bindings/l_crypto.o
 
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools \
-              libssl-dev openssl haproxy
+              libssl-dev openssl haproxy \
+              python3-websockets nodejs chromium chromium-driver
+# Node's `ws` (test-only WebSocket peer of spec/websocket_spec.lua and
+# spec/ws_chat_spec.lua), in a git-ignored project directory.
+NODE_WS = spec/.node/node_modules/ws/package.json
 
 .PHONY: all run test stress sanitize test-onebyte valgrind check-layers install uninstall \
         clean deps fuzz
@@ -86,6 +93,8 @@ deps:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@if ! command -v npm >/dev/null; then $(SUDO_APT) npm; fi   # some nodejs builds carry their own
+	@[ -f $(NODE_WS) ] || npm install --prefix spec/.node --no-audit --no-fund --silent ws@8
 
 run: deps
 	$(MAKE) all

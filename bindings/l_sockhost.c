@@ -126,6 +126,7 @@ LUAMOD_API int luaopen_sockhost (lua_State *L) {
   shl_address_open(L);
   lua_setfield(L, -2, "address");
   shl_http_open(L);
+  shl_crypto_open(L);
   shl_test_open(L);
   shl_modules_open(L);
   return 1;

@@ -256,6 +256,9 @@ void shl_modules_open(lua_State *L);
 /* l_http.c: package.preload["sockhost.http.parser"], the C half of
 ** sockhost.http. */
 void shl_http_open(lua_State *L);
+/* l_crypto.c: package.preload["sockhost.crypto"]: SHA-1, base64, random
+** bytes, the WebSocket mask, UTF-8 validation (core/sh_crypto.h). */
+void shl_crypto_open(lua_State *L);
 /* l_test.c: package.preload["sockhost.test.core"], the C half of
 ** sockhost.test. */
 void shl_test_open(lua_State *L);

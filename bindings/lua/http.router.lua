@@ -54,6 +54,16 @@ function Router:route(method, pattern, fn)
   return self
 end
 
+--- router:websocket(pattern, fn [, opts]) -> router. A GET route that
+-- upgrades to a WebSocket (sockhost.websocket, loaded on first use) and
+-- calls fn(ws, req); opts are websocket.upgrade's.
+function Router:websocket(pattern, fn, opts)
+  if not callable(fn) then error("bad handler (a function expected)", 2) end
+  local ok, h = pcall(require("sockhost.websocket").handler, fn, opts)
+  if not ok then error(h, 2) end
+  return self:route("GET", pattern, h)
+end
+
 for _, m in ipairs { "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS" } do
   Router[m:lower()] = function(self, pattern, fn) return self:route(m, pattern, fn) end
 end
