@@ -43,7 +43,8 @@ BIND_OBJ = bindings/l_opts.o bindings/l_host.o bindings/l_sched.o bindings/l_tas
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
            bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o \
            bindings/l_modules.o bindings/modules_gen.o bindings/l_http.o bindings/l_test.o \
-           bindings/l_address.o bindings/l_channel.o bindings/l_event.o bindings/l_select.o
+           bindings/l_address.o bindings/l_channel.o bindings/l_event.o bindings/l_select.o \
+           bindings/l_stats.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 # Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
 LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
@@ -56,7 +57,7 @@ CORE_OBJ += core/sh_http.o
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools \
-              libssl-dev openssl
+              libssl-dev openssl python3-prometheus-client prometheus
 
 .PHONY: all run test stress sanitize test-onebyte valgrind check-layers install uninstall \
         clean deps fuzz

@@ -431,8 +431,10 @@ static void *l_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (m->limit > 0 && nsize > old && m->used + (nsize - old) > m->limit &&
-      memctl_sched != NULL && memctl_sched->current != NULL)
+      memctl_sched != NULL && memctl_sched->current != NULL) {
+    memctl_sched->mem_refused++;
     return NULL;
+  }
   p = realloc(ptr, nsize);
   if (p != NULL) m->used = m->used - old + nsize;
   return p;

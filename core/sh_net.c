@@ -51,6 +51,8 @@ static void on_backoff (evutil_socket_t fd, short what, void *arg) {
   evconnlistener_enable(l->lev);
 }
 
+static unsigned long backoffs;   /* pauses of accepting, in all */
+
 /* Accept failed (out of descriptors, say): pause instead of spinning. */
 static void on_accept_error (struct evconnlistener *lev, void *arg) {
   sh_listener *l = arg;
@@ -59,7 +61,10 @@ static void on_accept_error (struct evconnlistener *lev, void *arg) {
   if (e == EINTR || e == ECONNABORTED || e == EAGAIN) return;
   evconnlistener_disable(lev);
   evtimer_add(l->backoff, &tv);
+  backoffs++;
 }
+
+unsigned long sh_net_backoffs (void) { return backoffs; }
 
 /* Does a live socket hold the Unix socket file at 'sa'? Asked with a socket
 ** of the type 'fd' has, since that is the kind a stale file would be
