@@ -367,17 +367,27 @@ void shl_conn_abort(lconn *lc);
 /* l_listener.c: push { [address] = { open =, accepted =, refused = } } of
 ** the open listeners. */
 void shl_listener_stats(lua_State *L, shl_host *H);
-/* l_stats.c: sockhost.stats, the admin console's C half
-** (package.preload["sockhost.admin.core"]), and the metrics report to the
-** collector (core/sh_collector.h) when --metrics is on. */
+/* l_stats.c: sockhost.stats, and a task's description for the console. */
 int shl_stats(lua_State *L);
 void shl_stats_push(lua_State *L, shl_host *H);
-void shl_task_describe(lua_State *L, shl_task *t);   /* { id, state, where } */
+/* l_task.c: push { id, state, waiting, age, where } of task t ('where':
+** the Lua source line of its innermost frame); the names of shl_reason. */
+void shl_task_describe(lua_State *L, shl_task *t);
+#define SHL_NREASONS (SHL_WAIT_SELECT + 1)
+extern const char *const shl_reason_names[SHL_NREASONS];
+/* l_admin.c: the admin console's C half (package.preload
+** ["sockhost.admin.core"]); --admin: start the console on 'addr' (a worker
+** of -w N: addr.N). Returns 0, or 1 after printing why not. */
 void shl_admin_open(lua_State *L);
+int shl_admin_start(lua_State *L, const char *addr, int worker);
 /* l_report.c: answer the collector's scrapes (core/sh_collector.h) from
 ** this process's loop, if a collector runs; 'worker' is sockhost.worker
 ** (0: a single process). */
 void shl_report_start(lua_State *L, shl_host *H, int worker);
+/* sockhost.stats{ all = true }: the sum of every process's metrics, a
+** table by sample ("name{labels}" = value); a task parks until the
+** collector sends it. */
+int shl_stats_all(lua_State *L);
 void shl_listener_open(lua_State *L);
 struct sh_sockopts;
 /* Socket options (backlog, reuseport, ipv6only, mode) from table 'arg'. */
