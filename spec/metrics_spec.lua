@@ -116,6 +116,7 @@ describe("--metrics", function()
     local out, err, rc = H.exec("-e " .. H.q([[
       local m = sockhost.metrics
       for _, f in ipairs({
+        function() m.counter("good:name_1", "x", { "a", "b" }):inc(2, { "x", "y" }) end,
         function() m.counter("1bad", "x") end,
         function() m.counter("sockhost_mine", "x") end,
         function() m.gauge("ok_name", "x", { "__reserved" }) end,
@@ -127,7 +128,7 @@ describe("--metrics", function()
       }) do print((pcall(f))) end
     ]]))
     assert.equals(0, rc, err)
-    assert.equals(("false\n"):rep(8), out)
+    assert.equals("true\n" .. ("false\n"):rep(8), out)
   end)
 
   it("sums -w 2 workers, and keeps counters going up when a worker is killed", function()
