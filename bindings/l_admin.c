@@ -56,6 +56,12 @@ static int a_tasks (lua_State *L) {
   return 1;
 }
 
+/* core.weak(listener): it keeps the process running no more. */
+static int a_weak (lua_State *L) {
+  shl_listener_weak(L, 1);
+  return 0;
+}
+
 /* core.uid() -> this process's user id. */
 static int a_uid (lua_State *L) {
   lua_pushinteger(L, (lua_Integer)getuid());
@@ -65,7 +71,7 @@ static int a_uid (lua_State *L) {
 static int open_admin_core (lua_State *L) {
   static const luaL_Reg fns[] = {
     {"conns", a_conns}, {"conn", a_conn}, {"close", a_close}, {"tasks", a_tasks},
-    {"uid", a_uid}, {NULL, NULL}
+    {"uid", a_uid}, {"weak", a_weak}, {NULL, NULL}
   };
   luaL_newlib(L, fns);
   return 1;

@@ -460,6 +460,11 @@ static int listener_tostring (lua_State *L) {
   return 1;
 }
 
+void shl_listener_weak (lua_State *L, int idx) {
+  llistener *ll = checklistener(L, idx);
+  if (ll->l != NULL) sh_listener_weak(ll->l);
+}
+
 void shl_listener_stats (lua_State *L, shl_host *H) {
   llistener *ll;
   luaL_checkstack(L, 4, NULL);

@@ -367,6 +367,8 @@ void shl_conn_abort(lconn *lc);
 /* l_listener.c: push { [address] = { open =, accepted =, refused = } } of
 ** the open listeners. */
 void shl_listener_stats(lua_State *L, shl_host *H);
+/* The listener at 'idx' no longer keeps the process running. */
+void shl_listener_weak(lua_State *L, int idx);
 /* l_stats.c: sockhost.stats, and a task's description for the console. */
 int shl_stats(lua_State *L);
 void shl_stats_push(lua_State *L, shl_host *H);

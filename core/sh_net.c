@@ -35,6 +35,7 @@ struct sh_listener {
   sh_accept_fn cb;
   void *ctx;
   sh_sockfile file;           /* our socket file, if any */
+  int weak;                   /* holds no reference on the loop */
 };
 
 static void on_accept (struct evconnlistener *lev, evutil_socket_t fd,
@@ -65,6 +66,12 @@ static void on_accept_error (struct evconnlistener *lev, void *arg) {
 }
 
 unsigned long sh_net_backoffs (void) { return backoffs; }
+
+void sh_listener_weak (sh_listener *l) {
+  if (l->weak) return;
+  l->weak = 1;
+  sh_loop_unref(l->loop);
+}
 
 /* Does a live socket hold the Unix socket file at 'sa'? Asked with a socket
 ** of the type 'fd' has, since that is the kind a stale file would be
@@ -215,7 +222,7 @@ void sh_listener_free (sh_listener *l) {
   evconnlistener_free(l->lev);
   event_free(l->backoff);
   sh_sockfile_remove(&l->file);
-  sh_loop_unref(l->loop);
+  if (!l->weak) sh_loop_unref(l->loop);
   free(l);
 }
 

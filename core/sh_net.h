@@ -68,6 +68,8 @@ void sh_listener_free(sh_listener *l);
 /* How many times accepting paused after an error (out of descriptors), in
 ** all the process's listeners. */
 unsigned long sh_net_backoffs(void);
+/* The listener no longer keeps the loop running (the admin console's). */
+void sh_listener_weak(sh_listener *l);
 
 /* ---------------- Connector ---------------- */
 

@@ -134,6 +134,14 @@ describe("--admin", function()
     probe:close()
   end)
 
+  it("keeps nothing running by itself: a script that is done exits", function()
+    local path = H.tmpname(".admin")
+    local out, err, rc = H.exec(("--admin unix:%s -e 'print(\"done\")'"):format(path), { timeout = 5 })
+    assert.equals(0, rc, err)
+    assert.equals("done\n", out)
+    assert.is_nil(io.open(path))               -- and its socket file is gone
+  end)
+
   it("under -w 2 has one socket per worker, PATH.1 and PATH.2", function()
     local proc, _, path = start("-w 2")
     finally(function() proc:stop() end)

@@ -169,6 +169,7 @@ function M.start(addr, worker)
   local l, err = sockhost.listen(addr, session, { mode = tonumber("600", 8), idle_timeout = 0,
     line_timeout = 0, max_conns = 16, reuseport = false })
   if not l then error(addr .. ": " .. tostring(err), 2) end
+  core.weak(l)                        -- the console alone keeps nothing running
   return l
 end
 
