@@ -173,6 +173,14 @@ describe("--metrics", function()
     assert.equals(50, value(s3, "sockhost_connections_accepted_total"))
     assert.equals(120, value(s3, "app_lines_total", { kind = "plain" }))
     assert.equals(0, value(s3, "app_handlers"))   -- a gauge: the live ones only
+    -- a worker (whichever answers) asks for the whole service's sum: the
+    -- connection asking is the 51st, the 52nd, ...
+    for i = 1, 5 do
+      local c = H.tcp("127.0.0.1", port)
+      assert(c:send("all\n"))
+      assert.equals(("%d 2"):format(50 + i), c:receive("*l"))
+      c:close()
+    end
   end)
 
   it("is scraped by a real prometheus server, whose query API gives the counters", function()
