@@ -580,6 +580,12 @@ static int listen_http (const char *addr, char *err, size_t errlen) {
   return fd;
 }
 
+/* At the top process's exit: a unix:/path of --metrics goes with it (only
+** while it is still the file bound; a forked worker ends with _exit). */
+static void remove_file (void) {
+  sh_sockfile_remove(&sockfile);
+}
+
 int sh_collector_start (const char *addr, char *err, size_t errlen) {
   struct sockaddr_un un;
   pthread_t th;
@@ -588,6 +594,7 @@ int sh_collector_start (const char *addr, char *err, size_t errlen) {
   err[0] = '\0';
   if (C.http_fd >= 0) { snprintf(err, errlen, "--metrics: already started"); return -1; }
   if ((C.http_fd = listen_http(addr, err, errlen)) < 0) return -1;
+  atexit(remove_file);
   C.namelen = (size_t)snprintf(C.name, sizeof C.name, "sockhost-metrics-%d-%ld", (int)getpid(),
                                (long)now_mono());
   memset(&un, 0, sizeof un);
