@@ -38,12 +38,14 @@ LIBS_TLS      = $(shell pkg-config --libs libevent_openssl openssl)
 
 CORE_OBJ = core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_stream_sock.o core/sh_stream_bev.o core/sh_net.o core/sh_timer.o core/sh_log.o \
-           core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o core/sh_proxy.o
+           core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o core/sh_proxy.o \
+           core/sh_collector.o core/sh_admin_client.o
 BIND_OBJ = bindings/l_opts.o bindings/l_host.o bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
            bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o \
            bindings/l_modules.o bindings/modules_gen.o bindings/l_http.o bindings/l_test.o \
-           bindings/l_address.o bindings/l_channel.o bindings/l_event.o bindings/l_select.o
+           bindings/l_address.o bindings/l_channel.o bindings/l_event.o bindings/l_select.o \
+           bindings/l_stats.o bindings/l_report.o bindings/l_admin.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 # Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
 LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
@@ -59,7 +61,7 @@ BIND_OBJ += bindings/l_crypto.o
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools \
-              libssl-dev openssl haproxy \
+              libssl-dev openssl haproxy python3-prometheus-client prometheus \
               python3-websockets nodejs chromium chromium-driver
 # Node's `ws` (test-only WebSocket peer of spec/websocket_spec.lua and
 # spec/ws_chat_spec.lua), in a git-ignored project directory.

@@ -88,6 +88,10 @@ struct lconn {
   shl_task *hs_task;     /* ... and the task parked in starttls */
   sh_proxy_info *proxy;  /* what a PROXY header said (a copy, its TLVs after
                          ** it), or NULL; freed at close */
+  shl_task *task;        /* accepted: its handler task while it runs */
+  double born;           /* when it was made (sh_now) */
+  unsigned long long rx; /* bytes its reads handed to Lua, in all */
+  unsigned long long tx; /* bytes its writes took, in all */
 };
 
 static lconn *checkconn (lua_State *L, int arg) {
@@ -127,6 +131,12 @@ static int too_large (lua_State *L, lconn *lc, size_t need) {
 
 /* ====================== Reading ====================== */
 
+/* 'n' input bytes were taken by a read (delimiters too): count them. */
+static void consumed (lconn *lc, size_t n) {
+  lc->rx += n;
+  lc->H->counts.bytes_in += n;
+}
+
 /* Push the first n input bytes, then remove n + extra. */
 static void take (lua_State *L, lconn *lc, size_t n, size_t extra) {
   const char *p = sh_stream_peek(lc->s, n);
@@ -134,6 +144,7 @@ static void take (lua_State *L, lconn *lc, size_t n, size_t extra) {
   else lua_pushlstring(L, p, n);
   sh_stream_consume(lc->s, n + extra);
   lc->handed += n;
+  consumed(lc, n + extra);
 }
 
 /* Push a copy of what is buffered, leaving it there. */
@@ -165,6 +176,7 @@ static int read_line (lua_State *L, lconn *lc, size_t len, int eof) {
     else if (n > 0 && p[n - 1] == '\r') { n--; cut = 2; }
     lua_pushlstring(L, p, n);
     sh_stream_consume(lc->s, n + cut);
+    consumed(lc, n + cut);
     return 1;
   }
   if (len > lc->max_line) return shl_pushfail(L, "line too long");
@@ -419,6 +431,8 @@ static int write_from (lua_State *L, lconn *lc, int i, size_t off) {
       writer_done(lc, L);
       return shl_pushfail(L, "closed");
     }
+    lc->tx += (size_t)w;
+    lc->H->counts.bytes_out += (size_t)w;
     for (left = (size_t)w, j = 0; j < n; j++) {   /* advance past what was taken */
       if (left < iov[j].iov_len) { off += left; break; }
       left -= iov[j].iov_len;
@@ -665,13 +679,22 @@ static void on_over (sh_stream *s, lconn *lc) {
   snprintf(why, sizeof why, "holds %zu bytes, the most, with all buffers over their "
            "limit of %zu", sh_stream_charged(s), (size_t)lc->H->max_buffers);
   shl_waitq_fail_all(&lc->readers, "out of memory");
+  lc->H->counts.buffer_cuts++;
   cut(lc, why);
 }
 
 static void on_stream (sh_stream *s, int what, void *ctx) {
   lconn *lc = ctx;
-  if (what & SH_STREAM_IDLE) { cut(lc, "idle too long"); return; }
-  if (what & SH_STREAM_SLOW) { cut(lc, "line not finished in time"); return; }
+  if (what & SH_STREAM_IDLE) {
+    lc->H->counts.idle_cuts++;
+    cut(lc, "idle too long");
+    return;
+  }
+  if (what & SH_STREAM_SLOW) {
+    lc->H->counts.line_cuts++;
+    cut(lc, "line not finished in time");
+    return;
+  }
   if (what & SH_STREAM_OVER) { on_over(s, lc); return; }
   if ((what & SH_STREAM_READ) && lc->readers.head != NULL) {
     shl_task *t = lc->readers.head;
@@ -711,6 +734,7 @@ static lconn *conn_alloc (lua_State *L, shl_host *H) {
   lc->timeout = -1;
   lc->max_line = (size_t)H->max_line;
   lc->max_all = MAX_ALL;
+  lc->born = sh_now();
   luaL_setmetatable(L, CONN_MT);
   return lc;
 }
@@ -760,6 +784,7 @@ static void track (lconn *lc) {
   shl_host *H = lc->H;
   if (lc->tracked) return;
   lc->tracked = 1;
+  H->counts.open++;
   lc->prev = NULL;
   lc->next = H->accepted;
   if (H->accepted != NULL) H->accepted->prev = lc;
@@ -769,6 +794,7 @@ static void track (lconn *lc) {
 static void untrack (lconn *lc) {
   if (!lc->tracked) return;
   lc->tracked = 0;
+  lc->H->counts.open--;
   if (lc->prev != NULL) lc->prev->next = lc->next;
   else lc->H->accepted = lc->next;
   if (lc->next != NULL) lc->next->prev = lc->prev;
@@ -857,8 +883,68 @@ static void close_internal (lconn *lc, int how) {
 }
 
 void shl_conn_handler_exit (shl_task *t, void *ctx) {
+  lconn *lc = ctx;
   (void)t;
-  close_internal((lconn *)ctx, CLOSE_FLUSH);
+  lc->task = NULL;
+  close_internal(lc, CLOSE_FLUSH);
+}
+
+/* ====================== For the stats and the admin console ====================== */
+
+void shl_conn_settask (lconn *lc, shl_task *t) { lc->task = t; }
+
+void shl_conn_abort (lconn *lc) { close_internal(lc, CLOSE_ABORT); }
+
+/* The task to describe: the handler, else whoever waits on the conn. */
+static shl_task *conn_task (lconn *lc) {
+  if (lc->task != NULL) return lc->task;
+  if (lc->readers.head != NULL && !shl_is_standin(lc->readers.head)) return lc->readers.head;
+  if (lc->writers.head != NULL && !shl_is_standin(lc->writers.head)) return lc->writers.head;
+  return NULL;
+}
+
+void shl_conn_describe (lua_State *L, lconn *lc) {
+  char peer[160];
+  shl_task *t = conn_task(lc);
+  luaL_checkstack(L, 6, NULL);
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, lc->id);
+  lua_setfield(L, -2, "id");
+  if (lc->s == NULL || format_peer(lc, peer, sizeof peer) != 0) strcpy(peer, "?");
+  lua_pushstring(L, peer);
+  lua_setfield(L, -2, "peer");
+  lua_pushnumber(L, sh_now() - lc->born);
+  lua_setfield(L, -2, "age");
+  lua_pushinteger(L, (lua_Integer)lc->rx);
+  lua_setfield(L, -2, "bytes_in");
+  lua_pushinteger(L, (lua_Integer)lc->tx);
+  lua_setfield(L, -2, "bytes_out");
+  lua_pushinteger(L, lc->s != NULL ? (lua_Integer)sh_stream_inlen(lc->s) : 0);
+  lua_setfield(L, -2, "buffered_in");
+  lua_pushinteger(L, lc->s != NULL ? (lua_Integer)sh_stream_outlen(lc->s) : 0);
+  lua_setfield(L, -2, "buffered_out");
+  if (t != NULL) {
+    shl_task_describe(L, t);
+    lua_setfield(L, -2, "task");
+  }
+}
+
+int shl_conn_list (lua_State *L, shl_host *H, unsigned below, int max) {
+  lconn *lc;
+  int n = 0;
+  for (lc = H->accepted; lc != NULL && n < max; lc = lc->next) {
+    if (below != 0 && lc->id >= below) continue;
+    shl_conn_describe(L, lc);
+    lua_rawseti(L, -2, ++n);
+  }
+  return n;
+}
+
+lconn *shl_conn_find (shl_host *H, unsigned id) {
+  lconn *lc;
+  for (lc = H->accepted; lc != NULL; lc = lc->next)
+    if (lc->id == id) return lc;
+  return NULL;
 }
 
 /* conn:close() -- deliver what is buffered, then close. */

@@ -55,7 +55,26 @@ typedef struct llistener {
   int proxy;              /* a PROXY header comes first */
   double proxy_timeout;   /* ... within this many seconds */
   unsigned long proxy_refused_closed;   /* the count, kept at close */
+  unsigned long long accepted;   /* connections accepted (sockhost.stats) */
+  unsigned long long refusals;   /* ... refused at max_conns */
+  struct llistener *prev, *next; /* in H->listeners while open */
 } llistener;
+
+/* The open listeners, for sockhost.stats. */
+static void list_add (llistener *ll) {
+  ll->prev = NULL;
+  ll->next = ll->H->listeners;
+  if (ll->next != NULL) ll->next->prev = ll;
+  ll->H->listeners = ll;
+}
+
+static void list_remove (llistener *ll) {
+  if (ll->prev != NULL) ll->prev->next = ll->next;
+  else if (ll->H->listeners == ll) ll->H->listeners = ll->next;
+  else return;
+  if (ll->next != NULL) ll->next->prev = ll->prev;
+  ll->prev = ll->next = NULL;
+}
 
 static llistener *checklistener (lua_State *L, int arg) {
   return (llistener *)luaL_checkudata(L, arg, LISTENER_MT);
@@ -93,6 +112,8 @@ static void refuse (llistener *ll, int fd) {
   }
   if (s == NULL) close(fd);
   ll->refused++;
+  ll->refusals++;
+  ll->H->counts.refused++;
   if (now - ll->refused_at >= 1.0) {
     sh_log(SH_LOG_WARN, "listener: at its limit of %d connections, refused %d",
            ll->max_conns, ll->refused);
@@ -117,6 +138,7 @@ static void start_handler (shl_host *H, lconn *lc, const conn_conf *cc) {
   shl_conn_setlimits(lc, cc->idle, cc->line);
   shl_conn_count(lc, cc->counter);
   t = shl_task_new(H->sched, L, 1, lua_gettop(L), 0);   /* handler(conn); owner: conn */
+  shl_conn_settask(lc, t);
   t->on_exit = shl_conn_handler_exit;
   t->exit_ctx = lc;
   shl_resume(t, 1);
@@ -359,10 +381,14 @@ static void on_accept (int fd, const struct sockaddr *peer, socklen_t len, void 
   lua_State *L = H->L;
   conn_conf cc;
   if (ll->counter->live >= ll->max_conns) {
-    if (ll->tls != NULL) close(fd);      /* no plaintext busy_message on TLS */
-    else refuse(ll, fd);
+    if (ll->tls == NULL) { refuse(ll, fd); return; }
+    close(fd);                           /* no plaintext busy_message on TLS */
+    ll->refusals++;
+    H->counts.refused++;
     return;
   }
+  ll->accepted++;
+  H->counts.accepted++;
   if (!lua_checkstack(L, 8)) { close(fd); return; }
   cc.timeout = ll->timeout;
   cc.max_line = ll->max_line;
@@ -384,6 +410,7 @@ static void close_internal (lua_State *L, llistener *ll) {
     shl_shutdown_register(L, -1, 0);
     lua_pop(L, 1);
   }
+  list_remove(ll);
   if (ll->l != NULL) sh_listener_free(ll->l);   /* also removes our socket file */
   ll->l = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, ll->handler_ref);
@@ -461,6 +488,7 @@ static int listening (lua_State *L, llistener *ll, int self, int handler, int n)
   lua_pushvalue(L, -1);
   ll->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   shl_shutdown_register(L, -1, 1);
+  list_add(ll);
   return 1;
 }
 
@@ -609,6 +637,33 @@ static int listener_proxy_refused (lua_State *L) {
   lua_pushinteger(L, ll->counter != NULL ? (lua_Integer)ll->counter->proxy_refused
                                          : (lua_Integer)ll->proxy_refused_closed);
   return 1;
+}
+
+void shl_listener_weak (lua_State *L, int idx) {
+  llistener *ll = checklistener(L, idx);
+  if (ll->l != NULL) sh_listener_weak(ll->l);
+}
+
+void shl_listener_stats (lua_State *L, shl_host *H) {
+  llistener *ll;
+  luaL_checkstack(L, 4, NULL);
+  lua_newtable(L);
+  for (ll = H->listeners; ll != NULL; ll = ll->next) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char buf[160];
+    memset(&ss, 0, sizeof ss);
+    if (ll->l == NULL || sh_listener_address(ll->l, &ss, &len) != 0) continue;
+    sh_addr_format((struct sockaddr *)&ss, len, ll->scheme, buf, sizeof buf);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, ll->counter != NULL ? ll->counter->live : 0);
+    lua_setfield(L, -2, "open");
+    lua_pushinteger(L, (lua_Integer)ll->accepted);
+    lua_setfield(L, -2, "accepted");
+    lua_pushinteger(L, (lua_Integer)ll->refusals);
+    lua_setfield(L, -2, "refused");
+    lua_setfield(L, -2, buf);
+  }
 }
 
 static const luaL_Reg listener_methods[] = {

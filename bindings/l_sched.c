@@ -580,6 +580,7 @@ static void stopped (shl_task *t, int status, int nres) {
   lua_pop(t->co, status == LUA_OK || status == LUA_YIELD ? nres : 1);
   lua_pushfstring(t->co, "stopped: ran for more than %f s without yielding", S->budget);
   t->overrun = 1;
+  S->overruns++;
   shl_task_finish(t, LUA_ERRRUN, 0);
 }
 
@@ -707,6 +708,24 @@ void shl_task_push (lua_State *L, shl_task *t) {
 
 #define POOL_MAX 256      /* finished handler tasks kept for reuse */
 
+/* The list of live tasks (sockhost.stats, the admin console). */
+static void link_live (shl_sched *S, shl_task *t) {
+  t->id = ++S->next_task;
+  t->born = sh_now();
+  t->lprev = NULL;
+  t->lnext = S->live;
+  if (S->live != NULL) S->live->lprev = t;
+  S->live = t;
+}
+
+static void unlink_live (shl_sched *S, shl_task *t) {
+  if (t->lprev != NULL) t->lprev->lnext = t->lnext;
+  else if (S->live == t) S->live = t->lnext;
+  else return;                                 /* not linked */
+  if (t->lnext != NULL) t->lnext->lprev = t->lprev;
+  t->lprev = t->lnext = NULL;
+}
+
 /* A task from the pool, for a function and 'nargs' arguments on L. */
 static shl_task *reuse (shl_sched *S, lua_State *L, int nargs, int owner) {
   shl_task *t = S->pool;
@@ -723,6 +742,7 @@ static shl_task *reuse (shl_sched *S, lua_State *L, int nargs, int owner) {
   t->nargs = nargs;
   t->state = TASK_NEW;
   t->kept = S->keeping;
+  link_live(S, t);
   sh_loop_ref(S->loop);
   return t;
 }
@@ -759,6 +779,7 @@ shl_task *shl_task_new (shl_sched *S, lua_State *L, int nargs, int owner, int ke
   t->nargs = nargs;
   t->poolable = !keep;                         /* nobody else sees this object */
   t->kept = S->keeping;
+  link_live(S, t);
   sh_loop_ref(S->loop);                        /* a live task keeps the loop */
   return t;
 }
@@ -887,6 +908,7 @@ void shl_task_finish (shl_task *t, int status, int nres) {
     shl_wake(j, t->state == TASK_DONE ? t->nres : 0);
   }
   if (t->on_exit != NULL) t->on_exit(t, t->exit_ctx);
+  unlink_live(S, t);
   if (t->state == TASK_DONE && to_pool(t)) return;
   if (t->deadline != NULL) { sh_timer_free(t->deadline); t->deadline = NULL; }
   luaL_unref(S->L, LUA_REGISTRYINDEX, t->ref);

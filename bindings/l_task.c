@@ -99,3 +99,45 @@ void shl_task_open (lua_State *L) {
   shl_newclass(L, TASK_MT, task_meta, task_methods);
   lua_pushcfunction(L, l_spawn);               /* left for luaopen_sockhost */
 }
+
+/* What a parked task waits for, by shl_reason. */
+const char *const shl_reason_names[] = {
+  "none", "read", "write", "connect", "handshake", "resolve", "recv", "send", "sleep",
+  "join", "channel", "event", "select"
+};
+
+/* ---------------- for the stats and the admin console ---------------- */
+
+/* "source:line" of the innermost Lua frame of co, or nil. */
+static void push_where (lua_State *L, lua_State *co) {
+  lua_Debug ar;
+  int level;
+  for (level = 0; co != NULL && lua_getstack(co, level, &ar); level++) {
+    if (!lua_getinfo(co, "Sl", &ar)) break;
+    if (ar.currentline > 0) {
+      lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+  lua_pushnil(L);
+}
+
+void shl_task_describe (lua_State *L, shl_task *t) {
+  luaL_checkstack(L, 4, NULL);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)t->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, t->state == TASK_PARKED ? "parked" : t->state == TASK_NEW ? "new" : state_names[t->state]);
+  lua_setfield(L, -2, "state");
+  if (t->state == TASK_PARKED && (size_t)t->waiting < SHL_NREASONS) {
+    lua_pushstring(L, shl_reason_names[t->waiting]);
+    lua_setfield(L, -2, "waiting");
+  }
+  lua_pushnumber(L, sh_now() - t->born);
+  lua_setfield(L, -2, "age");
+  if (t->state == TASK_PARKED || t->state == TASK_READY || t->state == TASK_RUNNING) {
+    push_where(L, t->co);
+    lua_setfield(L, -2, "where");
+  }
+}
+

@@ -21,6 +21,8 @@
 #include <lualib.h>
 
 #include "../core/sh_clock.h"
+#include "../core/sh_admin_client.h"
+#include "../core/sh_collector.h"
 #include "../core/sh_log.h"
 #include "shl.h"
 
@@ -56,6 +58,8 @@ typedef struct opts {
   double max_line;      /* --max-line */
   double grace;         /* --grace */
   int workers;          /* -w: worker processes; 0 or 1: just this one */
+  const char *metrics;  /* --metrics address, or NULL */
+  const char *admin;    /* --admin address, or NULL */
   int log_level;        /* --log-level: an sh_log_level, or UNSET */
   int check;            /* --check given: compile only */
   int optend;           /* argv[1..optend-1]: the options and their values */
@@ -70,6 +74,7 @@ typedef enum { ARG_NONE, ARG_STRING, ARG_NUMBER, ARG_WORKERS, ARG_LEVEL } arg_ki
 /* Where an option's value goes, or what the option does. */
 typedef enum {
   TO_FIELD,     /* the opts field at 'field': a double for ARG_NUMBER, else an int */
+  TO_TEXT,      /* the opts field at 'field': the argument (a const char *) */
   TO_CHUNK,     /* -e: a chunk run before the script, in command-line order */
   TO_REQUIRE,   /* -l: a module required before the script, in the same order */
   TO_CHECK,     /* --check: a file to compile; nothing runs */
@@ -126,6 +131,10 @@ static const option options[] = {
    "... and those that take s seconds to finish a line\n(default 60; 0: never)"},
   {"--max-line", NULL, "n", ARG_NUMBER, FIELD(max_line), UNSET,
    "longest line or read_until result (default 65536)"},
+  {"--metrics", NULL, "addr", ARG_STRING, TO_TEXT, offsetof(opts, metrics), 0,
+   "serve /metrics (Prometheus text) on addr, e.g.\ntcp://127.0.0.1:9100 (default: off)"},
+  {"--admin", NULL, "addr", ARG_STRING, TO_TEXT, offsetof(opts, admin), 0,
+   "the admin console on unix:PATH (default: off);\n-w n: PATH.1 ... PATH.n, one per worker"},
   {"-w", "--workers", "n", ARG_WORKERS, FIELD(workers), 0,
    "run n worker processes sharing the listeners\n(SO_REUSEPORT); 'auto': one per core"},
   {"-v", "--version", NULL, ARG_NONE, TO_VERSION, 0, 0, "print the version"},
@@ -191,10 +200,13 @@ static void usage (FILE *f) {
   fprintf(f,
     "  %s test [busted options] [specs]\n"
     "                   run busted specs in this host, with sockhost.test\n"
+    "  %s admin unix:PATH [command]\n"
+    "                   a command to the admin console of a running service\n"
+    "                   (--admin); without one, read commands from stdin\n"
     "The script runs as a task: sockhost.connect, conn:read and the other\n"
     "blocking calls yield to the event loop. The process exits 0 when nothing\n"
     "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM.\n",
-    progname);
+    progname, progname);
 }
 
 /* "progname: " and 'fmt' about option 'a' on stderr, then the usage if
@@ -242,6 +254,7 @@ static int take_option (opts *o, const option *op, const char *a, const char *v)
   case TO_HELP: usage(stdout); return 1;
   case TO_VERSION: printf("%s (%s, libevent)\n", SH_VERSION, LUA_RELEASE); return 1;
   case TO_CHECK: o->check = 1; return 0;
+  case TO_TEXT: *(const char **)(void *)((char *)o + op->field) = v; return 0;
   case TO_FIELD: break;
   default: return 0;                           /* -e, -l: see load_chunks */
   }
@@ -431,8 +444,10 @@ static void *l_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (m->limit > 0 && nsize > old && m->used + (nsize - old) > m->limit &&
-      memctl_sched != NULL && memctl_sched->current != NULL)
+      memctl_sched != NULL && memctl_sched->current != NULL) {
+    memctl_sched->mem_refused++;
     return NULL;
+  }
   p = realloc(ptr, nsize);
   if (p != NULL) m->used = m->used - old + nsize;
   return p;
@@ -795,6 +810,8 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   H = shl_gethost(L);
   apply_limits(H, o);
   memctl_sched = H->sched;
+  shl_report_start(L, H, worker_id);          /* --metrics: answer the collector */
+  if (o->admin != NULL && shl_admin_start(L, o->admin, worker_id) != 0) return 1;
   if (worker_id > 0) {
     lua_getglobal(L, "sockhost");
     lua_pushinteger(L, worker_id);
@@ -871,9 +888,14 @@ int main (int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   if (argc > 1 && strcmp(argv[1], "test") == 0) return run_tests(argc, argv);
+  if (argc > 1 && strcmp(argv[1], "admin") == 0) return sh_admin_client(progname, argc - 2, argv + 2);
   if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
   if (o.log_level != UNSET) sh_log_set_level((sh_log_level)o.log_level);
   if (o.check) return check_only(argv, &o);
+  if (o.metrics != NULL) {                     /* the collector, before any fork */
+    char err[300];
+    if (sh_collector_start(o.metrics, err, sizeof err) != 0) return fail(err);
+  }
   if (o.workers > 1) return run_master(argc, argv, &o);
   return run_one(argc, argv, &o);
 }

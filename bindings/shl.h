@@ -80,6 +80,10 @@ typedef struct shl_sched {
   double budget;             /* seconds a task may run without yielding; 0: any */
   double stall;              /* a run longer than this is logged (--slow-turn); 0: off */
   unsigned long stalls;      /* runs that were */
+  unsigned long overruns;    /* tasks stopped by the budget (sockhost.stats) */
+  unsigned long mem_refused; /* allocations refused past --max-memory */
+  shl_task *live;            /* tasks made and not yet ended, newest first */
+  unsigned next_task;        /* task ids (sockhost.stats, the admin console) */
   /* the run being timed: a task's resume, or a call of the host's own into
   ** script code (shl_host_pcall) */
   int timing;                /* a run is being timed */
@@ -115,6 +119,17 @@ typedef struct shl_host {
   unsigned next_id;          /* connection ids for logs */
   int timers;                /* armed after/every timers */
   int exit_code;             /* for the executable: 1 after the main task failed */
+  struct shl_counts {        /* what sockhost.stats() reports (l_stats.c) */
+    unsigned long long open;        /* accepted connections open now */
+    unsigned long long accepted;    /* connections accepted */
+    unsigned long long bytes_in;    /* bytes connections' reads handed to scripts */
+    unsigned long long bytes_out;   /* bytes connections' writes took */
+    unsigned long long idle_cuts;   /* connections cut by the idle limit */
+    unsigned long long line_cuts;   /* ... by the line deadline */
+    unsigned long long buffer_cuts; /* ... by the buffers' budget */
+    unsigned long long refused;     /* connections refused at max_conns */
+  } counts;
+  void *listeners;           /* open listeners (l_listener.c's list) */
   /* shutdown */
   int draining;              /* shutting down: stop accepting, let handlers end */
   double grace;              /* seconds handlers get to finish on shutdown */
@@ -151,6 +166,9 @@ struct shl_task {
   unsigned kept;             /* S->keeping when it was made */
   int poolable;              /* no script holds the task object: reusable */
   void *exit_ctx;
+  shl_task *lprev, *lnext;   /* in S->live while made and not ended */
+  unsigned id;               /* for the admin console */
+  double born;               /* when it was made (sh_now) */
 };
 
 /* ---------------- l_host.c: the host ---------------- */
@@ -345,6 +363,43 @@ void shl_conn_setmaxline(lconn *c, size_t max_line);
 void shl_conn_handler_exit(shl_task *t, void *ctx);
 void shl_conn_open(lua_State *L);
 int shl_connect(lua_State *L);
+/* l_conn.c, for l_stats.c and the admin console: the handler task of an
+** accepted connection (start_handler sets it, its end clears it); push the
+** description of lc (id, peer, age, bytes, buffered, task); the open
+** accepted connections with ids below 'below' (0: all), newest first, at
+** most 'max' of them, into the table on top; the conn with id 'id' (or
+** nil). */
+void shl_conn_settask(lconn *lc, shl_task *t);
+void shl_conn_describe(lua_State *L, lconn *lc);
+int shl_conn_list(lua_State *L, shl_host *H, unsigned below, int max);
+lconn *shl_conn_find(shl_host *H, unsigned id);
+void shl_conn_abort(lconn *lc);
+/* l_listener.c: push { [address] = { open =, accepted =, refused = } } of
+** the open listeners. */
+void shl_listener_stats(lua_State *L, shl_host *H);
+/* The listener at 'idx' no longer keeps the process running. */
+void shl_listener_weak(lua_State *L, int idx);
+/* l_stats.c: sockhost.stats, and a task's description for the console. */
+int shl_stats(lua_State *L);
+void shl_stats_push(lua_State *L, shl_host *H);
+/* l_task.c: push { id, state, waiting, age, where } of task t ('where':
+** the Lua source line of its innermost frame); the names of shl_reason. */
+void shl_task_describe(lua_State *L, shl_task *t);
+#define SHL_NREASONS (SHL_WAIT_SELECT + 1)
+extern const char *const shl_reason_names[SHL_NREASONS];
+/* l_admin.c: the admin console's C half (package.preload
+** ["sockhost.admin.core"]); --admin: start the console on 'addr' (a worker
+** of -w N: addr.N). Returns 0, or 1 after printing why not. */
+void shl_admin_open(lua_State *L);
+int shl_admin_start(lua_State *L, const char *addr, int worker);
+/* l_report.c: answer the collector's scrapes (core/sh_collector.h) from
+** this process's loop, if a collector runs; 'worker' is sockhost.worker
+** (0: a single process). */
+void shl_report_start(lua_State *L, shl_host *H, int worker);
+/* sockhost.stats{ all = true }: the sum of every process's metrics, a
+** table by sample ("name{labels}" = value); a task parks until the
+** collector sends it. */
+int shl_stats_all(lua_State *L);
 void shl_listener_open(lua_State *L);
 struct sh_sockopts;
 /* Socket options (backlog, reuseport, ipv6only, mode) from table 'arg'. */

@@ -35,6 +35,7 @@ struct sh_listener {
   sh_accept_fn cb;
   void *ctx;
   sh_sockfile file;           /* our socket file, if any */
+  int weak;                   /* holds no reference on the loop */
 };
 
 static void on_accept (struct evconnlistener *lev, evutil_socket_t fd,
@@ -51,6 +52,8 @@ static void on_backoff (evutil_socket_t fd, short what, void *arg) {
   evconnlistener_enable(l->lev);
 }
 
+static unsigned long backoffs;   /* pauses of accepting, in all */
+
 /* Accept failed (out of descriptors, say): pause instead of spinning. */
 static void on_accept_error (struct evconnlistener *lev, void *arg) {
   sh_listener *l = arg;
@@ -59,6 +62,15 @@ static void on_accept_error (struct evconnlistener *lev, void *arg) {
   if (e == EINTR || e == ECONNABORTED || e == EAGAIN) return;
   evconnlistener_disable(lev);
   evtimer_add(l->backoff, &tv);
+  backoffs++;
+}
+
+unsigned long sh_net_backoffs (void) { return backoffs; }
+
+void sh_listener_weak (sh_listener *l) {
+  if (l->weak) return;
+  l->weak = 1;
+  sh_loop_unref(l->loop);
 }
 
 /* Does a live socket hold the Unix socket file at 'sa'? Asked with a socket
@@ -210,7 +222,7 @@ void sh_listener_free (sh_listener *l) {
   evconnlistener_free(l->lev);
   event_free(l->backoff);
   sh_sockfile_remove(&l->file);
-  sh_loop_unref(l->loop);
+  if (!l->weak) sh_loop_unref(l->loop);
   free(l);
 }
 

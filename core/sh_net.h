@@ -65,6 +65,11 @@ sh_listener *sh_listener_new(sh_loop *loop, const struct sockaddr *sa, socklen_t
 int sh_listener_address(sh_listener *l, struct sockaddr_storage *ss, socklen_t *len);
 /* Stop listening and close the socket. Safe from inside the callback. */
 void sh_listener_free(sh_listener *l);
+/* How many times accepting paused after an error (out of descriptors), in
+** all the process's listeners. */
+unsigned long sh_net_backoffs(void);
+/* The listener no longer keeps the loop running (the admin console's). */
+void sh_listener_weak(sh_listener *l);
 
 /* ---------------- Connector ---------------- */
 

@@ -221,7 +221,8 @@ describe("sockhost command line", function()
       return list, out
     end
     -- A good value for each kind of argument the usage names.
-    local good = { stat = "'x = 1'", mod = "string", lvl = "warn", n = "1", s = "1", m = "64" }
+    local good = { stat = "'x = 1'", mod = "string", lvl = "warn", n = "1", s = "1", m = "64",
+                   addr = "unix:" .. H.tmpname(".sock") }
     local numeric = { "--grace", "--budget", "--max-memory", "--max-buffers", "--max-conns", "--idle-timeout",
                       "--line-timeout", "--max-line" }
     local function find(list, name)
