@@ -469,15 +469,33 @@ describe("sockhost.http client against a python3 peer", function()
   it("bad responses are 'bad response: ...'", function()
     local got = run(function(c)
       local out = {}
-      for _, k in ipairs { "garbage", "noise", "conflict", "gzip", "both" } do
+      for _, k in ipairs { "garbage", "noise", "conflict", "gzip", "both", "barelf", "badheader",
+                           "ctlvalue", "twote", "badlength", "te10", "101", "halfhead", "nothing",
+                           "emptyhead", "many1xx" } do
         out[k] = { c:get(p("/" .. k)) }
       end
-      local res = assert(c:get(p("/badchunk")))
-      out.badchunk = { res:body() }
-      res = assert(c:get(p("/cut")))
-      out.cut = { res:body() }
+      for _, k in ipairs { "badchunk", "cut", "nocrlf", "badtrailer", "cuttrailer" } do
+        local res = assert(c:get(p("/" .. k)))
+        out[k] = { res:body() }
+      end
+      out.stats = c:stats()
       return out
     end)
+    assert.same({ nil, "bad response: bare LF" }, got.barelf)
+    assert.same({ nil, "bad response: bad header line" }, got.badheader)
+    assert.same({ nil, "bad response: bad header value" }, got.ctlvalue)
+    assert.same({ nil, "bad response: two transfer-encoding headers" }, got.twote)
+    assert.same({ nil, "bad response: bad content-length" }, got.badlength)
+    assert.same({ nil, "bad response: transfer-encoding in HTTP/1.0" }, got.te10)
+    assert.same({ nil, "bad response: 101 without an upgrade" }, got["101"])
+    assert.same({ nil, "bad response: closed in the head" }, got.halfhead)
+    assert.same({ nil, "bad response: closed before the response" }, got.nothing)
+    assert.same({ nil, "bad response: empty head" }, got.emptyhead)
+    assert.same({ nil, "bad response: too many 1xx responses" }, got.many1xx)
+    assert.same({ nil, "bad response: bad chunk" }, got.nocrlf)
+    assert.same({ nil, "bad response: bad trailer" }, got.badtrailer)
+    assert.same({ nil, "bad response: closed in the trailers" }, got.cuttrailer)
+    assert.equal(0, got.stats.idle + got.stats.busy)     -- none of them kept
     assert.same({ nil, "bad response: bad status line" }, got.garbage)
     assert.same({ nil, "bad response: bad status line" }, got.noise)
     assert.same({ nil, "bad response: conflicting content-length" }, got.conflict)
@@ -553,6 +571,19 @@ describe("sockhost.http client against a python3 peer", function()
     assert.same({ nil, "timeout" }, got.trickle)
     assert.is_true(got.trickle_t >= 0.9 and got.trickle_t < 2.5, "took " .. got.trickle_t)
     assert.equal(("t"):rep(30), got.whole)
+  end)
+
+  it("a body function's nil, err ends the request with 'body: err'; its error is raised", function()
+    local got = run(function(c)
+      local out = {}
+      out.err = { c:request("POST", p("/upload"), { body = function() return nil, "disk gone" end }) }
+      out.raised = { pcall(c.request, c, "POST", p("/upload"), { body = function() error("boom", 0) end }) }
+      out.stats = c:stats()
+      return out
+    end)
+    assert.same({ nil, "body: disk gone" }, got.err)
+    assert.same({ false, "boom" }, got.raised)
+    assert.equal(0, got.stats.busy)
   end)
 
   it("raises on programming errors only", function()

@@ -40,16 +40,12 @@ local TLS_ERRORS = {
   ["name mismatch"] = true, ["certificate rejected"] = true, ["certificate required"] = true,
   ["protocol version"] = true, ["handshake failure"] = true, ["not TLS"] = true,
   ["handshake timeout"] = true, ["closed during handshake"] = true, ["handshake failed"] = true,
-  ["cannot load CA file"] = true, ["cannot load certificate"] = true, ["cannot load key"] = true,
 }
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true, TRACE = true }
 local MAX_CHUNK_LINE = 1024
 local MAX_INTERIM = 16      -- 1xx responses skipped before the final one
 local PIECE = 65536
 local TOKEN = "^[%w!#$%%&'*+%-.^_`|~]+$"
-
-local is_tls_opt = {}
-for _, k in ipairs(TLS_OPTS) do is_tls_opt[k] = true end
 
 -- ---------------------------------------------------------------- urls
 
@@ -410,13 +406,14 @@ local function send(st, req)
   local ok, err = conn:write(req.head)
   if not ok then return nil, err end
   while true do
-    local piece, perr = body()
+    local okc, piece, perr = pcall(body)
+    if not okc then return nil, piece, "raise" end
     if piece == nil then
       if perr ~= nil then return nil, "body: " .. tostring(perr), true end
       break
     end
     if type(piece) ~= "string" then
-      error("bad argument to 'http.request' (the body function must return strings)", 0)
+      return nil, "bad argument to 'http.request' (the body function must return strings)", "raise"
     end
     if #piece > 0 then
       if not arm(st) then return nil, "timeout" end
@@ -436,6 +433,7 @@ end
 local function exchange(st, req, reused)
   local ok, err, final = send(st, req)
   if not ok then
+    if final == "raise" then release(st, false) error(err, 0) end
     if final then return fail(st, err) end
     if err == "timeout" then return fail(st, err) end
     local n = st.conn:pending()
@@ -521,14 +519,16 @@ local function pool_key(u, tls)
   return table.concat(parts, "|")
 end
 
-local function connect_fn(key, g)
+-- The pool's connect function: the address and options come with get's
+-- opts. TLS failures (handshake, files) are prefixed "tls: ".
+local function connect_fn(_, g)
   local copts = { timeout = g.connect_timeout }
   for k, v in pairs(g.tls) do copts[k] = v end
   local conn, err = sh.connect(g.addr, copts)
   if not conn then
-    local what = err:match("^([^:]*)")
-    if g.https and TLS_ERRORS[what] then err = "tls: " .. err end
-    if key and g.https and err:find("^cannot load") then err = "tls: " .. err end
+    if g.https and (TLS_ERRORS[err:match("^([^:]*)")] or err:find("^cannot load") or err:find("^key '")) then
+      err = "tls: " .. err
+    end
     return nil, err
   end
   return conn
@@ -538,13 +538,10 @@ end
 local function once(client, method, u, opts, st)
   local https = u.scheme == "https"
   local tls = {}
-  for _, k in ipairs(TLS_OPTS) do
+  for _, k in ipairs(TLS_OPTS) do                -- for https:// only
     local v = opts[k]
     if v == nil then v = client.opts[k] end
-    if v ~= nil then
-      if not https then error(("bad argument to 'http.request' (TLS option '%s' on an http:// url)"):format(k), 0) end
-      tls[k] = v
-    end
+    if https then tls[k] = v end
   end
   local head, close = build(method, u, opts, st.body)
   local req = { method = method, head = head, body = st.body, close = close, url = u.url }
