@@ -339,6 +339,7 @@ describe("sockhost.http client against nginx", function()
       got.mismatch = { http.get(("https://127.0.0.1:%d/hello.txt?t=tls&i=4"):format(TLS_PORT),
         { ca = path("ca.pem"), servername = "other.example" }) }
       got.plain = { http.get(("https://127.0.0.1:%d/hello.txt"):format(PORT), { ca = path("ca.pem") }) }
+      got.noca = { http.get(("https://127.0.0.1:%d/hello.txt"):format(TLS_PORT), { ca = path("none.pem") }) }
     end)
     assert.equal("hello from nginx\n", got[1])
     assert.equal("hello from nginx\n", got[2])
@@ -349,6 +350,8 @@ describe("sockhost.http client against nginx", function()
     assert.matches("^tls: name mismatch: ", got.mismatch[2])
     assert.is_nil(got.plain[1])
     assert.matches("^tls: not TLS: ", got.plain[2])
+    assert.is_nil(got.noca[1])
+    assert.equal("tls: cannot load CA file '" .. path("none.pem") .. "': no such file or directory", got.noca[2])
     local lines = log_lines("t=tls", 2)
     assert.equal(2, #lines)
     assert.equal(1, distinct_conns(lines))
@@ -535,6 +538,7 @@ describe("sockhost.http client against a python3 peer", function()
         nohost = { c:get("http:///x") },
         space = { c:get("http://127.0.0.1/a b") },
         noscheme = { c:get("127.0.0.1/") },
+        userinfo = { c:get("http://me:secret@127.0.0.1/") },
       }
     end)
     assert.same({ nil, "connection refused" }, got.refused)
@@ -543,6 +547,12 @@ describe("sockhost.http client against a python3 peer", function()
     assert.same({ nil, "bad url: no host" }, got.nohost)
     assert.same({ nil, "bad url: bad character" }, got.space)
     assert.same({ nil, "bad url: no scheme" }, got.noscheme)
+    assert.same({ nil, "bad url: user info not supported" }, got.userinfo)
+    local closed = run(function(c)
+      c:close()
+      return { c:get(p("/chunked")) }
+    end)
+    assert.same({ nil, "closed" }, closed)
   end)
 
   it("timeouts: read_timeout for each read, timeout for the whole request", function()
