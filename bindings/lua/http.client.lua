@@ -41,6 +41,8 @@ local TLS_ERRORS = {
   ["protocol version"] = true, ["handshake failure"] = true, ["not TLS"] = true,
   ["handshake timeout"] = true, ["closed during handshake"] = true, ["handshake failed"] = true,
 }
+local METHODS = { GET = "GET", HEAD = "HEAD", POST = "POST", PUT = "PUT", DELETE = "DELETE",
+                  OPTIONS = "OPTIONS", PATCH = "PATCH", TRACE = "TRACE" }
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true, TRACE = true }
 local MAX_CHUNK_LINE = 1024
 local MAX_INTERIM = 16      -- 1xx responses skipped before the final one
@@ -153,49 +155,80 @@ local function bad(msg) return nil, "bad response: " .. msg end
 -- A token list header (Connection) holds a token, in any case.
 local function has_token(value, token)
   if not value then return false end
+  value = value:lower()
+  if value == token then return true end
+  if not value:find(",", 1, true) then return false end
   for t in value:gmatch("[^,%s]+") do
     if t:lower() == token then return true end
   end
   return false
 end
 
--- Read a head: { version, status, reason, headers, list } | nil, err.
+local CTL = "[%z\1-\8\10-\31\127]"             -- control characters but tab
+local NOT_TOKEN = "[^%w!#$%%&'*+%-.^_`|~]"
+local find, sub, byte, match, lower = string.find, string.sub, string.byte, string.match, string.lower
+
+-- Read a head: { version, status, reason, headers, list } | nil, err
+-- [, true when nothing at all came]. Three reads at most: the status line
+-- (so that a head with bare LFs fails at once), then either the CRLF of an
+-- empty header section or the header lines up to the blank line. 'list'
+-- holds the header names (lower case) and values in turn.
 local function read_head(conn, max_head)
-  local size, lines = 0, {}
-  while true do
-    local line, err = conn:read_until("\n", max_head)
-    if not line then
-      if err == "line too long" then return nil, "too large" end
-      if err == "closed" and size == 0 then return nil, "closed", true end   -- nothing came
-      if err == "closed" then return bad("closed in the head") end
-      return nil, err
+  local line, err, partial = conn:read_until("\n", max_head)
+  if not line then
+    if err == "line too long" then return nil, "too large" end
+    if err == "closed" then
+      if partial == nil or partial == "" then return nil, "closed", true end
+      return bad("closed in the head")
     end
-    size = size + #line + 1
-    if size > max_head then return nil, "too large" end
-    if line:byte(-1) ~= 13 then return bad("bare LF") end
-    line = line:sub(1, -2)
-    if line == "" then break end
-    lines[#lines + 1] = line
+    return nil, err
   end
-  local status_line = lines[1]
-  if not status_line then return bad("empty head") end
-  local minor, status, sp, reason = status_line:match("^HTTP/1%.([01]) ([1-5]%d%d)( ?)(.*)$")
-  if not minor or (reason ~= "" and sp == "") or reason:find("[%z\1-\8\10-\31\127]") then
+  if line:byte(-1) ~= 13 then return bad(line == "" and "empty head" or "bare LF") end
+  if line == "\r" then return bad("empty head") end
+  local minor, status, sp, reason = line:match("^HTTP/1%.([01]) ([1-5]%d%d)( ?)([^\r]*)\r$")
+  if not minor or (reason ~= "" and sp == "") or (find(reason, "%c") and find(reason, CTL)) then
     return bad("bad status line")
   end
-  local headers, list = setmetatable({}, Headers), {}
-  for i = 2, #lines do
-    local l = lines[i]
-    local name, value = l:match("^([^:]+):(.*)$")
-    if not name or not name:find(TOKEN) then return bad("bad header line") end
-    value = value:match("^[ \t]*(.-)[ \t]*$")
-    if value:find("[%z\1-\8\10-\31\127]") then return bad("bad header value") end
-    local lname = name:lower()
-    list[#list + 1] = { lname, value }
-    local old = rawget(headers, lname)
-    headers[lname] = old and (old .. ", " .. value) or value
+  local left = max_head - #line - 1
+  local block
+  block, err, partial = conn:read(2)
+  if block and block ~= "\r\n" then
+    if left < 4 then return nil, "too large" end
+    local two, rest = block, nil
+    rest, err, partial = conn:read_until("\r\n\r\n", left - 4)
+    block = rest and two .. rest .. "\r\n"
+    partial = partial and two .. partial
   end
-  return { version = "1." .. minor, status = tonumber(status), reason = reason,
+  if not block then
+    if err == "line too long" then return nil, "too large" end
+    if err == "closed" then
+      if partial and partial:find("\n\r?\n") and partial:find("[^\r]\n") then return bad("bare LF") end
+      return bad("closed in the head")
+    end
+    return nil, err
+  end
+  local headers, list, n = setmetatable({}, Headers), {}, 0
+  local pos, last = 1, #block - 2                 -- the blank line's CRLF ends it
+  while pos <= last do
+    local e = find(block, "\r\n", pos, true)
+    local line = sub(block, pos, e - 1)
+    pos = e + 2
+    local colon = find(line, ":", 1, true)
+    if find(line, "\n", 1, true) or find(line, "\r", 1, true) then return bad("bare LF") end
+    if not colon or colon == 1 then return bad("bad header line") end
+    local name = sub(line, 1, colon - 1)
+    if find(name, NOT_TOKEN) then return bad("bad header line") end
+    local value = sub(line, colon + 1)
+    local b1, bn = byte(value, 1), byte(value, -1)
+    if b1 == 32 or b1 == 9 or bn == 32 or bn == 9 then value = match(value, "^[ \t]*(.-)[ \t]*$") end
+    if find(value, "%c") and find(value, CTL) then return bad("bad header value") end
+    name = lower(name)
+    list[n + 1], list[n + 2] = name, value
+    n = n + 2
+    local old = rawget(headers, name)
+    headers[name] = old and (old .. ", " .. value) or value
+  end
+  return { version = minor == "1" and "1.1" or "1.0", status = tonumber(status), reason = reason,
            headers = headers, list = list }
 end
 
@@ -204,12 +237,18 @@ end
 local function framing(head, method)
   local s = head.status
   local te, cl
-  for _, h in ipairs(head.list) do
-    if h[1] == "transfer-encoding" then
+  local list = head.list
+  for i = 1, #list, 2 do
+    local name = list[i]
+    if name == "transfer-encoding" then
       if te then return bad("two transfer-encoding headers") end
-      te = h[2]
-    elseif h[1] == "content-length" then
-      for v in (h[2] .. ","):gmatch("([^,]*),") do
+      te = list[i + 1]
+    elseif name == "content-length" and find(list[i + 1], "^%d+$") and #list[i + 1] <= 15 then
+      local v = tonumber(list[i + 1])
+      if cl and cl ~= v then return bad("conflicting content-length") end
+      cl = v
+    elseif name == "content-length" then
+      for v in (list[i + 1] .. ","):gmatch("([^,]*),") do
         v = v:match("^%s*(.-)%s*$")
         if not v:find("^%d+$") or #v > 15 then return bad("bad content-length") end
         if cl and cl ~= tonumber(v) then return bad("conflicting content-length") end
@@ -375,8 +414,9 @@ function Res:header_all(name)
   if type(name) ~= "string" then error("bad argument #1 to 'header_all' (string expected)", 2) end
   name = name:lower()
   local out = {}
-  for _, h in ipairs(self._list) do
-    if h[1] == name then out[#out + 1] = h[2] end
+  local list = self._list
+  for i = 1, #list, 2 do
+    if list[i] == name then out[#out + 1] = list[i + 1] end
   end
   return out
 end
@@ -395,15 +435,15 @@ function Res.__tostring(self) return ("sockhost.http response %d %s"):format(sel
 -- ---------------------------------------------------------------- requests
 
 -- Send the request; true | nil, err.
-local function send(st, req)
+local function send(st)
   local conn = st.conn
   if not arm(st) then return nil, "timeout" end
-  local body = req.body
+  local body = st.body
   if type(body) ~= "function" then
-    return conn:write(req.head, body or "")
+    return conn:write(st.head, body or "")
   end
   conn:cork()
-  local ok, err = conn:write(req.head)
+  local ok, err = conn:write(st.head)
   if not ok then return nil, err end
   while true do
     local okc, piece, perr = pcall(body)
@@ -430,8 +470,8 @@ end
 
 -- One exchange on one connection: res | nil, err, retry (true: a pooled
 -- connection was found closed before any of the response came).
-local function exchange(st, req, reused)
-  local ok, err, final = send(st, req)
+local function exchange(st, reused)
+  local ok, err, final = send(st)
   if not ok then
     if final == "raise" then release(st, false) error(err, 0) end
     if final then return fail(st, err) end
@@ -456,9 +496,9 @@ local function exchange(st, req, reused)
     head = nil                                     -- 100, 102, 103: the final one follows
   end
   if not head then return fail(st, "bad response: too many 1xx responses") end
-  local mode, len = framing(head, req.method)
+  local mode, len = framing(head, st.method)
   if not mode then return fail(st, len) end
-  local keep = mode ~= "close" and not req.close
+  local keep = mode ~= "close" and not st.close
   if head.version == "1.0" then
     keep = keep and has_token(head.headers.connection, "keep-alive")
   else
@@ -466,7 +506,7 @@ local function exchange(st, req, reused)
   end
   local res = setmetatable({
     status = head.status, reason = head.reason, version = head.version,
-    headers = head.headers, url = req.url,
+    headers = head.headers, url = st.url,
     _list = head.list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
     _mode = mode, _left = len or 0, _crlf = false,
   }, Res)
@@ -503,13 +543,7 @@ end
 local Client = {}
 Client.__index = Client
 
--- A value from the request's options, else the client's, else the default.
-local function opt(client, opts, k)
-  local v = opts[k]
-  if v == nil then v = client.opts[k] end
-  if v == nil then v = REQUEST_DEFAULTS[k] end
-  return v
-end
+local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
 
 local function pool_key(u, tls)
   local parts = { u.scheme, u.host, tostring(u.port) }
@@ -534,20 +568,62 @@ local function connect_fn(_, g)
   return conn
 end
 
--- One request to one url (no redirects): res | nil, err.
-local function once(client, method, u, opts, st)
-  local https = u.scheme == "https"
+-- The url parsed, with what follows from it alone: kept per client (at
+-- most URL_CACHE of them; then the cache starts again).
+local URL_CACHE = 256
+local function url_of(client, url)
+  local u = client.urls[url]
+  if u then return u end
+  local err
+  u, err = parse_url(url)
+  if not u then return nil, err end
+  u.url = url
+  u.https = u.scheme == "https"
+  u.origin = u.scheme .. "://" .. u.hostport
+  u.addr = (u.https and "tls://" or "tcp://") .. u.host .. ":" .. u.port
+  u.heads = {}
+  if client.nurls >= URL_CACHE then client.urls, client.nurls = {}, 0 end
+  client.urls[url], client.nurls = u, client.nurls + 1
+  return u
+end
+
+-- The TLS options and pool key of a request to u.
+local function tls_key(client, u, opts)
+  if not u.https then
+    u.key = u.key or pool_key(u, EMPTY)
+    return EMPTY, u.key
+  end
+  local own = false
+  if opts ~= EMPTY then
+    for _, k in ipairs(TLS_OPTS) do if opts[k] ~= nil then own = true break end end
+  end
+  if not own and u.tls then return u.tls, u.key end
   local tls = {}
-  for _, k in ipairs(TLS_OPTS) do                -- for https:// only
+  for _, k in ipairs(TLS_OPTS) do
     local v = opts[k]
     if v == nil then v = client.opts[k] end
-    if https then tls[k] = v end
+    tls[k] = v
   end
-  local head, close = build(method, u, opts, st.body)
-  local req = { method = method, head = head, body = st.body, close = close, url = u.url }
   local key = pool_key(u, tls)
-  local addr = (https and "tls://" or "tcp://") .. u.host .. ":" .. u.port
-  local retryable = IDEMPOTENT[method] and type(st.body) ~= "function"
+  if not own then u.tls, u.key = tls, key end
+  return tls, key
+end
+
+-- One request to one url (no redirects): res | nil, err.
+local function once(client, method, u, opts, st)
+  local tls, key = tls_key(client, u, opts)
+  local body = st.body
+  local head, close
+  if opts.headers == nil and body == nil then      -- the common case: made once per url
+    head = u.heads[method]
+    if not head then head = build(method, u, opts, nil); u.heads[method] = head end
+    close = false
+  else
+    head, close = build(method, u, opts, body)
+  end
+  st.method, st.head, st.close, st.url = method, head, close, u.url
+  st.key, st.pool = key, client.pool
+  local retryable = IDEMPOTENT[method] and type(body) ~= "function"
   for attempt = 1, 2 do
     local ct = st.connect_timeout
     if st.deadline then
@@ -555,17 +631,33 @@ local function once(client, method, u, opts, st)
       if left <= 0 then return nil, "timeout" end
       if ct < 0 or left < ct then ct = left end
     end
-    local g = { addr = addr, tls = tls, https = https, connect_timeout = ct,
+    local g = { addr = u.addr, tls = tls, https = u.https, connect_timeout = ct,
                 fresh = attempt > 1, wait_timeout = client.wait_timeout }
     local conn, reused = client.pool:get(key, g)
     if not conn then return nil, reused end
-    local x = setmetatable({ conn = conn, key = key, pool = client.pool }, { __index = st })
-    local res, err, stale = exchange(x, req, reused)
+    st.conn = conn
+    local res, err, stale = exchange(st, reused)
     if res then return res end
     if not stale then return nil, err end
-    release(x, false)
+    release(st, false)
     if not retryable or attempt == 2 then return nil, err end
   end
+end
+
+-- The state of one request: its limits, from opts over the client's.
+local function state(client, opts, body)
+  local d = client.d
+  if opts == EMPTY then
+    return { body = body, read_timeout = d.read_timeout, connect_timeout = d.connect_timeout,
+             max_body = d.max_body, max_head = d.max_head,
+             deadline = d.timeout >= 0 and sh.now() + d.timeout or nil }, d.redirects
+  end
+  local function get(k) local v = opts[k] if v == nil then return d[k] end return tonumber(v) end
+  local timeout = get("timeout")
+  return { body = body, read_timeout = get("read_timeout"), connect_timeout = get("connect_timeout"),
+           max_body = math.tointeger(get("max_body")) or -1,
+           max_head = math.tointeger(get("max_head")) or REQUEST_DEFAULTS.max_head,
+           deadline = timeout >= 0 and sh.now() + timeout or nil }, get("redirects")
 end
 
 --- client:request(method, url [, opts]) -> res | nil, err
@@ -574,31 +666,20 @@ function Client:request(method, url, opts)
     error("bad argument #1 to 'request' (method expected)", 2)
   end
   if type(url) ~= "string" then error("bad argument #2 to 'request' (string expected, got " .. type(url) .. ")", 2) end
-  opts = check_opts(opts, REQUEST_ALLOWED, "http.request")
+  if opts == nil then opts = EMPTY else opts = check_opts(opts, REQUEST_ALLOWED, "http.request") end
   local body = opts.body
   if body ~= nil and type(body) ~= "string" and type(body) ~= "function" then
     error("bad argument to 'http.request' (option 'body' must be a string or a function)", 2)
   end
-  local timeout = tonumber(opt(self, opts, "timeout"))
-  local st = {
-    body = body,
-    read_timeout = tonumber(opt(self, opts, "read_timeout")),
-    connect_timeout = tonumber(opt(self, opts, "connect_timeout")),
-    max_body = math.tointeger(tonumber(opt(self, opts, "max_body"))) or -1,
-    max_head = math.tointeger(tonumber(opt(self, opts, "max_head"))) or REQUEST_DEFAULTS.max_head,
-    deadline = timeout >= 0 and sh.now() + timeout or nil,
-  }
-  local redirects = tonumber(opt(self, opts, "redirects"))
-  method = method:upper()
+  local st, redirects = state(self, opts, body)
+  method = METHODS[method] or method:upper()
   local first_origin, followed = nil, 0
   while true do
-    local u, err = parse_url(url)
+    local u, err = url_of(self, url)
     if not u then return nil, err end
-    u.url = url
-    local origin = u.scheme .. "://" .. u.hostport
-    first_origin = first_origin or origin
+    first_origin = first_origin or u.origin
     local o = opts
-    if origin ~= first_origin and opts.headers then
+    if u.origin ~= first_origin and opts.headers then
       -- credentials do not follow a redirect to another origin
       o = setmetatable({ headers = {} }, { __index = opts })
       for k, v in pairs(opts.headers) do
@@ -646,7 +727,14 @@ function M.client(opts)
   for k, v in pairs(opts) do
     if CLIENT_DEFAULTS[k] == nil then ropts[k] = v end
   end
-  local c = setmetatable({ opts = ropts, wait_timeout = n("wait_timeout") }, Client)
+  local d = {}
+  for k, v in pairs(REQUEST_DEFAULTS) do
+    d[k] = ropts[k] ~= nil and tonumber(ropts[k]) or v
+  end
+  d.max_body = math.tointeger(d.max_body) or -1
+  d.max_head = math.tointeger(d.max_head) or REQUEST_DEFAULTS.max_head
+  local c = setmetatable({ opts = ropts, d = d, urls = {}, nurls = 0,
+                           wait_timeout = n("wait_timeout") }, Client)
   c.pool = pool.new {
     connect = connect_fn,
     size = n("pool_size"), max = n("max_conns"),
