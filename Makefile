@@ -56,7 +56,7 @@ CORE_OBJ += core/sh_http.o
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools \
-              libssl-dev openssl nginx wrk
+              libssl-dev openssl nginx wrk redis-server
 
 .PHONY: all run test stress sanitize test-onebyte valgrind check-layers install uninstall \
         clean deps fuzz
