@@ -200,17 +200,17 @@ local function command_method(name)
 end
 M.command_method = command_method
 
--- An __index for objects that take any command as a method. (So every
--- field of such an object must never be nil: reading it would make a method.)
+-- Give a class every command as a method, made on first use and kept in
+-- the class. (So every field of its objects must never be nil: reading it
+-- would make a method.)
 function M.commands_index(class)
-  return function(_, k)
-    local m = class[k]
-    if m ~= nil then return m end
+  setmetatable(class, { __index = function(_, k)
     if type(k) ~= "string" or not k:match("^%a[%w]*_?[%w]*$") then return nil end
-    m = command_method(k)
-    class[k] = m
+    local m = command_method(k)
+    rawset(class, k, m)
     return m
-  end
+  end })
+  return class
 end
 Client.__index = M.commands_index(Client)
 
@@ -234,6 +234,53 @@ local function fail(r, err)
   return nil, transport_error(err)
 end
 
+-- A connection whose next line was read already: resp.read reads through
+-- it, so that a reply the fast path below leaves is parsed as a whole.
+local Replay = {}
+Replay.__index = Replay
+function Replay.read(self, what)
+  local line = self.line
+  if what == "L" and line then
+    self.line = nil
+    return line
+  end
+  return self.conn:read(what)
+end
+
+local byte, sub, match = string.byte, string.sub, string.match
+local PLUS, COLON, DOLLAR, CR, LF = 43, 58, 36, 13, 10
+local MAX_BULK = 8 * 1024 * 1024          -- resp's default
+
+-- One reply. The common ones (a status, an integer, a bulk string of
+-- allowed size) are read here; the others (errors, nil, arrays, anything
+-- malformed) by resp.read, which has every check.
+local function read_reply(r)
+  local conn = r.conn
+  local line, err = conn:read("L")
+  if not line then return nil, err end
+  local t = byte(line, 1)
+  if byte(line, -1) == LF and byte(line, -2) == CR then
+    if t == PLUS then return sub(line, 2, -3) end
+    if t == COLON then
+      local n = math.tointeger(tonumber(match(line, "^:(%-?%d+)\r\n$")))
+      if n then return n end
+    elseif t == DOLLAR then
+      local n = tonumber(match(line, "^%$(%d+)\r\n$"))
+      if n and n <= (r.limits and r.limits.max_bulk or MAX_BULK) then
+        local data
+        data, err = conn:read(n + 2)
+        if not data then return nil, err end
+        if sub(data, -2) ~= "\r\n" then return nil, "protocol error: expected CRLF after bulk" end
+        return sub(data, 1, n)
+      end
+    end
+  end
+  local v
+  v, err = resp.read(setmetatable({ conn = conn, line = line }, Replay), r.limits or nil)
+  if v == nil then return nil, err end
+  return convert(v)
+end
+
 -- Send the encoded commands in buf, read n replies into a table.
 local function exchange(r, buf, n)
   if r.broken then return nil, "closed" end
@@ -242,9 +289,9 @@ local function exchange(r, buf, n)
   local out = {}
   for i = 1, n do
     local v
-    v, err = resp.read(r.conn, r.limits or nil)
+    v, err = read_reply(r)
     if v == nil then return fail(r, err) end
-    out[i] = convert(v)
+    out[i] = v
   end
   return out
 end
@@ -281,11 +328,38 @@ M.STATEFUL = {
   READONLY = true, READWRITE = true, QUIT = true, SYNC = true, PSYNC = true,
 }
 
+-- STATEFUL by any spelling of the name, kept (up to a bound) as it is met.
+local STATEFUL_ANY, nspellings = {}, 0
+setmetatable(STATEFUL_ANY, { __index = function(t, k)
+  local v = M.STATEFUL[k:upper()] or false
+  if nspellings < 1000 then rawset(t, k, v) nspellings = nspellings + 1 end
+  return v
+end })
+
 function Batch:call(...)
   local n = select("#", ...)
   if n == 0 or type((...)) ~= "string" then error("bad argument #1 to 'call' (command name expected)", 2) end
-  if M.STATEFUL[(...):upper()] then self.stateful = true end
-  self.n = encode(self.buf, self.n, { ... }, 1, n)
+  if STATEFUL_ANY[...] then self.stateful = true end
+  local buf, k = self.buf, self.n
+  buf[k + 1] = "*" .. n .. "\r\n"
+  k = k + 1
+  for i = 1, n do
+    local a = select(i, ...)
+    if type(a) ~= "string" then
+      if type(a) ~= "number" then
+        error(("bad argument #%d to 'call' (string or number expected, got %s)"):format(i, type(a)), 2)
+      end
+      a = mtype(a) == "integer" and tostring(a) or format("%.17g", a)
+    end
+    if #a <= 512 then
+      buf[k + 1] = "$" .. #a .. "\r\n" .. a .. "\r\n"
+      k = k + 1
+    else                                    -- not copied once more
+      buf[k + 1], buf[k + 2], buf[k + 3] = "$" .. #a .. "\r\n", a, "\r\n"
+      k = k + 3
+    end
+  end
+  self.n = k
   self.count = self.count + 1
   return self
 end
