@@ -8,6 +8,8 @@ local redis = require "sockhost.redis"
 local port = assert(tonumber(arg[1]), "port")
 local conns, secs, depth = tonumber(arg[2] or 50), tonumber(arg[3] or 2), tonumber(arg[4] or 16)
 local value = ("x"):rep(3)                      -- redis-benchmark's default 3-byte value
+local keys = {}                                 -- redis-benchmark (no -r) uses one key
+for k = 1, depth do keys[k] = "key:__rand_int__" end
 
 local clients = {}
 for i = 1, conns do clients[i] = assert(redis.connect("redis://127.0.0.1:" .. port)) end
@@ -21,7 +23,7 @@ local function phase(name)
       local p = r:pipeline()
       while sh.now() < stop do
         for k = 1, depth do
-          if name == "set" then p:set("key:" .. k, value) else p:get("key:" .. k) end
+          if name == "set" then p:set(keys[k], value) else p:get(keys[k]) end
         end
         local out = assert(p:run())
         done = done + out.n

@@ -284,7 +284,8 @@ end
 -- Send the encoded commands in buf, read n replies into a table.
 local function exchange(r, buf, n)
   if r.broken then return nil, "closed" end
-  local ok, err = r.conn:write(concat(buf))
+  local ok, err
+  if #buf <= 256 then ok, err = r.conn:write(table.unpack(buf)) else ok, err = r.conn:write(concat(buf)) end
   if not ok then return fail(r, err) end
   local out = {}
   for i = 1, n do
@@ -341,26 +342,37 @@ function Batch:call(...)
   if n == 0 or type((...)) ~= "string" then error("bad argument #1 to 'call' (command name expected)", 2) end
   if STATEFUL_ANY[...] then self.stateful = true end
   local buf, k = self.buf, self.n
+  self.count = self.count + 1
+  local c, a, b = ...
+  if n <= 3 and type(a) == "string" and #a <= 512 and (n == 2 or type(b) == "string" and #b <= 512) then
+    if n == 3 then             -- SET k v, HGET h f, ...: one string
+      buf[k + 1] = "*3\r\n$" .. #c .. "\r\n" .. c .. "\r\n$" .. #a .. "\r\n" .. a .. "\r\n$"
+        .. #b .. "\r\n" .. b .. "\r\n"
+    else                       -- GET k, INCR k, ...
+      buf[k + 1] = "*2\r\n$" .. #c .. "\r\n" .. c .. "\r\n$" .. #a .. "\r\n" .. a .. "\r\n"
+    end
+    self.n = k + 1
+    return self
+  end
   buf[k + 1] = "*" .. n .. "\r\n"
   k = k + 1
   for i = 1, n do
-    local a = select(i, ...)
-    if type(a) ~= "string" then
-      if type(a) ~= "number" then
-        error(("bad argument #%d to 'call' (string or number expected, got %s)"):format(i, type(a)), 2)
+    local v = select(i, ...)
+    if type(v) ~= "string" then
+      if type(v) ~= "number" then
+        error(("bad argument #%d to 'call' (string or number expected, got %s)"):format(i, type(v)), 2)
       end
-      a = mtype(a) == "integer" and tostring(a) or format("%.17g", a)
+      v = mtype(v) == "integer" and tostring(v) or format("%.17g", v)
     end
-    if #a <= 512 then
-      buf[k + 1] = "$" .. #a .. "\r\n" .. a .. "\r\n"
+    if #v <= 512 then
+      buf[k + 1] = "$" .. #v .. "\r\n" .. v .. "\r\n"
       k = k + 1
     else                                    -- not copied once more
-      buf[k + 1], buf[k + 2], buf[k + 3] = "$" .. #a .. "\r\n", a, "\r\n"
+      buf[k + 1], buf[k + 2], buf[k + 3] = "$" .. #v .. "\r\n", v, "\r\n"
       k = k + 3
     end
   end
   self.n = k
-  self.count = self.count + 1
   return self
 end
 
