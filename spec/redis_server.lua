@@ -13,8 +13,18 @@ local function cli(port, ...)
 end
 
 -- Start one: extra is more shell-ready arguments (--requirepass x, ...).
-function R.start(extra, port)
-  local self = setmetatable({ port = port or H.free_port(), extra = extra or "" }, R)
+-- With tls_dir (spec/fixtures/tls_certs.sh's files), the port speaks TLS
+-- only (srv.pem, for 127.0.0.1; clients need not show a certificate).
+function R.start(extra, port, tls_dir)
+  extra = extra or ""
+  local self = setmetatable({ port = port or H.free_port() }, R)
+  if tls_dir then
+    local d = H.q(tls_dir)
+    extra = ("%s --tls-port %d --tls-cert-file %s/srv.pem --tls-key-file %s/srv.key "
+      .. "--tls-ca-cert-file %s/ca.pem --tls-auth-clients no"):format(extra, self.port, d, d, d)
+    self.plain_port = 0
+  end
+  self.extra = extra
   self.unix = H.tmpname(".sock")
   self:launch()
   return self
@@ -22,7 +32,8 @@ end
 
 function R:launch()
   self.proc = H.launch(("exec redis-server --save '' --appendonly no --port %d --bind 127.0.0.1 "
-    .. "--unixsocket %s --unixsocketperm 700 %s"):format(self.port, H.q(self.unix), self.extra), "redis-server")
+    .. "--unixsocket %s --unixsocketperm 700 %s"):format(self.plain_port or self.port, H.q(self.unix), self.extra),
+    "redis-server")
   local deadline = H.socket.gettime() + 10
   while H.socket.gettime() < deadline do
     local c = H.socket.tcp()
