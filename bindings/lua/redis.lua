@@ -329,6 +329,11 @@ M.STATEFUL = {
   READONLY = true, READWRITE = true, QUIT = true, SYNC = true, PSYNC = true,
 }
 
+-- The bulk headers "$<len>\r\n" of short strings, made once (a number
+-- in a concatenation is formatted with snprintf each time).
+local BULK = {}
+for i = 0, 512 do BULK[i] = "$" .. i .. "\r\n" end
+
 -- STATEFUL by any spelling of the name, kept (up to a bound) as it is met.
 local STATEFUL_ANY, nspellings = {}, 0
 setmetatable(STATEFUL_ANY, { __index = function(t, k)
@@ -346,10 +351,9 @@ function Batch:call(...)
   local c, a, b = ...
   if n <= 3 and type(a) == "string" and #a <= 512 and (n == 2 or type(b) == "string" and #b <= 512) then
     if n == 3 then             -- SET k v, HGET h f, ...: one string
-      buf[k + 1] = "*3\r\n$" .. #c .. "\r\n" .. c .. "\r\n$" .. #a .. "\r\n" .. a .. "\r\n$"
-        .. #b .. "\r\n" .. b .. "\r\n"
+      buf[k + 1] = "*3\r\n" .. BULK[#c] .. c .. "\r\n" .. BULK[#a] .. a .. "\r\n" .. BULK[#b] .. b .. "\r\n"
     else                       -- GET k, INCR k, ...
-      buf[k + 1] = "*2\r\n$" .. #c .. "\r\n" .. c .. "\r\n$" .. #a .. "\r\n" .. a .. "\r\n"
+      buf[k + 1] = "*2\r\n" .. BULK[#c] .. c .. "\r\n" .. BULK[#a] .. a .. "\r\n"
     end
     self.n = k + 1
     return self
