@@ -139,15 +139,13 @@ local function redis_room(url)
   -- Delete a member only if it still belongs to the instance given.
   local HDEL_IF = "if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then "
     .. "return redis.call('hdel', KEYS[1], ARGV[1]) end return 0"
-  local db = assert(redis.pool(url, { size = 4, wait_timeout = 2 }))
+  -- Short bounds: a Redis that hangs must not hold up a client's line for long.
+  local db = assert(redis.pool(url, { size = 4, wait_timeout = 2, timeout = 2, connect_timeout = 2 }))
   local sub = assert(redis.subscriber(url, { max_queued = 10000 }))
   assert(sub:subscribe("chat:room"))
   local r = {}
 
-  function r.claim(nick)
-    local v = db:hsetnx(MEMBERS, nick, id)
-    return v == 1, v == nil
-  end
+  function r.claim(nick) return db:hsetnx(MEMBERS, nick, id) == 1 end
   function r.release(nick) db:eval(HDEL_IF, 1, MEMBERS, nick, id) end
   function r.publish(line) db:publish("chat:room", id .. "\n" .. line) end
   function r.names()
