@@ -651,6 +651,16 @@ static int conn_buffered (lua_State *L) {
   return 1;
 }
 
+/* conn:pending() -> bytes buffered for reading, whether the stream ended.
+** Never waits: what the loop has already read, as it is now. */
+static int conn_pending (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  if (lc->s == NULL) return shl_pushfail(L, "closed");
+  lua_pushinteger(L, (lua_Integer)sh_stream_inlen(lc->s));
+  lua_pushboolean(L, sh_stream_eof(lc->s));
+  return 2;
+}
+
 /* ====================== Stream events ====================== */
 
 
@@ -1315,7 +1325,7 @@ static int conn_peercred (lua_State *L) {
 static const luaL_Reg conn_methods[] = {
   {"read", conn_read}, {"read_until", conn_read_until}, {"read_some", conn_read_some},
   {"lines", conn_lines}, {"write", conn_write}, {"cork", conn_cork}, {"uncork", conn_uncork},
-  {"buffered", conn_buffered}, {"settimeout", conn_settimeout},
+  {"buffered", conn_buffered}, {"pending", conn_pending}, {"settimeout", conn_settimeout},
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},

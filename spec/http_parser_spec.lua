@@ -163,7 +163,7 @@ describe("sockhost.http's parts", function()
     assert.same({ parser = "string", parse_head = "function", chunk_size = "function", realpath = "function",
                   reason = "function", date = "function", unescape = "function", parse_query = "function",
                   serve = "function", listen = "function", router = "function", static = "function",
-                  mime = "table" }, names)
+                  mime = "table", request = "function", get = "function", client = "function" }, names)
   end)
 
   it("gathers modules of their own: util, server, router, static and the parser", function()

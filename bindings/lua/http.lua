@@ -1,4 +1,4 @@
--- sockhost.http -- HTTP/1.1 server helpers: serve a connection (keep-alive,
+-- sockhost.http -- HTTP/1.1 server helpers and a client: serve a connection (keep-alive,
 -- pipelining, request bodies by Content-Length or chunked, HEAD, Expect:
 -- 100-continue), a small router and a static file handler.
 --
@@ -10,11 +10,14 @@
 --   sockhost.http.server  http.serve, http.listen: requests and responses
 --   sockhost.http.router  http.router
 --   sockhost.http.static  http.static, http.mime
+--   sockhost.http.client  http.request, http.get, http.client: requests
+--                         over a keep-alive pool (sockhost.pool)
 local P = require "sockhost.http.parser"
 local util = require "sockhost.http.util"
 local server = require "sockhost.http.server"
 local router = require "sockhost.http.router"
 local static = require "sockhost.http.static"
+local client = require "sockhost.http.client"
 
 local M = {}
 
@@ -32,6 +35,10 @@ M.serve = server.serve
 M.listen = server.listen
 
 M.router = router.router
+
+M.request = client.request
+M.get = client.get
+M.client = client.client
 
 M.static = static.static
 M.mime = static.mime

@@ -1,0 +1,763 @@
+-- sockhost.http.client -- the HTTP/1.1 client part of sockhost.http:
+-- http.request(method, url [, opts]), http.get(url [, opts]), and
+-- http.client([opts]) for a client with a keep-alive pool of its own.
+--
+-- Connections come from a sockhost.pool keyed by scheme, host, port and TLS
+-- options. A connection goes back to the pool only when its response was
+-- read to its end and both sides are willing to go on; any other is
+-- closed. A request on a pooled connection that the server had closed
+-- meanwhile (nothing of a response came) is sent once more on a new
+-- connection, for idempotent methods with a body that can be sent again.
+--
+-- The response head is read line by line (every read bounded by max_head)
+-- and checked strictly: anything another client could read differently is
+-- "bad response: ...". Failures are nil, err; only programming errors
+-- (a url that is not a string, an unknown option) raise.
+local sh = require "sockhost"
+local P = require "sockhost.http.parser"
+local pool = require "sockhost.pool"
+
+local M = {}
+
+local KiB, MiB = 1024, 1024 * 1024
+local REQUEST_DEFAULTS = {
+  connect_timeout = 10,     -- seconds to connect (and the TLS handshake)
+  read_timeout = 30,        -- seconds for each read and write
+  timeout = -1,             -- seconds for the whole request, redirects and body included
+  max_body = 16 * MiB,      -- longest response body
+  max_head = 64 * KiB,      -- longest response head (status line and headers)
+  redirects = 0,            -- redirects followed
+}
+local CLIENT_DEFAULTS = {
+  pool_size = 16,           -- idle connections kept per scheme, host, port, TLS options
+  idle_timeout = 60,        -- seconds an idle connection is kept
+  max_conns = -1,           -- connections open at once: no limit
+  wait_timeout = 30,        -- seconds a request waits for a place (max_conns)
+}
+local TLS_OPTS = { "ca", "verify", "servername", "cert", "key", "min_version", "handshake_timeout" }
+local TLS_ERRORS = {
+  ["certificate expired"] = true, ["certificate not yet valid"] = true, ["unknown CA"] = true,
+  ["name mismatch"] = true, ["certificate rejected"] = true, ["certificate required"] = true,
+  ["protocol version"] = true, ["handshake failure"] = true, ["not TLS"] = true,
+  ["handshake timeout"] = true, ["closed during handshake"] = true, ["handshake failed"] = true,
+}
+local METHODS = { GET = "GET", HEAD = "HEAD", POST = "POST", PUT = "PUT", DELETE = "DELETE",
+                  OPTIONS = "OPTIONS", PATCH = "PATCH", TRACE = "TRACE" }
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true, TRACE = true }
+local MAX_CHUNK_LINE = 1024
+local MAX_INTERIM = 16      -- 1xx responses skipped before the final one
+local PIECE = 65536
+local TOKEN = "^[%w!#$%%&'*+%-.^_`|~]+$"
+
+-- ---------------------------------------------------------------- urls
+
+-- "http://host:port/path?q" -> { scheme, host, port, target, hostport } | nil, err
+local function parse_url(url)
+  if url:find("[%c ]") then return nil, "bad url: bad character" end
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then return nil, "bad url: no scheme" end
+  scheme = scheme:lower()
+  if scheme ~= "http" and scheme ~= "https" then return nil, "bad url: not http or https" end
+  local authority, target = rest:match("^([^/?#]*)(.*)$")
+  target = target:gsub("#.*$", "")
+  if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
+  if authority:find("@", 1, true) then return nil, "bad url: user info not supported" end
+  local host, port = authority:match("^(%[[%x:.]+%])(.*)$")
+  if not host then host, port = authority:match("^([^:%[%]]*)(.*)$") end
+  if not host or host == "" then return nil, "bad url: no host" end
+  if port == "" then
+    port = scheme == "https" and 443 or 80
+  else
+    port = port:match("^:(%d+)$")
+    port = port and #port <= 5 and tonumber(port)
+    if not port or port < 1 or port > 65535 then return nil, "bad url: bad port" end
+  end
+  local default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+  return {
+    scheme = scheme, host = host, port = port, target = target,
+    hostport = default and host or (host .. ":" .. port),
+  }
+end
+
+-- A Location resolved against the url it came from.
+local function resolve_location(base, loc)
+  if loc:find("^%a[%w+.-]*://") then return loc end
+  local origin = base.scheme .. "://" .. base.hostport
+  if loc:sub(1, 2) == "//" then return base.scheme .. ":" .. loc end
+  if loc:sub(1, 1) == "/" then return origin .. loc end
+  local path = base.target:gsub("[?#].*$", "")
+  if loc:sub(1, 1) == "?" then return origin .. path .. loc end
+  return origin .. path:gsub("[^/]*$", "") .. loc
+end
+
+-- ---------------------------------------------------------------- options
+
+local function check_opts(opts, allowed, fname)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(("bad argument to '%s' (options must be a table)"):format(fname), 3) end
+  for k, v in pairs(opts) do
+    local d = allowed[k]
+    if d == nil then error(("bad argument to '%s' (unknown option '%s')"):format(fname, tostring(k)), 3) end
+    if d == "number" and tonumber(v) == nil then
+      error(("bad argument to '%s' (option '%s' must be a number)"):format(fname, k), 3)
+    end
+  end
+  return opts
+end
+
+local REQUEST_ALLOWED = { headers = "table", body = "any", client = "table" }
+for k in pairs(REQUEST_DEFAULTS) do REQUEST_ALLOWED[k] = "number" end
+for _, k in ipairs(TLS_OPTS) do REQUEST_ALLOWED[k] = "any" end
+local CLIENT_ALLOWED = {}
+for k in pairs(CLIENT_DEFAULTS) do CLIENT_ALLOWED[k] = "number" end
+for k in pairs(REQUEST_DEFAULTS) do CLIENT_ALLOWED[k] = "number" end
+for _, k in ipairs(TLS_OPTS) do CLIENT_ALLOWED[k] = "any" end
+
+-- The request's headers as lines, checked: a name that is not a token or a
+-- value with CR, LF or NUL is a programming error.
+local function header_lines(headers, out, seen)
+  if headers == nil then return end
+  if type(headers) ~= "table" then error("bad argument to 'http.request' (option 'headers' must be a table)", 4) end
+  for name, value in pairs(headers) do
+    if type(name) ~= "string" or not name:find(TOKEN) then
+      error(("bad argument to 'http.request' (bad header name '%s')"):format(tostring(name)), 4)
+    end
+    local lname = name:lower()
+    if lname == "content-length" or lname == "transfer-encoding" then
+      error(("bad argument to 'http.request' (header '%s' is set by the client)"):format(name), 4)
+    end
+    local values = type(value) == "table" and value or { value }
+    for _, v in ipairs(values) do
+      if type(v) == "number" then v = tostring(v) end
+      if type(v) ~= "string" or v:find("[\r\n%z]") then
+        error(("bad argument to 'http.request' (bad value for header '%s')"):format(name), 4)
+      end
+      out[#out + 1] = name .. ": " .. v .. "\r\n"
+    end
+    seen[lname] = values[#values]
+  end
+end
+
+-- ---------------------------------------------------------------- responses
+
+local Res = {}
+Res.__index = Res
+
+-- Header lookup in any case; repeated headers joined with ", ".
+local Headers = {}
+Headers.__index = function(t, k)
+  if type(k) ~= "string" then return nil end
+  return rawget(t, k:lower())
+end
+
+local function bad(msg) return nil, "bad response: " .. msg end
+
+-- A token list header (Connection) holds a token, in any case.
+local function has_token(value, token)
+  if not value then return false end
+  value = value:lower()
+  if value == token then return true end
+  if not value:find(",", 1, true) then return false end
+  for t in value:gmatch("[^,%s]+") do
+    if t:lower() == token then return true end
+  end
+  return false
+end
+
+local CTL = "[%z\1-\8\10-\31\127]"             -- control characters but tab
+local NOT_TOKEN = "[^%w!#$%%&'*+%-.^_`|~]"
+local find, sub, byte, match, lower = string.find, string.sub, string.byte, string.match, string.lower
+
+-- Read a head: { version, status, reason, headers, list } | nil, err
+-- [, true when nothing at all came]. Three reads at most: the status line
+-- (so that a head with bare LFs fails at once), then either the CRLF of an
+-- empty header section or the header lines up to the blank line. 'list'
+-- holds the header names (lower case) and values in turn.
+local function read_head(conn, max_head)
+  local line, err, partial = conn:read_until("\n", max_head)
+  if not line then
+    if err == "line too long" then return nil, "too large" end
+    if err == "closed" then
+      if partial == nil or partial == "" then return nil, "closed", true end
+      return bad("closed in the head")
+    end
+    return nil, err
+  end
+  if line:byte(-1) ~= 13 then return bad(line == "" and "empty head" or "bare LF") end
+  if line == "\r" then return bad("empty head") end
+  local minor, status, sp, reason = line:match("^HTTP/1%.([01]) ([1-5]%d%d)( ?)([^\r]*)\r$")
+  if not minor or (reason ~= "" and sp == "") or (find(reason, "%c") and find(reason, CTL)) then
+    return bad("bad status line")
+  end
+  local left = max_head - #line - 1
+  local block
+  block, err, partial = conn:read(2)
+  if block and block ~= "\r\n" then
+    if left < 4 then return nil, "too large" end
+    local two, rest = block, nil
+    rest, err, partial = conn:read_until("\r\n\r\n", left - 4)
+    block = rest and two .. rest .. "\r\n"
+    partial = partial and two .. partial
+  end
+  if not block then
+    if err == "line too long" then return nil, "too large" end
+    if err == "closed" then
+      if partial and partial:find("\n\r?\n") and partial:find("[^\r]\n") then return bad("bare LF") end
+      return bad("closed in the head")
+    end
+    return nil, err
+  end
+  local headers, list, n = setmetatable({}, Headers), {}, 0
+  local pos, last = 1, #block - 2                 -- the blank line's CRLF ends it
+  while pos <= last do
+    local e = find(block, "\r\n", pos, true)
+    local line = sub(block, pos, e - 1)
+    pos = e + 2
+    local colon = find(line, ":", 1, true)
+    if find(line, "\n", 1, true) or find(line, "\r", 1, true) then return bad("bare LF") end
+    if not colon or colon == 1 then return bad("bad header line") end
+    local name = sub(line, 1, colon - 1)
+    if find(name, NOT_TOKEN) then return bad("bad header line") end
+    local value = sub(line, colon + 1)
+    local b1, bn = byte(value, 1), byte(value, -1)
+    if b1 == 32 or b1 == 9 or bn == 32 or bn == 9 then value = match(value, "^[ \t]*(.-)[ \t]*$") end
+    if find(value, "%c") and find(value, CTL) then return bad("bad header value") end
+    name = lower(name)
+    list[n + 1], list[n + 2] = name, value
+    n = n + 2
+    local old = rawget(headers, name)
+    headers[name] = old and (old .. ", " .. value) or value
+  end
+  return { version = minor == "1" and "1.1" or "1.0", status = tonumber(status), reason = reason,
+           headers = headers, list = list }
+end
+
+-- How the body of a final response is framed: "none", "length" (with its
+-- length), "chunked" or "close" | nil, err.
+local function framing(head, method)
+  local s = head.status
+  local te, cl
+  local list = head.list
+  for i = 1, #list, 2 do
+    local name = list[i]
+    if name == "transfer-encoding" then
+      if te then return bad("two transfer-encoding headers") end
+      te = list[i + 1]
+    elseif name == "content-length" and find(list[i + 1], "^%d+$") and #list[i + 1] <= 15 then
+      local v = tonumber(list[i + 1])
+      if cl and cl ~= v then return bad("conflicting content-length") end
+      cl = v
+    elseif name == "content-length" then
+      for v in (list[i + 1] .. ","):gmatch("([^,]*),") do
+        v = v:match("^%s*(.-)%s*$")
+        if not v:find("^%d+$") or #v > 15 then return bad("bad content-length") end
+        if cl and cl ~= tonumber(v) then return bad("conflicting content-length") end
+        cl = tonumber(v)
+      end
+    end
+  end
+  if te and cl then return bad("both content-length and transfer-encoding") end
+  if te and te:lower() ~= "chunked" then return bad("transfer-encoding other than chunked") end
+  if te and head.version == "1.0" then return bad("transfer-encoding in HTTP/1.0") end
+  if method == "HEAD" or s < 200 or s == 204 or s == 304 then return "none", 0 end
+  if te then return "chunked" end
+  if cl then
+    if cl == 0 then return "none", 0 end
+    return "length", cl
+  end
+  return "close"
+end
+
+-- ---------------------------------------------------------------- connections
+
+-- The timeout for the next read or write: read_timeout, or what is left of
+-- the whole request's; false once that is over.
+local function arm(st)
+  local t = st.read_timeout
+  if st.deadline then
+    local left = st.deadline - sh.now()
+    if left <= 0 then return false end
+    if t < 0 or left < t then t = left end
+  end
+  st.conn:settimeout(t)
+  return true
+end
+
+-- The connection is done with: back to the pool if it may be used again.
+local function release(st, reusable)
+  local conn = st.conn
+  if not conn then return end
+  st.conn = nil
+  if reusable then st.pool:put(st.key, conn) else st.pool:discard(st.key, conn) end
+end
+
+local function fail(st, err)
+  release(st, false)
+  return nil, err
+end
+
+-- ---------------------------------------------------------------- bodies
+
+local function body_done(self)
+  self._mode = nil
+  release(self._st, self._keep)
+  return nil
+end
+
+local function body_fail(self, err)
+  self._mode, self._err = nil, err
+  release(self._st, false)
+  return nil, err
+end
+
+local function read_err(self, err)
+  if err == "closed" then
+    if self._mode == "close" then return body_done(self) end
+    return body_fail(self, "bad response: body cut short")
+  end
+  return body_fail(self, err)
+end
+
+-- Count what arrived against max_body.
+local function got(self, n)
+  self._got = self._got + n
+  return self._max < 0 or self._got <= self._max
+end
+
+local function skip_trailers(self, conn)
+  local size = 0
+  while true do
+    local line, err = conn:read_until("\n", self._st.max_head)
+    if not line then
+      if err == "line too long" then return body_fail(self, "too large") end
+      return read_err(self, err == "closed" and "bad response: closed in the trailers" or err)
+    end
+    size = size + #line + 1
+    if size > self._st.max_head then return body_fail(self, "too large") end
+    if line:byte(-1) ~= 13 then return body_fail(self, "bad response: bare LF") end
+    if line == "\r" then return true end
+    if not line:find("^[%w!#$%%&'*+%-.^_`|~]+:") then return body_fail(self, "bad response: bad trailer") end
+  end
+end
+
+--- res:read([max]) -> piece | nil (the end) | nil, err
+function Res:read(max)
+  max = max or PIECE
+  if math.type(max) ~= "integer" or max < 1 then error("bad argument #1 to 'read' (positive integer expected)", 2) end
+  local mode = self._mode
+  if mode == nil then return nil, self._err end
+  local st = self._st
+  local conn = st.conn
+  if not arm(st) then return body_fail(self, "timeout") end
+  if mode == "chunked" and self._left == 0 then
+    if self._crlf then
+      local crlf, err = conn:read(2)
+      if not crlf then return read_err(self, err == "closed" and "bad response: body cut short" or err) end
+      if crlf ~= "\r\n" then return body_fail(self, "bad response: bad chunk") end
+      self._crlf = false
+    end
+    local line, err = conn:read_until("\n", MAX_CHUNK_LINE)
+    if not line then
+      if err == "line too long" then return body_fail(self, "bad response: bad chunk size") end
+      return read_err(self, err == "closed" and "bad response: body cut short" or err)
+    end
+    local n = P.chunk_size(line)
+    if not n then return body_fail(self, "bad response: bad chunk size") end
+    if n == 0 then
+      if not skip_trailers(self, conn) then return nil, self._err end
+      return body_done(self)
+    end
+    if not got(self, n) then return body_fail(self, "too large") end
+    self._left, self._crlf = n, true
+  end
+  local want = max
+  if mode ~= "close" and self._left < want then want = self._left end
+  local data, err = conn:read_some(want)
+  if not data then return read_err(self, err) end
+  if mode == "close" then
+    if not got(self, #data) then return body_fail(self, "too large") end
+  else
+    self._left = self._left - #data
+    if mode == "length" and self._left == 0 then
+      self._mode = nil
+      release(st, self._keep)
+    end
+  end
+  return data
+end
+
+--- res:body([max]) -> the whole body ("" when none) | nil, err
+function Res:body(max)
+  if self._text then return self._text end
+  if max ~= nil then
+    if math.type(max) ~= "integer" then error("bad argument #1 to 'body' (integer expected)", 2) end
+    self._max = max
+  end
+  if self._mode == "length" and self._max >= 0 and self._left > self._max then
+    return body_fail(self, "too large")
+  end
+  local parts = {}
+  while true do
+    local piece, err = self:read(PIECE)
+    if not piece then
+      if err then return nil, err end
+      break
+    end
+    parts[#parts + 1] = piece
+  end
+  self._text = table.concat(parts)
+  return self._text
+end
+
+--- res:header_all(name) -> { value, ... } each as received ({} when none)
+function Res:header_all(name)
+  if type(name) ~= "string" then error("bad argument #1 to 'header_all' (string expected)", 2) end
+  name = name:lower()
+  local out = {}
+  local list = self._list
+  for i = 1, #list, 2 do
+    if list[i] == name then out[#out + 1] = list[i + 1] end
+  end
+  return out
+end
+
+--- res:close() -> true: done with the response; an unread body closes the
+-- connection.
+function Res:close()
+  if self._mode then body_fail(self, "closed") end
+  return true
+end
+
+Res.__close = Res.close
+Res.__gc = function(self) if self._mode then pcall(body_fail, self, "closed") end end
+function Res.__tostring(self) return ("sockhost.http response %d %s"):format(self.status, self.reason) end
+
+-- ---------------------------------------------------------------- requests
+
+-- Send the request; true | nil, err.
+local function send(st)
+  local conn = st.conn
+  if not arm(st) then return nil, "timeout" end
+  local body = st.body
+  if type(body) ~= "function" then
+    return conn:write(st.head, body or "")
+  end
+  conn:cork()
+  local ok, err = conn:write(st.head)
+  if not ok then return nil, err end
+  while true do
+    local okc, piece, perr = pcall(body)
+    if not okc then return nil, piece, "raise" end
+    if piece == nil then
+      if perr ~= nil then return nil, "body: " .. tostring(perr), true end
+      break
+    end
+    if type(piece) ~= "string" then
+      return nil, "bad argument to 'http.request' (the body function must return strings)", "raise"
+    end
+    if #piece > 0 then
+      if not arm(st) then return nil, "timeout" end
+      ok, err = conn:write(("%x\r\n"):format(#piece), piece, "\r\n")
+      if not ok then return nil, err end
+    end
+  end
+  if not arm(st) then return nil, "timeout" end
+  ok, err = conn:write("0\r\n\r\n")
+  if not ok then return nil, err end
+  conn:uncork()
+  return true
+end
+
+-- One exchange on one connection: res | nil, err, retry (true: a pooled
+-- connection was found closed before any of the response came).
+local function exchange(st, reused)
+  local ok, err, final = send(st)
+  if not ok then
+    if final == "raise" then release(st, false) error(err, 0) end
+    if final then return fail(st, err) end
+    if err == "timeout" then return fail(st, err) end
+    local n = st.conn:pending()
+    if not n or n == 0 then return nil, err, reused end   -- nothing came: maybe stale
+    -- the server answered before it took the whole body: read it
+  end
+  local head, herr, nothing
+  for _ = 1, MAX_INTERIM + 1 do
+    if not arm(st) then return fail(st, "timeout") end
+    head, herr, nothing = read_head(st.conn, st.max_head)
+    if not head then
+      if nothing then
+        if reused then return nil, "closed", true end
+        return fail(st, "bad response: closed before the response")
+      end
+      return fail(st, herr)
+    end
+    if head.status >= 200 then break end
+    if head.status == 101 then return fail(st, "bad response: 101 without an upgrade") end
+    head = nil                                     -- 100, 102, 103: the final one follows
+  end
+  if not head then return fail(st, "bad response: too many 1xx responses") end
+  local mode, len = framing(head, st.method)
+  if not mode then return fail(st, len) end
+  local keep = mode ~= "close" and not st.close
+  if head.version == "1.0" then
+    keep = keep and has_token(head.headers.connection, "keep-alive")
+  else
+    keep = keep and not has_token(head.headers.connection, "close")
+  end
+  local res = setmetatable({
+    status = head.status, reason = head.reason, version = head.version,
+    headers = head.headers, url = st.url,
+    _list = head.list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
+    _mode = mode, _left = len or 0, _crlf = false,
+  }, Res)
+  if mode == "none" then
+    res._mode = nil
+    release(st, keep)
+  elseif mode == "length" and st.max_body >= 0 and len > st.max_body then
+    return body_fail(res, "too large")
+  end
+  return res
+end
+
+local function is_redirect(s) return s == 301 or s == 302 or s == 303 or s == 307 or s == 308 end
+
+-- The request line and headers of one request to url u.
+local function build(method, u, opts, body)
+  local lines, seen = { method, " ", u.target, " HTTP/1.1\r\n" }, {}
+  local hl = {}
+  header_lines(opts.headers, hl, seen)
+  if not seen.host then lines[#lines + 1] = "Host: " .. u.hostport .. "\r\n" end
+  if not seen["user-agent"] then lines[#lines + 1] = "User-Agent: sockhost/" .. sh.version .. "\r\n" end
+  for _, l in ipairs(hl) do lines[#lines + 1] = l end
+  if type(body) == "string" then
+    lines[#lines + 1] = "Content-Length: " .. #body .. "\r\n"
+  elseif type(body) == "function" then
+    lines[#lines + 1] = "Transfer-Encoding: chunked\r\n"
+  elseif method == "POST" or method == "PUT" or method == "PATCH" then
+    lines[#lines + 1] = "Content-Length: 0\r\n"
+  end
+  lines[#lines + 1] = "\r\n"
+  return table.concat(lines), has_token(seen.connection, "close")
+end
+
+local Client = {}
+Client.__index = Client
+
+local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
+
+local function pool_key(u, tls)
+  local parts = { u.scheme, u.host, tostring(u.port) }
+  for _, k in ipairs(TLS_OPTS) do
+    if k ~= "handshake_timeout" then parts[#parts + 1] = tostring(tls[k]) end
+  end
+  return table.concat(parts, "|")
+end
+
+-- The pool's connect function: the address and options come with get's
+-- opts. TLS failures (handshake, files) are prefixed "tls: ".
+local function connect_fn(_, g)
+  local copts = { timeout = g.connect_timeout }
+  for k, v in pairs(g.tls) do copts[k] = v end
+  local conn, err = sh.connect(g.addr, copts)
+  if not conn then
+    if g.https and (TLS_ERRORS[err:match("^([^:]*)")] or err:find("^cannot load") or err:find("^key '")) then
+      err = "tls: " .. err
+    end
+    return nil, err
+  end
+  return conn
+end
+
+-- The url parsed, with what follows from it alone: kept per client (at
+-- most URL_CACHE of them; then the cache starts again).
+local URL_CACHE = 256
+local function url_of(client, url)
+  local u = client.urls[url]
+  if u then return u end
+  local err
+  u, err = parse_url(url)
+  if not u then return nil, err end
+  u.url = url
+  u.https = u.scheme == "https"
+  u.origin = u.scheme .. "://" .. u.hostport
+  u.addr = (u.https and "tls://" or "tcp://") .. u.host .. ":" .. u.port
+  u.heads = {}
+  if client.nurls >= URL_CACHE then client.urls, client.nurls = {}, 0 end
+  client.urls[url], client.nurls = u, client.nurls + 1
+  return u
+end
+
+-- The TLS options and pool key of a request to u.
+local function tls_key(client, u, opts)
+  if not u.https then
+    u.key = u.key or pool_key(u, EMPTY)
+    return EMPTY, u.key
+  end
+  local own = false
+  if opts ~= EMPTY then
+    for _, k in ipairs(TLS_OPTS) do if opts[k] ~= nil then own = true break end end
+  end
+  if not own and u.tls then return u.tls, u.key end
+  local tls = {}
+  for _, k in ipairs(TLS_OPTS) do
+    local v = opts[k]
+    if v == nil then v = client.opts[k] end
+    tls[k] = v
+  end
+  local key = pool_key(u, tls)
+  if not own then u.tls, u.key = tls, key end
+  return tls, key
+end
+
+-- One request to one url (no redirects): res | nil, err.
+local function once(client, method, u, opts, st)
+  local tls, key = tls_key(client, u, opts)
+  local body = st.body
+  local head, close
+  if opts.headers == nil and body == nil then      -- the common case: made once per url
+    head = u.heads[method]
+    if not head then head = build(method, u, opts, nil); u.heads[method] = head end
+    close = false
+  else
+    head, close = build(method, u, opts, body)
+  end
+  st.method, st.head, st.close, st.url = method, head, close, u.url
+  st.key, st.pool = key, client.pool
+  local retryable = IDEMPOTENT[method] and type(body) ~= "function"
+  for attempt = 1, 2 do
+    local ct = st.connect_timeout
+    if st.deadline then
+      local left = st.deadline - sh.now()
+      if left <= 0 then return nil, "timeout" end
+      if ct < 0 or left < ct then ct = left end
+    end
+    local g = { addr = u.addr, tls = tls, https = u.https, connect_timeout = ct,
+                fresh = attempt > 1, wait_timeout = client.wait_timeout }
+    local conn, reused = client.pool:get(key, g)
+    if not conn then return nil, reused end
+    st.conn = conn
+    local res, err, stale = exchange(st, reused)
+    if res then return res end
+    if not stale then return nil, err end
+    release(st, false)
+    if not retryable or attempt == 2 then return nil, err end
+  end
+end
+
+-- The state of one request: its limits, from opts over the client's.
+local function state(client, opts, body)
+  local d = client.d
+  if opts == EMPTY then
+    return { body = body, read_timeout = d.read_timeout, connect_timeout = d.connect_timeout,
+             max_body = d.max_body, max_head = d.max_head,
+             deadline = d.timeout >= 0 and sh.now() + d.timeout or nil }, d.redirects
+  end
+  local function get(k) local v = opts[k] if v == nil then return d[k] end return tonumber(v) end
+  local timeout = get("timeout")
+  return { body = body, read_timeout = get("read_timeout"), connect_timeout = get("connect_timeout"),
+           max_body = math.tointeger(get("max_body")) or -1,
+           max_head = math.tointeger(get("max_head")) or REQUEST_DEFAULTS.max_head,
+           deadline = timeout >= 0 and sh.now() + timeout or nil }, get("redirects")
+end
+
+--- client:request(method, url [, opts]) -> res | nil, err
+function Client:request(method, url, opts)
+  if type(method) ~= "string" or not method:find(TOKEN) then
+    error("bad argument #1 to 'request' (method expected)", 2)
+  end
+  if type(url) ~= "string" then error("bad argument #2 to 'request' (string expected, got " .. type(url) .. ")", 2) end
+  if opts == nil then opts = EMPTY else opts = check_opts(opts, REQUEST_ALLOWED, "http.request") end
+  local body = opts.body
+  if body ~= nil and type(body) ~= "string" and type(body) ~= "function" then
+    error("bad argument to 'http.request' (option 'body' must be a string or a function)", 2)
+  end
+  local st, redirects = state(self, opts, body)
+  method = METHODS[method] or method:upper()
+  local first_origin, followed = nil, 0
+  while true do
+    local u, err = url_of(self, url)
+    if not u then return nil, err end
+    first_origin = first_origin or u.origin
+    local o = opts
+    if u.origin ~= first_origin and opts.headers then
+      -- credentials do not follow a redirect to another origin
+      o = setmetatable({ headers = {} }, { __index = opts })
+      for k, v in pairs(opts.headers) do
+        local lk = type(k) == "string" and k:lower()
+        if lk ~= "authorization" and lk ~= "cookie" then o.headers[k] = v end
+      end
+    end
+    local res, rerr = once(self, method, u, o, st)
+    if not res then return nil, rerr end
+    local loc = res.headers.location
+    if redirects <= 0 or not is_redirect(res.status) or not loc then return res end
+    if res.status == 303 or ((res.status == 301 or res.status == 302) and method == "POST") then
+      if method ~= "HEAD" then method = "GET" end
+      st.body = nil
+    elseif type(st.body) == "function" then
+      return res                                -- a streamed body cannot be sent again
+    end
+    res:body(PIECE)                             -- a short body: the connection is kept
+    res:close()
+    if followed >= redirects then return nil, "too many redirects" end
+    followed = followed + 1
+    url = resolve_location(u, loc)
+  end
+end
+
+function Client:get(url, opts) return self:request("GET", url, opts) end
+
+--- client:stats() -> the pool's counts
+function Client:stats() return self.pool:stats() end
+
+--- client:close() -> true: close its idle connections
+function Client:close() return self.pool:close() end
+
+Client.__close = Client.close
+
+--- http.client([opts]) -> client
+function M.client(opts)
+  opts = check_opts(opts, CLIENT_ALLOWED, "http.client")
+  local function n(k)
+    local v = opts[k]
+    if v == nil then return CLIENT_DEFAULTS[k] end
+    return tonumber(v)
+  end
+  local ropts = {}
+  for k, v in pairs(opts) do
+    if CLIENT_DEFAULTS[k] == nil then ropts[k] = v end
+  end
+  local d = {}
+  for k, v in pairs(REQUEST_DEFAULTS) do
+    d[k] = ropts[k] ~= nil and tonumber(ropts[k]) or v
+  end
+  d.max_body = math.tointeger(d.max_body) or -1
+  d.max_head = math.tointeger(d.max_head) or REQUEST_DEFAULTS.max_head
+  local c = setmetatable({ opts = ropts, d = d, urls = {}, nurls = 0,
+                           wait_timeout = n("wait_timeout") }, Client)
+  c.pool = pool.new {
+    connect = connect_fn,
+    size = n("pool_size"), max = n("max_conns"),
+    idle_timeout = n("idle_timeout"), wait_timeout = n("wait_timeout"),
+  }
+  return c
+end
+
+local default_client
+
+--- http.request(method, url [, opts]) -> res | nil, err: through the
+-- default client (created on first use; opts.client names another).
+function M.request(method, url, opts)
+  local client = opts and opts.client
+  if client == nil then
+    default_client = default_client or M.client()
+    client = default_client
+  end
+  return client:request(method, url, opts)
+end
+
+function M.get(url, opts) return M.request("GET", url, opts) end
+
+M.parse_url = parse_url
+
+return M
