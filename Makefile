@@ -38,12 +38,14 @@ LIBS_TLS      = $(shell pkg-config --libs libevent_openssl openssl)
 
 CORE_OBJ = core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_stream_sock.o core/sh_stream_bev.o core/sh_net.o core/sh_timer.o core/sh_log.o \
-           core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o
+           core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o \
+           core/sh_inherit.o core/sh_handover.o core/sh_notify.o core/sh_fswatch.o
 BIND_OBJ = bindings/l_opts.o bindings/l_host.o bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
            bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o \
            bindings/l_modules.o bindings/modules_gen.o bindings/l_http.o bindings/l_test.o \
-           bindings/l_address.o bindings/l_channel.o bindings/l_event.o bindings/l_select.o
+           bindings/l_address.o bindings/l_channel.o bindings/l_event.o bindings/l_select.o \
+           bindings/l_reload.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 # Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
 LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))

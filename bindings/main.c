@@ -58,6 +58,7 @@ typedef struct opts {
   int workers;          /* -w: worker processes; 0 or 1: just this one */
   int log_level;        /* --log-level: an sh_log_level, or UNSET */
   int check;            /* --check given: compile only */
+  int watch;            /* --watch: reload when the script changes */
   int optend;           /* argv[1..optend-1]: the options and their values */
   int script;           /* index in argv of the script, or 0 */
   int first_arg;        /* index of the first script argument */
@@ -104,7 +105,9 @@ static const option options[] = {
   {"--log-level", NULL, "lvl", ARG_LEVEL, FIELD(log_level), UNSET,
    "debug, info (default), warn, error or off"},
   {"--grace", NULL, "s", ARG_NUMBER, FIELD(grace), UNSET,
-   "on SIGTERM/SIGINT, give handlers s seconds to finish\n(default 10)"},
+   "on SIGTERM/SIGINT or a reload, give handlers s\nseconds to finish (default 10)"},
+  {"--watch", NULL, NULL, ARG_NONE, FIELD(watch), 0,
+   "reload when the script or a module beside it\nchanges (as SIGHUP does)"},
   {"--budget", NULL, "s", ARG_NUMBER, FIELD(budget), DEFAULT_BUDGET,
    "stop a task that runs s seconds without yielding\n(default 1; 0: no limit)"},
   {"--watchdog", NULL, "s", ARG_NUMBER, FIELD(watchdog), UNSET,
@@ -193,7 +196,8 @@ static void usage (FILE *f) {
     "                   run busted specs in this host, with sockhost.test\n"
     "The script runs as a task: sockhost.connect, conn:read and the other\n"
     "blocking calls yield to the event loop. The process exits 0 when nothing\n"
-    "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM.\n",
+    "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM. SIGHUP\n"
+    "reloads the script without dropping a connection.\n",
     progname);
 }
 
@@ -242,7 +246,7 @@ static int take_option (opts *o, const option *op, const char *a, const char *v)
   case TO_HELP: usage(stdout); return 1;
   case TO_VERSION: printf("%s (%s, libevent)\n", SH_VERSION, LUA_RELEASE); return 1;
   case TO_CHECK: o->check = 1; return 0;
-  case TO_FIELD: break;
+  case TO_FIELD: if (op->kind != ARG_NONE) break; store(o, op, 1); return 0;   /* a flag */
   default: return 0;                           /* -e, -l: see load_chunks */
   }
   d = kinds[op->kind].read(v);
@@ -320,6 +324,7 @@ static void main_exit (shl_task *t, void *ctx) {
     sh_loop_stop(t->S->loop);
   } else if (t->state == TASK_DONE) {
     report_started();
+    shl_reload_started((shl_host *)ctx);
   }
 }
 
@@ -803,6 +808,7 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   }
   sh_loop_signal(H->loop, SIGINT, on_signal, H);
   sh_loop_signal(H->loop, SIGTERM, on_signal, H);
+  shl_reload_setup(H, o->script > 0 ? argv[o->script] : NULL, o->watch);
   if (shl_sched_watchdog(H->sched, o->watchdog != UNSET ? o->watchdog
                                    : WATCHDOG_TIMES * o->budget, H->grace) != 0)
     sh_log(SH_LOG_WARN, "cannot start the watchdog: %s; running without it", strerror(errno));
@@ -871,6 +877,7 @@ int main (int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   if (argc > 1 && strcmp(argv[1], "test") == 0) return run_tests(argc, argv);
+  shl_reload_init(argc, argv);                 /* sockets from a reload or systemd */
   if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
   if (o.log_level != UNSET) sh_log_set_level((sh_log_level)o.log_level);
   if (o.check) return check_only(argv, &o);

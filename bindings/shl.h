@@ -117,6 +117,8 @@ typedef struct shl_host {
   int exit_code;             /* for the executable: 1 after the main task failed */
   /* shutdown */
   int draining;              /* shutting down: stop accepting, let handlers end */
+  int handed_over;           /* a reload's new generation serves: a connection
+                             ** that has not had its first request still gets it */
   double grace;              /* seconds handlers get to finish on shutdown */
   sh_timer *grace_timer;     /* ends the grace period */
   /* shared by the objects */
@@ -248,6 +250,23 @@ void shl_shutdown_register(lua_State *L, int idx, int on);
 int shl_shutdown_lua(lua_State *L);
 int shl_on_shutdown(lua_State *L);
 int shl_on_signal(lua_State *L);
+/* Whether the script watches signal 'name' ("HUP") with a function. */
+int shl_signal_watched(lua_State *L, const char *name);
+/* Run the script's function for 'signum' in a task, if it has one (for a
+** signal the host watches itself: SIGHUP, see l_reload.c). */
+void shl_signal_deliver(shl_host *H, int signum);
+
+/* Reloading (l_reload.c). At start-up, before anything binds: the command
+** line to run again and the sockets inherited (a reload, systemd). */
+void shl_reload_init(int argc, char **argv);
+/* Once the host exists: SIGHUP reloads (unless the script watches it), and
+** 'watch' (--watch) reloads when 'script' or a module beside it changes. */
+void shl_reload_setup(shl_host *H, const char *script, int watch);
+/* The main chunk has run: tell the old generation and systemd we serve. */
+void shl_reload_started(shl_host *H);
+int shl_reload_lua(lua_State *L);        /* sockhost.reload() */
+/* Whether the host watches SIGHUP (and passes it to the script's function). */
+int shl_reload_owns_hup(void);
 
 /* ---------------- l_modules.c: Lua modules shipped inside ---------------- */
 /* Register them in package.preload; the module table at the top of the
