@@ -6,6 +6,8 @@
 ** run (shl_reload_started) it says so, and this one stops accepting and shuts
 ** down gracefully (--grace). A new generation that fails first changes
 ** nothing: this one keeps serving. */
+#include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -31,6 +33,9 @@ static struct {
   shl_host *H;
   int watch;                   /* --watch */
   int owns_hup;                /* SIGHUP comes to on_hup */
+  int worker;                  /* -w: this worker's number, else 0 */
+  int master_fd;               /* -w: the pipe to the master */
+  int master_pid;
   char script[PATH_MAX];       /* the script, as given; "" when none (standard input) */
   char dir[PATH_MAX];          /* its folder, resolved */
   char files[WATCH_MAX][NAME_MAX + 1];   /* --watch: the files in 'dir' that count */
@@ -60,6 +65,8 @@ static void on_handover (int ok, int pid, int status, double secs, void *ctx) {
            (int)getpid());
     sh_inherit_set_handed_over();
     H->handed_over = 1;
+    if (R.worker > 0 && dprintf(R.master_fd, "h%d\n", pid) < 0)
+      sh_log(SH_LOG_WARN, "reload: cannot tell the master: %s", strerror(errno));
     if (R.fs != NULL) { sh_fswatch_free(R.fs); R.fs = NULL; }
     shl_shutdown(H->L, H);
     return;
@@ -104,8 +111,8 @@ static void on_hup (int signum, void *ctx) {
 int shl_reload_lua (lua_State *L) {
   shl_host *H = shl_gethost(L);
   char err[160];
-  if (H->reuseport && getenv("SOCKHOST_WORKER") != NULL) {   /* -w: the master reloads */
-    if (kill(getppid(), SIGHUP) != 0) return shl_pushfail(L, "cannot signal the master");
+  if (R.worker > 0) {                             /* -w: the master reloads them all */
+    if (kill(R.master_pid, SIGHUP) != 0) return shl_pushfail(L, "cannot signal the master");
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -188,6 +195,47 @@ void shl_reload_setup (shl_host *H, const char *script, int watch) {
 }
 
 int shl_reload_owns_hup (void) { return R.owns_hup; }
+
+/* setenv(name, n) */
+static void setenv_int (const char *name, int n) {
+  char buf[24];
+  snprintf(buf, sizeof buf, "%d", n);
+  setenv(name, buf, 1);
+}
+
+void shl_reload_worker (int id, int fd, int master_pid) {
+  R.worker = id;
+  R.master_fd = fd;
+  R.master_pid = master_pid;
+  setenv_int("SOCKHOST_WORKER", id);         /* for the next generations */
+  setenv_int("SOCKHOST_WORKER_FD", fd);
+  setenv_int("SOCKHOST_MASTER_PID", master_pid);
+  sh_handover_keep_fd(fd);
+}
+
+int shl_reload_worker_of (int *fd) {
+  const char *w = getenv("SOCKHOST_WORKER"), *f = getenv("SOCKHOST_WORKER_FD");
+  const char *m = getenv("SOCKHOST_MASTER_PID");
+  int id = w != NULL ? atoi(w) : 0, pfd = f != NULL ? atoi(f) : -1;
+  if (id <= 0 || m == NULL || pfd < 0 || fcntl(pfd, F_SETFD, FD_CLOEXEC) != 0) return 0;
+  *fd = pfd;
+  shl_reload_worker(id, pfd, atoi(m));
+  return id;
+}
+
+int shl_reload_worker_pipe (int fd, int *started) {
+  char buf[256];
+  ssize_t n, i;
+  int pid = 0;
+  while ((n = read(fd, buf, sizeof buf - 1)) > 0) {
+    buf[n] = '\0';
+    for (i = 0; i < n; i++) {
+      if (buf[i] == 's') *started = 1;
+      if (buf[i] == 'h') pid = atoi(buf + i + 1);   /* the whole message comes in one write */
+    }
+  }
+  return pid;
+}
 
 void shl_reload_started (shl_host *H) {
   char state[64];

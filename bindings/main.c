@@ -510,14 +510,16 @@ typedef struct master {
 
 static int run_one(int argc, char **argv, const opts *o);
 
-/* In a worker: tell the master that the main chunk has run (once). */
+/* In a worker: tell the master that the main chunk has run (once). The
+** pipe stays open: a reload tells the master through it which process takes
+** the worker's place (l_reload.c). */
 static void report_started (void) {
+  static int reported;
   ssize_t r;
-  if (started_fd < 0) return;
+  if (started_fd < 0 || reported) return;
+  reported = 1;
   r = write(started_fd, "s", 1);
   (void)r;                                     /* the master reads it when we exit */
-  close(started_fd);
-  started_fd = -1;
 }
 
 /* In a new worker: die with the master, and check that it still lives, for
@@ -533,6 +535,7 @@ static void worker_setup (const master *m, int id, pid_t master_pid, int fd) {
   sigprocmask(SIG_SETMASK, &m->old, NULL);
   worker_id = id;
   started_fd = fd;
+  shl_reload_worker(id, fd, (int)master_pid);
 }
 
 /* Fork worker i; returns 0, or -1 if it could not (logged). */
@@ -611,13 +614,15 @@ static void how_ended (int ws, char *buf, size_t size) {
   else snprintf(buf, size, "exited with status %d", WEXITSTATUS(ws));
 }
 
-/* Whether the worker of s had started (and close its pipe). */
-static int had_started (slot *s, double now) {
-  char c;
-  int ok = read(s->started_fd, &c, 1) == 1 || now - s->born >= STARTUP_TIME;
+/* Whether the worker of s had started, and in *next the process a reload
+** gave its place to, or 0 (then its pipe is closed). */
+static int had_started (slot *s, double now, pid_t *next) {
+  int started = 0;
+  *next = shl_reload_worker_pipe(s->started_fd, &started);
+  if (*next > 0) return 1;
   close(s->started_fd);
   s->started_fd = -1;
-  return ok;
+  return started || now - s->born >= STARTUP_TIME;
 }
 
 /* The pause before restarting s after a failure; counts the failure. */
@@ -632,8 +637,15 @@ static double backoff (slot *s, double now) {
 /* Worker i, pid, ended with wait status ws. */
 static void worker_ended (master *m, int i, pid_t pid, int ws, double now) {
   slot *s = &m->slots[i];
-  int ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0, started = had_started(s, now);
+  pid_t next;
+  int ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0, started = had_started(s, now, &next);
   char how[48];
+  if (next > 0) {                              /* reloaded: its next generation serves */
+    sh_log(SH_LOG_INFO, "worker %d (pid %d) handed over to pid %d", i + 1, (int)pid, (int)next);
+    s->pid = next;
+    if (m->stopping) kill(next, SIGTERM);
+    return;
+  }
   s->pid = 0;
   m->live--;
   if (m->stopping) {                           /* ended by our SIGTERM, or failed */
@@ -728,6 +740,9 @@ static int master_init (master *m, int argc, char **argv, const opts *o) {
   if (m->slots == NULL) return -1;
   for (i = 0; i < m->n; i++) m->slots[i].started_fd = -1;
   block_signals(m);
+#ifdef __linux__
+  prctl(PR_SET_CHILD_SUBREAPER, 1);            /* a reload's new workers become ours */
+#endif
   return 0;
 }
 
@@ -881,7 +896,8 @@ int main (int argc, char **argv) {
   if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
   if (o.log_level != UNSET) sh_log_set_level((sh_log_level)o.log_level);
   if (o.check) return check_only(argv, &o);
-  if (o.workers > 1) return run_master(argc, argv, &o);
+  worker_id = shl_reload_worker_of(&started_fd);   /* a worker's next generation */
+  if (o.workers > 1 && worker_id == 0) return run_master(argc, argv, &o);
   return run_one(argc, argv, &o);
 }
 

@@ -265,6 +265,16 @@ void shl_reload_setup(shl_host *H, const char *script, int watch);
 /* The main chunk has run: tell the old generation and systemd we serve. */
 void shl_reload_started(shl_host *H);
 int shl_reload_lua(lua_State *L);        /* sockhost.reload() */
+/* -w: worker 'id', its pipe 'fd' to the master 'master_pid' (passed on to
+** the worker's next generations). */
+void shl_reload_worker(int id, int fd, int master_pid);
+/* In a worker's next generation: its number (0: not one) and in *fd its
+** pipe to the master. */
+int shl_reload_worker_of(int *fd);
+/* In the master: read what a worker wrote on its pipe ('s': started, set
+** *started; "h<pid>\n": a reload gave its place to pid); returns that pid,
+** or 0. */
+int shl_reload_worker_pipe(int fd, int *started);
 /* Whether the host watches SIGHUP (and passes it to the script's function). */
 int shl_reload_owns_hup(void);
 

@@ -22,6 +22,8 @@ static char **saved_argv;          /* the command line to run again */
 static char exe[PATH_MAX];         /* the executable */
 static int generation = 1;
 static int ready_fd = -1;          /* in a new generation: the pipe to the old one */
+static int kept[4];                /* sh_handover_keep_fd */
+static int nkept;
 
 typedef struct pending {
   sh_loop_item item;               /* freed with the loop if still waiting */
@@ -57,6 +59,10 @@ void sh_handover_init (int argc, char **argv) {
 }
 
 int sh_handover_generation (void) { return generation; }
+
+void sh_handover_keep_fd (int fd) {
+  if (nkept < (int)(sizeof kept / sizeof kept[0])) kept[nkept++] = fd;
+}
 int sh_handover_pending (void) { return cur != NULL; }
 
 void sh_handover_ready (void) {
@@ -100,6 +106,7 @@ static void exec_child (const int *fds, int n, int wfd, char **env) {
   sigset_t none;
   int i;
   for (i = 0; i < n; i++) fcntl(fds[i], F_SETFD, 0);
+  for (i = 0; i < nkept; i++) fcntl(kept[i], F_SETFD, 0);
   fcntl(wfd, F_SETFD, 0);
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);

@@ -22,6 +22,8 @@ typedef void (*sh_handover_fn)(int ok, int pid, int status, double secs, void *c
 ** process's place from the environment (SOCKHOST_READY_FD,
 ** SOCKHOST_GENERATION, removed from it). */
 void sh_handover_init(int argc, char **argv);
+/* Keep 'fd' open in the next generations too (not only the sockets). */
+void sh_handover_keep_fd(int fd);
 /* This process's generation: 1, then one more with each reload. */
 int sh_handover_generation(void);
 /* Start the next generation. Returns its pid, or -1 with a message in

@@ -210,4 +210,39 @@ print("serving")
     assert.equals("v2", c:receive("*l"))
     c:close()
   end)
+
+  it("-w 2: every worker is replaced, under load, nothing refused or reset", function()
+    local port, path = H.free_port(), H.tmpname(".lua")
+    local function src(v)
+      return script(v, port):gsub('print%("serving " .. V%)',
+        'print("serving " .. V .. " worker " .. sockhost.worker)')
+    end
+    H.writefile(path, src("v1"))
+    local proc = H.start("-w 2 --grace 5 " .. H.q(path))
+    finally(function() proc:stop() end)
+    proc:wait_output("serving v1 worker 2")
+    proc:wait_output("serving v1 worker 1")
+    local load, out = load_client(port, 4, 20)
+    local pos = 1
+    for k = 2, 4 do
+      H.writefile(path, src("v" .. k))
+      proc:signal("HUP")
+      for _ = 1, 2 do
+        local _, _, e = wait_err(proc, "worker %d %(pid %d+%) handed over to pid %d+", pos)
+        pos = e
+      end
+      H.socket.sleep(0.3)
+    end
+    assert.equals(0, load:wait(30))
+    local r = require("cjson").decode(H.readfile(out))
+    assert.same({}, r.errors)
+    assert.equals(0, r.refused + r.reset + r.cut + r.other + r.long_mixed)
+    assert.equals(r.short_tried, r.short_ok)
+    assert.is_true(r.first_seen.v4 ~= nil)
+    assert.matches("serving v4 worker 1", proc:stdout())
+    assert.matches("serving v4 worker 2", proc:stdout())
+    for _ = 1, 10 do assert.equals("v4", ask(port, "short")) end
+    assert.equals(0, proc:stop())                     -- the master stops the new workers
+    assert.is_nil((H.socket.connect("127.0.0.1", port)))
+  end)
 end)
