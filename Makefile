@@ -197,13 +197,30 @@ fuzz: deps bindings/modules_gen.c
 check-layers: $(OBJ) bindings/main.o
 	@sh spec/layers.sh . $(OBJ) bindings/main.o
 
+# Also the man page sockhost(1), the example scripts, and systemd units
+# (sockhost@.service, and sockhost-echo.socket/.service for socket
+# activation) with this PREFIX's paths.
+MANDIR  ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/sockhost
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UNITS    = sockhost@.service sockhost-echo.socket sockhost-echo.service
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4 $(DESTDIR)$(MANDIR)/man1 \
+	  $(DESTDIR)$(DATADIR)/scripts $(DESTDIR)$(UNITDIR)
 	install -m 755 sockhost $(DESTDIR)$(PREFIX)/bin/sockhost
 	install -m 755 sockhost.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
+	install -m 644 doc/sockhost.1 $(DESTDIR)$(MANDIR)/man1/sockhost.1
+	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/scripts/
+	for u in $(UNITS); do \
+	  sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@DATADIR@|$(DATADIR)|g' dist/$$u \
+	    > $(DESTDIR)$(UNITDIR)/$$u && chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/sockhost $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
+	rm -f $(DESTDIR)$(PREFIX)/bin/sockhost $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so \
+	  $(DESTDIR)$(MANDIR)/man1/sockhost.1
+	rm -rf $(DESTDIR)$(DATADIR)
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 
 clean:
 	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \

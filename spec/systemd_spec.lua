@@ -157,4 +157,35 @@ print("serving")
     assert.equals("ok", c:receive("*l"))
     c:close()
   end)
+
+  it("make install: the man page names every option --help lists and the signals; scripts; units with PREFIX's paths", function()
+    local dest = H.tmpname(".inst")
+    local _, rc = H.sh_cmd(("make -s install DESTDIR=%s PREFIX=/usr > /dev/null 2>&1"):format(H.q(dest)))
+    assert.equals(0, rc)
+    local man = assert(H.readfile(dest .. "/usr/share/man/man1/sockhost.1"))
+    local help = H.exec("--help")
+    local n = 0
+    for opt in help:gmatch("\n  (%-[%w-]*)") do
+      local esc, found = opt:gsub("%-", "\\-"), false      -- roff's "\-" for each "-"
+      for _, after in ipairs({" ", ",", "\"", "\n"}) do
+        found = found or man:find("\n.B " .. esc .. after, 1, true) or man:find("\n.BI " .. esc .. after, 1, true)
+          or man:find("\n.BI \"" .. esc .. after, 1, true) or man:find(", " .. esc .. after, 1, true)
+      end
+      assert(found, opt .. " is not in the man page")
+      n = n + 1
+    end
+    assert.is_true(n >= 18, n .. " options")
+    for _, word in ipairs({"SIGHUP", "SIGTERM", "EXIT STATUS", "NOTIFY_SOCKET", "LISTEN_FDS"}) do
+      assert.matches(word, man, 1, true)
+    end
+    assert(H.readfile(dest .. "/usr/share/sockhost/scripts/echo.lua"))
+    local unit = assert(H.readfile(dest .. "/usr/lib/systemd/system/sockhost@.service"))
+    assert.matches("Type=notify", unit, 1, true)
+    assert.matches("ExecStart=/usr/bin/sockhost /etc/sockhost/%i.lua", unit, 1, true)
+    assert.matches("ExecReload=/bin/kill -HUP $MAINPID", unit, 1, true)
+    local echo = assert(H.readfile(dest .. "/usr/lib/systemd/system/sockhost-echo.service"))
+    assert.matches("/usr/share/sockhost/scripts/echo.lua", echo, 1, true)
+    assert(H.readfile(dest .. "/usr/lib/systemd/system/sockhost-echo.socket"))
+    os.execute("rm -rf " .. H.q(dest))
+  end)
 end)
