@@ -85,7 +85,7 @@ describe("--watch", function()
     local pid, pos = proc.pid, 1
     finally(function() stop_pid(pid); proc:stop() end)
     local out = H.tmpname(".json")
-    local load = H.launch(("timeout -s KILL 30 python3 -u spec/fixtures/reload_load.py %d 5 30 %s")
+    local load = H.launch(("timeout -s KILL 80 python3 -u spec/fixtures/reload_load.py %d 60 30 %s")
       :format(port, out), "load client")
     load:wait_output("running", 10)
     local written = {}
@@ -99,6 +99,8 @@ describe("--watch", function()
       assert.is_true(tonumber(ms) < 1000)
       H.socket.sleep(0.4)
     end
+    H.socket.sleep(1)
+    H.writefile(out .. ".stop", "")
     assert.equals(0, load:wait(30))
     local r = require("cjson").decode(H.readfile(out))
     assert.same({}, r.errors)
