@@ -32,7 +32,6 @@
 static struct {
   shl_host *H;
   int watch;                   /* --watch */
-  int owns_hup;                /* SIGHUP comes to on_hup */
   int worker;                  /* -w: this worker's number, else 0 */
   int master_fd;               /* -w: the pipe to the master */
   int master_pid;
@@ -191,10 +190,8 @@ void shl_reload_setup (shl_host *H, const char *script, int watch) {
   if (sh_loop_signal(H->loop, SIGHUP, on_hup, H) != 0)
     sh_log(SH_LOG_WARN, "cannot watch SIGHUP: reloading only with sockhost.reload()");
   else
-    R.owns_hup = 1;
+    H->owns_hup = 1;
 }
-
-int shl_reload_owns_hup (void) { return R.owns_hup; }
 
 /* setenv(name, n) */
 static void setenv_int (const char *name, int n) {

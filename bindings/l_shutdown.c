@@ -136,7 +136,7 @@ int shl_on_signal (lua_State *L) {
   shl_host *H = shl_gethost(L);
   int i = luaL_checkoption(L, 1, NULL, signal_names);
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (signal_numbers[i] == SIGHUP && shl_reload_owns_hup()) {
+  if (signal_numbers[i] == SIGHUP && H->owns_hup) {
     signal_installed[i] = 1;                     /* it comes through shl_signal_deliver */
   } else if (!signal_installed[i]) {
     signal(signal_numbers[i], SIG_IGN);          /* until the loop's watcher is in */

@@ -117,6 +117,8 @@ typedef struct shl_host {
   int exit_code;             /* for the executable: 1 after the main task failed */
   /* shutdown */
   int draining;              /* shutting down: stop accepting, let handlers end */
+  int owns_hup;              /* SIGHUP reloads (l_reload.c), and comes to the
+                             ** script's on_signal("HUP") through it */
   int handed_over;           /* a reload's new generation serves: a connection
                              ** that has not had its first request still gets it */
   double grace;              /* seconds handlers get to finish on shutdown */
@@ -275,8 +277,6 @@ int shl_reload_worker_of(int *fd);
 ** *started; "h<pid>\n": a reload gave its place to pid); returns that pid,
 ** or 0. */
 int shl_reload_worker_pipe(int fd, int *started);
-/* Whether the host watches SIGHUP (and passes it to the script's function). */
-int shl_reload_owns_hup(void);
 
 /* ---------------- l_modules.c: Lua modules shipped inside ---------------- */
 /* Register them in package.preload; the module table at the top of the
