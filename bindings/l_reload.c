@@ -40,6 +40,8 @@ static struct {
   char files[WATCH_MAX][NAME_MAX + 1];   /* --watch: the files in 'dir' that count */
   int nfiles;
   sh_fswatch *fs;
+  int started;                 /* the main chunk has run */
+  int changed;                 /* --watch: a change came before that */
   char why[300];               /* what asked for the reload under way */
 } R;
 
@@ -132,6 +134,11 @@ static int watched (const char *name, void *ctx) {
 static void on_change (const char *name, void *ctx) {
   char why[NAME_MAX + 40];
   snprintf(why, sizeof why, "--watch: %s changed", name);
+  if (!R.started) {                               /* reloaded once it serves */
+    snprintf(R.why, sizeof R.why, "%s", why);
+    R.changed = 1;
+    return;
+  }
   reload_or_log(ctx, why);
 }
 
@@ -170,16 +177,24 @@ static void follow_modules (lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* --watch, before the script runs: its folder, and the script in it. */
 static void watch_start (shl_host *H) {
   char err[PATH_MAX + 80], real[PATH_MAX];
-  int i;
-  if (realpath(R.script, real) == NULL) return;
+  if (realpath(R.script, real) == NULL) {
+    sh_log(SH_LOG_WARN, "--watch: cannot watch %s", R.script);
+    return;
+  }
   snprintf(R.dir, sizeof R.dir, "%s", dirname(real));
   R.nfiles = 0;
   follow(R.script);
-  follow_modules(H->L);
   R.fs = sh_fswatch_new(H->loop, R.dir, WATCH_QUIET, watched, on_change, H, err, sizeof err);
-  if (R.fs == NULL) { sh_log(SH_LOG_WARN, "--watch: cannot watch %s", err); return; }
+  if (R.fs == NULL) sh_log(SH_LOG_WARN, "--watch: cannot watch %s", err);
+}
+
+/* --watch, once the main chunk has run: the modules it loaded too. */
+static void watch_modules (shl_host *H) {
+  int i;
+  follow_modules(H->L);
   for (i = 0; i < R.nfiles; i++) sh_log(SH_LOG_DEBUG, "--watch: %s/%s", R.dir, R.files[i]);
 }
 
@@ -187,6 +202,7 @@ void shl_reload_setup (shl_host *H, const char *script, int watch) {
   R.H = H;
   R.watch = watch;
   snprintf(R.script, sizeof R.script, "%s", script != NULL ? script : "");
+  if (watch && R.script[0] != '\0') watch_start(H);
   if (sh_loop_signal(H->loop, SIGHUP, on_hup, H) != 0)
     sh_log(SH_LOG_WARN, "cannot watch SIGHUP: reloading only with sockhost.reload()");
   else
@@ -245,5 +261,11 @@ void shl_reload_started (shl_host *H) {
   sh_handover_ready();
   snprintf(state, sizeof state, "READY=1\nMAINPID=%d", (int)getpid());
   sh_notify(state);
-  if (R.watch && R.fs == NULL && !H->draining) watch_start(H);
+  R.started = 1;
+  if (R.fs != NULL) watch_modules(H);
+  if (R.changed && !H->draining) {
+    char why[sizeof R.why];
+    snprintf(why, sizeof why, "%s", R.why);
+    reload_or_log(H, why);
+  }
 }
