@@ -31,7 +31,6 @@
 
 static struct {
   shl_host *H;
-  int watch;                   /* --watch */
   int worker;                  /* -w: this worker's number, else 0 */
   int master_fd;               /* -w: the pipe to the master */
   int master_pid;
@@ -200,7 +199,6 @@ static void watch_modules (shl_host *H) {
 
 void shl_reload_setup (shl_host *H, const char *script, int watch) {
   R.H = H;
-  R.watch = watch;
   snprintf(R.script, sizeof R.script, "%s", script != NULL ? script : "");
   if (watch && R.script[0] != '\0') watch_start(H);
   if (sh_loop_signal(H->loop, SIGHUP, on_hup, H) != 0)
