@@ -475,7 +475,7 @@ static void raise_fd_limit (void) {
 ** asks the kernel to kill it with its master (PR_SET_PDEATHSIG). */
 
 static int worker_id = 0;      /* 1..n in a worker process, 0 otherwise */
-static int started_fd = -1;    /* in a worker: the pipe to the master, until written */
+static int started_fd = -1;    /* in a worker: the pipe to the master */
 
 #define RESTART_FIRST 0.1      /* seconds before the first restart of a failed worker */
 #define RESTART_MAX 30.0       /* ... doubling while it keeps failing, up to this */
