@@ -121,6 +121,8 @@ describe("reload", function()
   for _, case in ipairs({
     {"a syntax error", "local x = = 1\n", ":%d+: unexpected symbol near '='"},
     {"an error raised at start-up", "error('no database')\n", ":%d+: no database"},
+    {"an error raised at start-up after it yielded (its listener took the socket meanwhile)",
+     "sockhost.sleep(0.5) error('too late')\n", ":%d+: too late"},
   }) do
     it("to a version with " .. case[1] .. ": the old one keeps serving, the error is printed with its line", function()
       local port, path = H.free_port(), H.tmpname(".lua")
@@ -144,6 +146,24 @@ describe("reload", function()
       assert.is_nil(proc:exited())
     end)
   end
+
+  it("a connection the old generation accepted before its first request is still served by it", function()
+    local port, path = H.free_port(), H.tmpname(".lua")
+    H.writefile(path, script("v1", port))
+    local proc = start(path)
+    local pid = proc.pid
+    finally(function() stop_pid(pid); proc:stop() end)
+    local early = H.tcp("127.0.0.1", port, 5)           -- accepted; its request not sent yet
+    assert.equals("v1", ask(port, "short"))             -- so the accept has surely happened
+    H.writefile(path, script("v2", port))
+    proc:signal("HUP")
+    pid = tonumber((wait_err(proc, "reload: generation 2 %(pid (%d+)%) serving")))
+    H.socket.sleep(0.2)
+    early:send("short\n")
+    assert.equals("v1", early:receive("*l"))
+    early:close()
+    assert.equals("v2", ask(port, "short"))
+  end)
 
   it("sockhost.reload() from the script; a script's own on_signal('HUP') keeps SIGHUP", function()
     local port, path = H.free_port(), H.tmpname(".lua")
