@@ -39,13 +39,15 @@ LIBS_TLS      = $(shell pkg-config --libs libevent_openssl openssl)
 CORE_OBJ = core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_stream_sock.o core/sh_stream_bev.o core/sh_net.o core/sh_timer.o core/sh_log.o \
            core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o core/sh_proxy.o \
-           core/sh_collector.o core/sh_admin_client.o
+           core/sh_collector.o core/sh_admin_client.o \
+           core/sh_inherit.o core/sh_handover.o core/sh_notify.o core/sh_fswatch.o
 BIND_OBJ = bindings/l_opts.o bindings/l_host.o bindings/l_sched.o bindings/l_task.o bindings/l_conn.o \
            bindings/l_listener.o bindings/l_timer.o bindings/l_sockhost.o \
            bindings/l_resolve.o bindings/l_udp.o bindings/l_shutdown.o \
            bindings/l_modules.o bindings/modules_gen.o bindings/l_http.o bindings/l_test.o \
            bindings/l_address.o bindings/l_channel.o bindings/l_event.o bindings/l_select.o \
-           bindings/l_stats.o bindings/l_report.o bindings/l_admin.o
+           bindings/l_stats.o bindings/l_report.o bindings/l_admin.o \
+           bindings/l_reload.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 # Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
 LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
@@ -210,13 +212,30 @@ fuzz: deps bindings/modules_gen.c
 check-layers: $(OBJ) bindings/main.o
 	@sh spec/layers.sh . $(OBJ) bindings/main.o
 
+# Also the man page sockhost(1), the example scripts, and systemd units
+# (sockhost@.service, and sockhost-echo.socket/.service for socket
+# activation) with this PREFIX's paths.
+MANDIR  ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/sockhost
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UNITS    = sockhost@.service sockhost-echo.socket sockhost-echo.service
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4 $(DESTDIR)$(MANDIR)/man1 \
+	  $(DESTDIR)$(DATADIR)/scripts $(DESTDIR)$(UNITDIR)
 	install -m 755 sockhost $(DESTDIR)$(PREFIX)/bin/sockhost
 	install -m 755 sockhost.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
+	install -m 644 doc/sockhost.1 $(DESTDIR)$(MANDIR)/man1/sockhost.1
+	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/scripts/
+	for u in $(UNITS); do \
+	  sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@DATADIR@|$(DATADIR)|g' dist/$$u \
+	    > $(DESTDIR)$(UNITDIR)/$$u && chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/sockhost $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
+	rm -f $(DESTDIR)$(PREFIX)/bin/sockhost $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so \
+	  $(DESTDIR)$(MANDIR)/man1/sockhost.1
+	rm -rf $(DESTDIR)$(DATADIR)
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 
 clean:
 	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \

@@ -64,6 +64,7 @@ struct lconn {
   shl_host *H;
   conn_state state;      /* open, in starttls's handshake, or closed */
   int tracked;           /* on H->accepted */
+  int served;            /* a read has returned: later ones wait for a new request */
   shl_waitq readers;     /* the task parked in a read (one at a time) */
   shl_waitq writers;     /* writers in turn; the head is writing */
   double timeout;        /* seconds for each blocking call; < 0: none */
@@ -271,6 +272,7 @@ static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
   lc->scanned = 0;
   n = try_read(L, lc);
   if (n >= 0) {
+    lc->served = 1;
     sh_stream_partial(lc->s, 0);
     if (lc->cut[0] != '\0') cut_now(lc);
     return k != NULL ? k(L, LUA_OK, 0) : n;
@@ -712,6 +714,7 @@ static void on_stream (sh_stream *s, int what, void *ctx) {
     lua_checkstack(t->co, 4);
     n = try_read(t->co, lc);
     if (n >= 0) {
+      lc->served = 1;
       reader_done(lc);
       shl_unpark(t);
       if (lc->cut[0] != '\0') cut_now(lc);   /* its reader is out of the queue */
@@ -838,7 +841,7 @@ static void uncount (lconn *lc) {
 /* Waiting for a new request on an accepted conn while shutting down? */
 static int drain_now (lconn *lc) {
   return lc->H->draining && lc->counter != NULL && lc->s != NULL &&
-         sh_stream_inlen(lc->s) == 0;
+         sh_stream_inlen(lc->s) == 0 && (lc->served || !lc->H->handed_over);
 }
 
 void shl_conn_drain_idle (shl_host *H) {

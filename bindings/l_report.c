@@ -23,6 +23,7 @@
 #define MAX_WAITERS 64          /* tasks waiting for the sum at once */
 #define SUM_TIMEOUT 5.0         /* seconds a task waits for it */
 #define MAX_UNSENT (1u << 20)   /* a report not taken yet: no new one */
+#define FINAL_LINGER 2.0        /* seconds the last report may take to go out */
 
 typedef struct reporter {
   shl_pending node;             /* cancelled at lua_close */
@@ -104,6 +105,22 @@ static void report (reporter *r, unsigned long seq) {
   iov[1].iov_len = len;
   if (sh_stream_write(r->s, iov, 2, iov[0].iov_len + len + MAX_UNSENT) < 0) end_reporter(r);
   lua_pop(L, 1);
+}
+
+/* The process is ending (its loop has stopped; the state is still whole):
+** a last report, unasked, with everything counted since the last ask, then
+** the stream closes once it is sent (lua_close delivers closing streams).
+** The collector folds it into its base when the connection ends, so a
+** reload or a graceful stop loses nothing. */
+void shl_report_final (lua_State *L) {
+  reporter *r = the_reporter;
+  (void)L;
+  if (r == NULL || r->s == NULL) return;
+  report(r, 0);
+  if (r->s == NULL) return;
+  sh_stream_close(r->s, FINAL_LINGER);
+  r->s = NULL;
+  wake_all(r, NULL, 0, "the metrics collector is gone");
 }
 
 /* Take the whole messages in the input: asks, and sums. */

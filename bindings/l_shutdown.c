@@ -111,6 +111,11 @@ int shl_on_shutdown (lua_State *L) {
 static const char *const signal_names[] = {"HUP", "USR1", "USR2", NULL};
 static const int signal_numbers[] = {SIGHUP, SIGUSR1, SIGUSR2};
 static int signal_installed[3];
+static void on_script_signal(int signum, void *ctx);
+
+void shl_signal_deliver (shl_host *H, int signum) {
+  on_script_signal(signum, H);
+}
 
 static void on_script_signal (int signum, void *ctx) {
   shl_host *H = ctx;
@@ -131,7 +136,9 @@ int shl_on_signal (lua_State *L) {
   shl_host *H = shl_gethost(L);
   int i = luaL_checkoption(L, 1, NULL, signal_names);
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (!signal_installed[i]) {
+  if (signal_numbers[i] == SIGHUP && H->owns_hup) {
+    signal_installed[i] = 1;                     /* it comes through shl_signal_deliver */
+  } else if (!signal_installed[i]) {
     signal(signal_numbers[i], SIG_IGN);          /* until the loop's watcher is in */
     if (sh_loop_signal(H->loop, signal_numbers[i], on_script_signal, H) != 0)
       return luaL_error(L, "cannot watch signal %s", signal_names[i]);
@@ -141,4 +148,12 @@ int shl_on_signal (lua_State *L) {
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, signal_names[i]);
   return 0;
+}
+
+int shl_signal_watched (lua_State *L, const char *name) {
+  int yes;
+  push_table(L, &SIGNALS_KEY);
+  yes = lua_getfield(L, -1, name) == LUA_TFUNCTION;
+  lua_pop(L, 2);
+  return yes;
 }

@@ -104,7 +104,8 @@ static const luaL_Reg funcs[] = {
   {"after", shl_after}, {"every", shl_every}, {"now", l_now}, {"stop", l_stop},
   {"run", l_run}, {"log", l_log}, {"log_level", l_log_level}, {"resolve", shl_resolve}, {"resolver", shl_setresolver},
   {"udp", shl_udp}, {"shutdown", shl_shutdown_lua}, {"on_shutdown", shl_on_shutdown},
-  {"on_signal", shl_on_signal}, {"select", shl_select}, {"stats", shl_stats},
+  {"on_signal", shl_on_signal}, {"reload", shl_reload_lua}, {"select", shl_select},
+  {"stats", shl_stats},
   {"spawn", NULL}, {"channel", NULL}, {"event", NULL}, {NULL, NULL}
 };
 

@@ -62,6 +62,7 @@ typedef struct opts {
   const char *admin;    /* --admin address, or NULL */
   int log_level;        /* --log-level: an sh_log_level, or UNSET */
   int check;            /* --check given: compile only */
+  int watch;            /* --watch: reload when the script changes */
   int optend;           /* argv[1..optend-1]: the options and their values */
   int script;           /* index in argv of the script, or 0 */
   int first_arg;        /* index of the first script argument */
@@ -109,7 +110,9 @@ static const option options[] = {
   {"--log-level", NULL, "lvl", ARG_LEVEL, FIELD(log_level), UNSET,
    "debug, info (default), warn, error or off"},
   {"--grace", NULL, "s", ARG_NUMBER, FIELD(grace), UNSET,
-   "on SIGTERM/SIGINT, give handlers s seconds to finish\n(default 10)"},
+   "on SIGTERM/SIGINT or a reload, give handlers s\nseconds to finish (default 10)"},
+  {"--watch", NULL, NULL, ARG_NONE, FIELD(watch), 0,
+   "reload when the script or a module beside it\nchanges (as SIGHUP does)"},
   {"--budget", NULL, "s", ARG_NUMBER, FIELD(budget), DEFAULT_BUDGET,
    "stop a task that runs s seconds without yielding\n(default 1; 0: no limit)"},
   {"--watchdog", NULL, "s", ARG_NUMBER, FIELD(watchdog), UNSET,
@@ -205,7 +208,8 @@ static void usage (FILE *f) {
     "                   (--admin); without one, read commands from stdin\n"
     "The script runs as a task: sockhost.connect, conn:read and the other\n"
     "blocking calls yield to the event loop. The process exits 0 when nothing\n"
-    "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM.\n",
+    "is left to wait for, on sockhost.stop(), or on SIGINT/SIGTERM. SIGHUP\n"
+    "reloads the script without dropping a connection.\n",
     progname, progname);
 }
 
@@ -255,7 +259,7 @@ static int take_option (opts *o, const option *op, const char *a, const char *v)
   case TO_VERSION: printf("%s (%s, libevent)\n", SH_VERSION, LUA_RELEASE); return 1;
   case TO_CHECK: o->check = 1; return 0;
   case TO_TEXT: *(const char **)(void *)((char *)o + op->field) = v; return 0;
-  case TO_FIELD: break;
+  case TO_FIELD: if (op->kind != ARG_NONE) break; store(o, op, 1); return 0;   /* a flag */
   default: return 0;                           /* -e, -l: see load_chunks */
   }
   d = kinds[op->kind].read(v);
@@ -333,6 +337,7 @@ static void main_exit (shl_task *t, void *ctx) {
     sh_loop_stop(t->S->loop);
   } else if (t->state == TASK_DONE) {
     report_started();
+    shl_reload_started((shl_host *)ctx);
   }
 }
 
@@ -485,7 +490,7 @@ static void raise_fd_limit (void) {
 ** asks the kernel to kill it with its master (PR_SET_PDEATHSIG). */
 
 static int worker_id = 0;      /* 1..n in a worker process, 0 otherwise */
-static int started_fd = -1;    /* in a worker: the pipe to the master, until written */
+static int started_fd = -1;    /* in a worker: the pipe to the master */
 
 #define RESTART_FIRST 0.1      /* seconds before the first restart of a failed worker */
 #define RESTART_MAX 30.0       /* ... doubling while it keeps failing, up to this */
@@ -520,14 +525,16 @@ typedef struct master {
 
 static int run_one(int argc, char **argv, const opts *o);
 
-/* In a worker: tell the master that the main chunk has run (once). */
+/* In a worker: tell the master that the main chunk has run (once). The
+** pipe stays open: a reload tells the master through it which process takes
+** the worker's place (l_reload.c). */
 static void report_started (void) {
+  static int reported;
   ssize_t r;
-  if (started_fd < 0) return;
+  if (started_fd < 0 || reported) return;
+  reported = 1;
   r = write(started_fd, "s", 1);
   (void)r;                                     /* the master reads it when we exit */
-  close(started_fd);
-  started_fd = -1;
 }
 
 /* In a new worker: die with the master, and check that it still lives, for
@@ -543,6 +550,7 @@ static void worker_setup (const master *m, int id, pid_t master_pid, int fd) {
   sigprocmask(SIG_SETMASK, &m->old, NULL);
   worker_id = id;
   started_fd = fd;
+  shl_reload_worker(id, fd, (int)master_pid);
 }
 
 /* Fork worker i; returns 0, or -1 if it could not (logged). */
@@ -621,13 +629,15 @@ static void how_ended (int ws, char *buf, size_t size) {
   else snprintf(buf, size, "exited with status %d", WEXITSTATUS(ws));
 }
 
-/* Whether the worker of s had started (and close its pipe). */
-static int had_started (slot *s, double now) {
-  char c;
-  int ok = read(s->started_fd, &c, 1) == 1 || now - s->born >= STARTUP_TIME;
+/* Whether the worker of s had started, and in *next the process a reload
+** gave its place to, or 0 (then its pipe is closed). */
+static int had_started (slot *s, double now, pid_t *next) {
+  int started = 0;
+  *next = shl_reload_worker_pipe(s->started_fd, &started);
+  if (*next > 0) return 1;
   close(s->started_fd);
   s->started_fd = -1;
-  return ok;
+  return started || now - s->born >= STARTUP_TIME;
 }
 
 /* The pause before restarting s after a failure; counts the failure. */
@@ -642,8 +652,15 @@ static double backoff (slot *s, double now) {
 /* Worker i, pid, ended with wait status ws. */
 static void worker_ended (master *m, int i, pid_t pid, int ws, double now) {
   slot *s = &m->slots[i];
-  int ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0, started = had_started(s, now);
+  pid_t next;
+  int ok = WIFEXITED(ws) && WEXITSTATUS(ws) == 0, started = had_started(s, now, &next);
   char how[48];
+  if (next > 0) {                              /* reloaded: its next generation serves */
+    sh_log(SH_LOG_INFO, "worker %d (pid %d) handed over to pid %d", i + 1, (int)pid, (int)next);
+    s->pid = next;
+    if (m->stopping) kill(next, SIGTERM);
+    return;
+  }
   s->pid = 0;
   m->live--;
   if (m->stopping) {                           /* ended by our SIGTERM, or failed */
@@ -738,6 +755,9 @@ static int master_init (master *m, int argc, char **argv, const opts *o) {
   if (m->slots == NULL) return -1;
   for (i = 0; i < m->n; i++) m->slots[i].started_fd = -1;
   block_signals(m);
+#ifdef __linux__
+  prctl(PR_SET_CHILD_SUBREAPER, 1);            /* a reload's new workers become ours */
+#endif
   return 0;
 }
 
@@ -766,10 +786,12 @@ static int run_master (int argc, char **argv, const opts *o) {
   int i;
   if (precheck(argv, o) != 0) return 1;
   if (master_init(&m, argc, argv, o) != 0) return fail("out of memory");
-  sh_log(SH_LOG_INFO, "master %d: %d workers", (int)getpid(), m.n);
-  sh_log(SH_LOG_WARN, "-w %d: each worker runs its own copy of the script, with state of its "
-         "own (tables, rooms, caches); a client reaches any one of them. Share state "
-         "through a store outside the process (Redis, a database)", m.n);
+  sh_log(m.n > 1 ? SH_LOG_INFO : SH_LOG_DEBUG, "master %d: %d worker%s", (int)getpid(), m.n,
+         m.n == 1 ? "" : "s");                   /* one: --metrics's own master */
+  if (m.n > 1)
+    sh_log(SH_LOG_WARN, "-w %d: each worker runs its own copy of the script, with state of its "
+           "own (tables, rooms, caches); a client reaches any one of them. Share state "
+           "through a store outside the process (Redis, a database)", m.n);
   for (i = 0; i < m.n && !m.stopping; i++) {   /* no more forks once one failed */
     start_slot(&m, i, sh_now_real());
     reap(&m, sh_now_real());
@@ -811,7 +833,8 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   apply_limits(H, o);
   memctl_sched = H->sched;
   shl_report_start(L, H, worker_id);          /* --metrics: answer the collector */
-  if (o->admin != NULL && shl_admin_start(L, o->admin, worker_id) != 0) return 1;
+  if (o->admin != NULL && shl_admin_start(L, o->admin, o->workers > 1 ? worker_id : 0) != 0)
+    return 1;                                 /* PATH.N only when there are several */
   if (worker_id > 0) {
     lua_getglobal(L, "sockhost");
     lua_pushinteger(L, worker_id);
@@ -820,6 +843,7 @@ static int run (lua_State *L, int argc, char **argv, const opts *o) {
   }
   sh_loop_signal(H->loop, SIGINT, on_signal, H);
   sh_loop_signal(H->loop, SIGTERM, on_signal, H);
+  shl_reload_setup(H, o->script > 0 ? argv[o->script] : NULL, o->watch);
   if (shl_sched_watchdog(H->sched, o->watchdog != UNSET ? o->watchdog
                                    : WATCHDOG_TIMES * o->budget, H->grace) != 0)
     sh_log(SH_LOG_WARN, "cannot start the watchdog: %s; running without it", strerror(errno));
@@ -889,14 +913,17 @@ int main (int argc, char **argv) {
   raise_fd_limit();
   if (argc > 1 && strcmp(argv[1], "test") == 0) return run_tests(argc, argv);
   if (argc > 1 && strcmp(argv[1], "admin") == 0) return sh_admin_client(progname, argc - 2, argv + 2);
+  shl_reload_init(argc, argv);                 /* sockets from a reload or systemd */
   if ((status = parse_args(argc, argv, &o)) != 0) return status < 0 ? 1 : 0;
   if (o.log_level != UNSET) sh_log_set_level((sh_log_level)o.log_level);
   if (o.check) return check_only(argv, &o);
-  if (o.metrics != NULL) {                     /* the collector, before any fork */
+  worker_id = shl_reload_worker_of(&started_fd);   /* a worker's next generation */
+  if (o.metrics != NULL && worker_id == 0) {   /* the collector, before any fork */
     char err[300];
     if (sh_collector_start(o.metrics, err, sizeof err) != 0) return fail(err);
   }
-  if (o.workers > 1) return run_master(argc, argv, &o);
+  if (o.metrics != NULL && o.workers < 1) o.workers = 1;   /* the collector outlives reloads */
+  if ((o.workers > 1 || o.metrics != NULL) && worker_id == 0) return run_master(argc, argv, &o);
   return run_one(argc, argv, &o);
 }
 
@@ -909,6 +936,7 @@ static int run_one (int argc, char **argv, const opts *o) {
   lua_atpanic(L, l_panic);
   lua_setwarnf(L, l_warn, L);
   status = run(L, argc, argv, o);
+  shl_report_final(L);                         /* --metrics: what was counted last */
   lua_close(L);                                /* flushes closing connections */
   return status;
 }

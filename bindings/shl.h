@@ -132,6 +132,10 @@ typedef struct shl_host {
   void *listeners;           /* open listeners (l_listener.c's list) */
   /* shutdown */
   int draining;              /* shutting down: stop accepting, let handlers end */
+  int owns_hup;              /* SIGHUP reloads (l_reload.c), and comes to the
+                             ** script's on_signal("HUP") through it */
+  int handed_over;           /* a reload's new generation serves: a connection
+                             ** that has not had its first request still gets it */
   double grace;              /* seconds handlers get to finish on shutdown */
   sh_timer *grace_timer;     /* ends the grace period */
   /* shared by the objects */
@@ -266,6 +270,31 @@ void shl_shutdown_register(lua_State *L, int idx, int on);
 int shl_shutdown_lua(lua_State *L);
 int shl_on_shutdown(lua_State *L);
 int shl_on_signal(lua_State *L);
+/* Whether the script watches signal 'name' ("HUP") with a function. */
+int shl_signal_watched(lua_State *L, const char *name);
+/* Run the script's function for 'signum' in a task, if it has one (for a
+** signal the host watches itself: SIGHUP, see l_reload.c). */
+void shl_signal_deliver(shl_host *H, int signum);
+
+/* Reloading (l_reload.c). At start-up, before anything binds: the command
+** line to run again and the sockets inherited (a reload, systemd). */
+void shl_reload_init(int argc, char **argv);
+/* Once the host exists: SIGHUP reloads (unless the script watches it), and
+** 'watch' (--watch) reloads when 'script' or a module beside it changes. */
+void shl_reload_setup(shl_host *H, const char *script, int watch);
+/* The main chunk has run: tell the old generation and systemd we serve. */
+void shl_reload_started(shl_host *H);
+int shl_reload_lua(lua_State *L);        /* sockhost.reload() */
+/* -w: worker 'id', its pipe 'fd' to the master 'master_pid' (passed on to
+** the worker's next generations). */
+void shl_reload_worker(int id, int fd, int master_pid);
+/* In a worker's next generation: its number (0: not one) and in *fd its
+** pipe to the master. */
+int shl_reload_worker_of(int *fd);
+/* In the master: read what a worker wrote on its pipe ('s': started, set
+** *started; "h<pid>\n": a reload gave its place to pid); returns that pid,
+** or 0. */
+int shl_reload_worker_pipe(int fd, int *started);
 
 /* ---------------- l_modules.c: Lua modules shipped inside ---------------- */
 /* Register them in package.preload; the module table at the top of the
@@ -396,6 +425,8 @@ int shl_admin_start(lua_State *L, const char *addr, int worker);
 ** this process's loop, if a collector runs; 'worker' is sockhost.worker
 ** (0: a single process). */
 void shl_report_start(lua_State *L, shl_host *H, int worker);
+/* --metrics: the process is ending: send a last report (before lua_close). */
+void shl_report_final(lua_State *L);
 /* sockhost.stats{ all = true }: the sum of every process's metrics, a
 ** table by sample ("name{labels}" = value); a task parks until the
 ** collector sends it. */

@@ -597,6 +597,7 @@ int sh_collector_start (const char *addr, char *err, size_t errlen) {
   atexit(remove_file);
   C.namelen = (size_t)snprintf(C.name, sizeof C.name, "sockhost-metrics-%d-%ld", (int)getpid(),
                                (long)now_mono());
+  setenv(SH_COLLECTOR_ENV, C.name, 1);          /* for a reload's exec'd workers */
   memset(&un, 0, sizeof un);
   un.sun_family = AF_UNIX;
   memcpy(un.sun_path + 1, C.name, C.namelen);
@@ -620,7 +621,13 @@ int sh_collector_start (const char *addr, char *err, size_t errlen) {
 int sh_collector_connect (void) {
   struct sockaddr_un un;
   int fd;
-  if (C.namelen == 0) return -1;
+  if (C.namelen == 0) {                         /* exec'd by a reload: from the environment */
+    const char *name = getenv(SH_COLLECTOR_ENV);
+    size_t len = name != NULL ? strlen(name) : 0;
+    if (len == 0 || len >= sizeof C.name) return -1;
+    memcpy(C.name, name, len);
+    C.namelen = len;
+  }
   memset(&un, 0, sizeof un);
   un.sun_family = AF_UNIX;
   memcpy(un.sun_path + 1, C.name, C.namelen);

@@ -36,8 +36,13 @@
 ** 0, or -1 with a message in 'err'. Once per process. */
 int sh_collector_start(const char *addr, char *err, size_t errlen);
 
+/* The environment variable that carries the collector's name to workers
+** a reload exec'd (a forked worker has it in memory). */
+#define SH_COLLECTOR_ENV "SOCKHOST_COLLECTOR"
+
 /* Connect to the collector of this process or of its master (a forked
-** worker inherits its name): a blocking socket, or -1 if there is none. */
+** worker inherits its name; an exec'd one finds it in SH_COLLECTOR_ENV): a
+** blocking socket, or -1 if there is none. */
 int sh_collector_connect(void);
 
 #endif

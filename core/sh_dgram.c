@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "sh_inherit.h"
 #include "sh_util.h"
 
 struct sh_dgram {
@@ -21,12 +22,15 @@ struct sh_dgram {
   int fd;
   int family;
   int watch;              /* SH_DGRAM_READ | SH_DGRAM_WRITE */
+  int want;               /* what the owner asked for (watch, unless held) */
   int added;              /* 'ev' is added */
   sh_dgram_fn cb;
   void *ctx;
   unsigned in_cb : 1;     /* inside the owner's callback */
   unsigned pktinfo : 1;   /* arrival addresses asked for (wildcard bound) */
   unsigned dead : 1;      /* freed from inside it */
+  unsigned held : 1;      /* taken from a reload: no reading until released */
+  unsigned tracked : 1;   /* bound: a reload hands it on (sh_inherit_track) */
   sh_sockfile file;       /* our socket file, if any */
 };
 
@@ -48,26 +52,39 @@ static void want_pktinfo (int fd, int family) {
 }
 
 static void destroy_orphan(sh_loop_item *item);
+static void hold(sh_dgram *d);
+static void unhold(sh_dgram *d);
 
 sh_dgram *sh_dgram_open (sh_loop *loop, int family, const struct sockaddr *sa, socklen_t len,
                          const sh_sockopts *o, sh_dgram_fn cb, void *ctx,
                          char *err, size_t errlen) {
   sh_dgram *d = calloc(1, sizeof *d);
+  int taken;
   if (d == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
   d->loop = loop;
   d->family = family;
   d->cb = cb;
   d->ctx = ctx;
-  d->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (d->fd < 0) { snprintf(err, errlen, "%s", sh_strerror(errno)); free(d); return NULL; }
+  d->fd = sa != NULL ? sh_inherit_take(sa, len, SOCK_DGRAM) : -1;
+  taken = d->fd >= 0;
+  if (taken) {
+    sh_sockfile_adopt(sa, &d->file);        /* handed over, already bound */
+    if (sh_inherit_holding()) hold(d);
+  } else {
+    d->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (d->fd < 0) { snprintf(err, errlen, "%s", sh_strerror(errno)); free(d); return NULL; }
+  }
   if (sa != NULL) {
-    if (sh_socket_options(d->fd, family, o, err, errlen) != 0 ||
-        sh_socket_bind(d->fd, sa, len, o, &d->file, err, errlen) != 0) {
+    if (!taken &&
+        (sh_socket_options(d->fd, family, o, err, errlen) != 0 ||
+         sh_socket_bind(d->fd, sa, len, o, &d->file, err, errlen) != 0)) {
       close(d->fd);
       free(d);
       return NULL;
     }
     if (is_wildcard(sa)) { want_pktinfo(d->fd, family); d->pktinfo = 1; }
+    d->tracked = 1;                          /* a bound socket: a reload hands it on */
+    sh_inherit_track(d->fd);
   } else if (family == AF_UNIX) {
     sa_family_t af = AF_UNIX;                /* autobind: an abstract name */
     bind(d->fd, (const struct sockaddr *)&af, sizeof af);
@@ -85,8 +102,10 @@ static void destroy (sh_dgram *d) {
   if (d->in_cb) { d->dead = 1; return; }
   sh_loop_untrack(d->loop, &d->item);
   if (d->added) event_del(&d->ev);
+  if (d->tracked) sh_inherit_untrack(d->fd);
+  if (d->held) unhold(d);
   close(d->fd);
-  sh_sockfile_remove(&d->file);           /* only if still ours */
+  if (!sh_inherit_handed_over()) sh_sockfile_remove(&d->file);   /* only if still ours */
   free(d);
 }
 
@@ -105,8 +124,35 @@ int sh_dgram_family (const sh_dgram *d) { return d->family; }
 int sh_dgram_fd (const sh_dgram *d) { return d->fd; }
 void *sh_dgram_ctx (const sh_dgram *d) { return d->cb != NULL ? d->ctx : NULL; }
 
+/* The sockets waiting for sh_dgram_release_held, and what they asked for. */
+static sh_dgram *held[SH_INHERIT_MAX];
+static int nheld;
+
+static void hold (sh_dgram *d) {
+  if (nheld < SH_INHERIT_MAX) { held[nheld++] = d; d->held = 1; }
+}
+
+static void unhold (sh_dgram *d) {
+  int i;
+  for (i = 0; i < nheld; i++)
+    if (held[i] == d) { held[i] = held[--nheld]; return; }
+}
+
+void sh_dgram_release_held (void) {
+  while (nheld > 0) {
+    sh_dgram *d = held[--nheld];
+    int want = d->want;
+    d->held = 0;
+    d->watch = -1;                           /* apply it again */
+    sh_dgram_watch(d, want);
+  }
+}
+
 void sh_dgram_watch (sh_dgram *d, int what) {
-  short ev = (short)(((what & SH_DGRAM_READ) ? EV_READ : 0) | ((what & SH_DGRAM_WRITE) ? EV_WRITE : 0));
+  short ev;
+  d->want = what;
+  if (d->held) what &= ~SH_DGRAM_READ;
+  ev = (short)(((what & SH_DGRAM_READ) ? EV_READ : 0) | ((what & SH_DGRAM_WRITE) ? EV_WRITE : 0));
   if (what == d->watch) return;
   if (d->added) { event_del(&d->ev); d->added = 0; }
   d->watch = what;

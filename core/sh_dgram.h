@@ -37,6 +37,9 @@ typedef struct sh_dgram_msg {
 sh_dgram *sh_dgram_open(sh_loop *loop, int family, const struct sockaddr *sa, socklen_t len,
                         const sh_sockopts *o, sh_dgram_fn cb, void *ctx,
                         char *err, size_t errlen);
+/* Start reading on the sockets taken from a reload while
+** sh_inherit_holding(): they wait until the new generation serves. */
+void sh_dgram_release_held(void);
 /* Which events to report; none by default. */
 void sh_dgram_watch(sh_dgram *d, int what);
 int sh_dgram_family(const sh_dgram *d);

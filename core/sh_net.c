@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "sh_inherit.h"
 #include "sh_util.h"
 
 #define ACCEPT_BACKOFF 0.1   /* seconds to pause accepting after EMFILE etc. */
@@ -36,6 +37,7 @@ struct sh_listener {
   void *ctx;
   sh_sockfile file;           /* our socket file, if any */
   int weak;                   /* holds no reference on the loop */
+  int held;                   /* waits for sh_listener_release_held */
 };
 
 static void on_accept (struct evconnlistener *lev, evutil_socket_t fd,
@@ -156,6 +158,15 @@ static void sockfile_name (const struct sockaddr *sa, sh_sockfile *f) {
     snprintf(f->path, sizeof f->path, "%.*s", (int)sizeof un->sun_path, un->sun_path);
 }
 
+void sh_sockfile_adopt (const struct sockaddr *sa, sh_sockfile *f) {
+  struct stat st;
+  sockfile_name(sa, f);
+  if (f->path[0] == '\0') return;
+  if (lstat(f->path, &st) != 0) { f->path[0] = '\0'; return; }
+  f->dev = st.st_dev;
+  f->ino = st.st_ino;
+}
+
 int sh_socket_bind (int fd, const struct sockaddr *sa, socklen_t len, const sh_sockopts *o,
                     sh_sockfile *f, char *err, size_t errlen) {
   struct stat st;
@@ -179,6 +190,29 @@ int sh_socket_bind (int fd, const struct sockaddr *sa, socklen_t len, const sh_s
   return 0;
 }
 
+/* The listeners waiting for sh_listener_release_held. */
+static sh_listener *held[SH_INHERIT_MAX];
+static int nheld;
+
+static void hold (sh_listener *l) {
+  if (nheld < SH_INHERIT_MAX) held[nheld++] = l;
+  else evconnlistener_enable(l->lev);        /* cannot wait: accept now */
+}
+
+static void unhold (sh_listener *l) {
+  int i;
+  for (i = 0; i < nheld; i++)
+    if (held[i] == l) { held[i] = held[--nheld]; return; }
+}
+
+void sh_listener_release_held (void) {
+  while (nheld > 0) {
+    sh_listener *l = held[--nheld];
+    l->held = 0;
+    evconnlistener_enable(l->lev);
+  }
+}
+
 sh_listener *sh_listener_new (sh_loop *loop, const struct sockaddr *sa, socklen_t len,
                               const sh_sockopts *o, sh_accept_fn cb, void *ctx,
                               char *err, size_t errlen) {
@@ -190,19 +224,27 @@ sh_listener *sh_listener_new (sh_loop *loop, const struct sockaddr *sa, socklen_
   l->family = sa->sa_family;
   l->cb = cb;
   l->ctx = ctx;
-  fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) { snprintf(err, errlen, "%s", sh_strerror(errno)); goto fail; }
-  if (sh_socket_options(fd, sa->sa_family, o, err, errlen) != 0) goto fail;
-  if (sh_socket_bind(fd, sa, len, o, &l->file, err, errlen) != 0) goto fail;
-  if (listen(fd, o->backlog > 0 ? o->backlog : 511) != 0) {
-    snprintf(err, errlen, "%s", sh_strerror(errno));
-    goto fail;
+  if ((fd = sh_inherit_take(sa, len, SOCK_STREAM)) >= 0) {
+    sh_sockfile_adopt(sa, &l->file);         /* already bound and listening */
+    l->held = sh_inherit_holding();
+  } else {
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { snprintf(err, errlen, "%s", sh_strerror(errno)); goto fail; }
+    if (sh_socket_options(fd, sa->sa_family, o, err, errlen) != 0) goto fail;
+    if (sh_socket_bind(fd, sa, len, o, &l->file, err, errlen) != 0) goto fail;
+    if (listen(fd, o->backlog > 0 ? o->backlog : 511) != 0) {
+      snprintf(err, errlen, "%s", sh_strerror(errno));
+      goto fail;
+    }
   }
   l->backoff = evtimer_new(base, on_backoff, l);
   if (l->backoff != NULL)
-    l->lev = evconnlistener_new(base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+    l->lev = evconnlistener_new(base, on_accept, l,
+                                LEV_OPT_CLOSE_ON_FREE | (l->held ? LEV_OPT_DISABLED : 0), 0, fd);
   if (l->lev == NULL) { snprintf(err, errlen, "out of memory"); goto fail; }
   evconnlistener_set_error_cb(l->lev, on_accept_error);
+  if (l->held) hold(l);
+  sh_inherit_track(fd);
   sh_loop_ref(loop);
   return l;
 fail:
@@ -219,9 +261,11 @@ int sh_listener_address (sh_listener *l, struct sockaddr_storage *ss, socklen_t 
 }
 
 void sh_listener_free (sh_listener *l) {
+  unhold(l);
+  sh_inherit_untrack(evconnlistener_get_fd(l->lev));
   evconnlistener_free(l->lev);
   event_free(l->backoff);
-  sh_sockfile_remove(&l->file);
+  if (!sh_inherit_handed_over()) sh_sockfile_remove(&l->file);   /* else the next one's */
   if (!l->weak) sh_loop_unref(l->loop);
   free(l);
 }

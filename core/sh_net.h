@@ -43,6 +43,9 @@ int sh_socket_options(int fd, int family, const sh_sockopts *o, char *err, size_
 ** left behind. */
 int sh_socket_bind(int fd, const struct sockaddr *sa, socklen_t len, const sh_sockopts *o,
                    sh_sockfile *f, char *err, size_t errlen);
+/* Take the Unix socket file of 'sa' (bound by another process that handed
+** the socket over) into 'f' as if bound here; path "" for other kinds. */
+void sh_sockfile_adopt(const struct sockaddr *sa, sh_sockfile *f);
 /* Remove the file in 'f' if it is still the one bound (same device and
 ** inode: never a file put there since); then 'f' names none. */
 void sh_sockfile_remove(sh_sockfile *f);
@@ -63,6 +66,9 @@ sh_listener *sh_listener_new(sh_loop *loop, const struct sockaddr *sa, socklen_t
                              char *err, size_t errlen);
 /* The bound address (port 0 becomes the real port). */
 int sh_listener_address(sh_listener *l, struct sockaddr_storage *ss, socklen_t *len);
+/* Start accepting on the listeners that took a socket from a reload while
+** sh_inherit_holding(): they wait until the new generation serves. */
+void sh_listener_release_held(void);
 /* Stop listening and close the socket. Safe from inside the callback. */
 void sh_listener_free(sh_listener *l);
 /* How many times accepting paused after an error (out of descriptors), in

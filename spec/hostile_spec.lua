@@ -12,8 +12,11 @@ local gettime, sleep = H.socket.gettime, H.socket.sleep
 -- Fewer bytes under the one-byte I/O shim (make test-onebyte), where it exists.
 local big = H.big or function(normal) return normal end
 
+-- --slow-turn 0: the fixture builds multi-MiB strings at start, which on a
+-- loaded machine take over the 0.1 s default and add a warning (with its
+-- traceback) to the logs these cases read.
 local function start(flags)
-  local proc = H.start((flags or "") .. " spec/fixtures/hostile.lua tcp://127.0.0.1:0")
+  local proc = H.start("--slow-turn 0 " .. (flags or "") .. " spec/fixtures/hostile.lua tcp://127.0.0.1:0")
   local host, port = H.hostport(proc:wait_output("listening (%S+)"))
   return proc, host, port
 end

@@ -183,6 +183,44 @@ describe("--metrics", function()
     end
   end)
 
+  -- A reload replaces the workers by a new generation (exec'd: the
+  -- collector's name reaches it through the environment). Without -w,
+  -- --metrics runs one worker under a master, so that the collector and
+  -- its totals outlive the reload (before: the reloaded process could not
+  -- bind the metrics address again, and the reload failed).
+  for _, workers in ipairs { "", "-w 2 " } do
+    it(("keeps counting across reloads (%s)"):format(workers == "" and "no -w" or "-w 2"), function()
+      local port, mport = H.free_port(), H.free_port()
+      local proc = H.start(("%s--metrics tcp://127.0.0.1:%d spec/fixtures/metrics_server.lua %d")
+        :format(workers, mport, port))
+      finally(function() proc:stop() end)
+      local n = workers == "" and 1 or 2
+      proc:wait_output(n == 1 and "ready" or "ready.*ready")
+      eventually(function() return value(parse(select(2, scrape(mport))), "sockhost_processes_reporting") == n end)
+      local total = 0
+      for reload = 1, 3 do
+        for _ = 1, 4 do lines(port, 2, "hello") end
+        total = total + 4
+        local _, before = who(port)
+        os.execute("kill -HUP " .. proc.pid)
+        -- the new generation answers, and reports to the same collector
+        assert.is_truthy(eventually(function()
+          local ok, w = pcall(function() return select(2, who(port)) end)
+          return ok and w ~= before
+        end, 10), "no new generation after reload " .. reload)
+        total = total + 1 + 1           -- the 'who' connections, before and after
+        local s = eventually(function()
+          local t = parse(select(2, scrape(mport)))
+          return value(t, "sockhost_processes_reporting") == n
+            and value(t, "sockhost_connections_accepted_total") >= total and t
+        end, 10)
+        assert.is_table(s, "reload " .. reload .. ": the sum did not come back to " .. total)
+        assert.equals(8 * reload, value(s, "app_lines_total", { kind = "plain" }))
+      end
+      assert.is_nil(proc:stderr():match("failed to start"), proc:stderr())
+    end)
+  end
+
   it("is scraped by a real prometheus server, whose query API gives the counters", function()
     local port, mport, pport = H.free_port(), H.free_port(), H.free_port()
     local proc = H.start(("-w 2 --metrics tcp://127.0.0.1:%d spec/fixtures/metrics_server.lua %d"):format(mport, port))
