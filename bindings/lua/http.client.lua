@@ -186,28 +186,27 @@ local CTL = "[%z\1-\8\10-\31\127]"             -- control characters but tab
 local NOT_TOKEN = "[^%w!#$%%&'*+%-.^_`|~]"
 local find, sub, byte, match, lower = string.find, string.sub, string.byte, string.match, string.lower
 
--- The header lines of a head (each ending in CRLF, the blank line's CRLF
--- last) as a list of names (lower case) and values (without the white space
--- around them) in turn | nil, why. Checks every line.
+-- The header lines of a head (CRLF between them, none after the last) as
+-- a list of names (lower case) and values (without the white space around
+-- them) in turn | nil, why. Checks every line.
 local function check_lines(block)
   local list, n = {}, 0
-  local pos, last = 1, #block - 2
-  while pos <= last do
-    local e = find(block, "\r\n", pos, true)
-    local line = sub(block, pos, e - 1)
-    pos = e + 2
-    local colon = find(line, ":", 1, true)
-    if find(line, "\n", 1, true) or find(line, "\r", 1, true) then return nil, "bare LF" end
-    if not colon or colon == 1 then return nil, "bad header line" end
-    local name = sub(line, 1, colon - 1)
+  local pos, size = 1, #block
+  while pos <= size do
+    local e = find(block, "\r\n", pos, true) or size + 1   -- the end of this line
+    local lf, cr = find(block, "\n", pos, true), find(block, "\r", pos, true)
+    if (lf and lf <= e) or (cr and cr < e) then return nil, "bare LF" end
+    local colon = find(block, ":", pos, true)
+    if not colon or colon >= e or colon == pos then return nil, "bad header line" end
+    local name = sub(block, pos, colon - 1)
     if find(name, NOT_TOKEN) then return nil, "bad header line" end
-    if byte(line, colon + 1) == 32 then colon = colon + 1 end   -- the usual one space
-    local value = sub(line, colon + 1)
+    if byte(block, colon + 1) == 32 then colon = colon + 1 end   -- the usual one space
+    local value = sub(block, colon + 1, e - 1)
     local b1, bn = byte(value, 1), byte(value, -1)
     if b1 == 32 or b1 == 9 or bn == 32 or bn == 9 then value = match(value, "^[ \t]*(.-)[ \t]*$") end
     if find(value, "%c") and find(value, CTL) then return nil, "bad header value" end
     list[n + 1], list[n + 2] = lower(name), value
-    n = n + 2
+    n, pos = n + 2, e + 2
   end
   return list
 end
@@ -236,11 +235,13 @@ local function read_head(conn, max_head)
   local left = max_head - #line - 1
   local block
   block, err, partial = conn:read(2)
-  if block and block ~= "\r\n" then
+  if block == "\r\n" then
+    block = ""                                   -- no header lines
+  elseif block then
     if left < 4 then return nil, "too large" end
     local two, rest = block, nil
     rest, err, partial = conn:read_until("\r\n\r\n", left - 4)
-    block = rest and two .. rest .. "\r\n"
+    block = rest and two .. rest
     partial = partial and two .. partial
   end
   if not block then
@@ -423,17 +424,24 @@ function Res:body(max)
   if self._mode == "length" and self._max >= 0 and self._left > self._max then
     return body_fail(self, "too large")
   end
-  local parts = {}
-  while true do
-    local piece, err = self:read(PIECE)
-    if not piece then
-      if err then return nil, err end
-      break
+  local piece, err = self:read(PIECE)
+  if not piece then
+    if err then return nil, err end
+    piece = ""
+  elseif self._mode ~= nil then                -- more to come
+    local parts = { piece }
+    while true do
+      piece, err = self:read(PIECE)
+      if not piece then
+        if err then return nil, err end
+        break
+      end
+      parts[#parts + 1] = piece
     end
-    parts[#parts + 1] = piece
+    piece = table.concat(parts)
   end
-  self._text = table.concat(parts)
-  return self._text
+  self._text = piece
+  return piece
 end
 
 --- res:header_all(name) -> { value, ... } each as received ({} when none)
@@ -581,9 +589,10 @@ local function pool_key(u, tls)
 end
 
 -- The pool's connect function: the address and options come with get's
--- opts. TLS failures (handshake, files) are prefixed "tls: ".
+-- opts (the request's state). TLS failures (handshake, files) are
+-- prefixed "tls: ".
 local function connect_fn(_, g)
-  local copts = { timeout = g.connect_timeout }
+  local copts = { timeout = g.ct }
   for k, v in pairs(g.tls) do copts[k] = v end
   local conn, err = sh.connect(g.addr, copts)
   if not conn then
@@ -650,6 +659,7 @@ local function once(client, method, u, opts, st)
   end
   st.method, st.head, st.close, st.url = method, head, close, u.url
   st.key, st.pool = key, client.pool
+  st.addr, st.tls, st.https, st.wait_timeout = u.addr, tls, u.https, client.wait_timeout   -- for the pool
   local retryable = IDEMPOTENT[method] and type(body) ~= "function"
   for attempt = 1, 2 do
     local ct = st.connect_timeout
@@ -658,9 +668,8 @@ local function once(client, method, u, opts, st)
       if left <= 0 then return nil, "timeout" end
       if ct < 0 or left < ct then ct = left end
     end
-    local g = { addr = u.addr, tls = tls, https = u.https, connect_timeout = ct,
-                fresh = attempt > 1, wait_timeout = client.wait_timeout }
-    local conn, reused = client.pool:get(key, g)
+    st.ct, st.fresh = ct, attempt > 1
+    local conn, reused = client.pool:get(key, st)
     if not conn then return nil, reused end
     st.conn = conn
     local res, err, stale = exchange(st, reused)

@@ -25,6 +25,8 @@ local DEFAULTS = {
   wait_timeout = 30,    -- seconds get() waits for a full pool
 }
 
+local NO_LIMIT = { idle_timeout = 0 }      -- a lent connection: no idle limit
+
 local Pool = {}
 Pool.__index = Pool
 Pool.__name = "sockhost.pool"
@@ -64,6 +66,7 @@ function M.new(opts)
     created = 0, reused = 0, closed = 0,
     is_closed = false,
   }, Pool)
+  p.limit = { idle_timeout = p.idle_timeout }
   if p.size < 0 then error("bad argument #1 to 'pool.new' (size must be >= 0)", 2) end
   return p
 end
@@ -125,7 +128,7 @@ local function take_idle(p, key)
     p.nidle = p.nidle - 1
     if (p.idle_timeout <= 0 or now - e.since < p.idle_timeout) and clean(e.conn) then
       if #list == 0 then p.idle[key] = nil end
-      e.conn:setlimits { idle_timeout = 0 }
+      e.conn:setlimits(NO_LIMIT)
       return e.conn
     end
     drop(p, e.conn)
@@ -224,7 +227,7 @@ function Pool:put(key, conn)
     self.nidle = self.nidle - 1
     drop(self, old.conn)
   end
-  if self.idle_timeout > 0 then conn:setlimits { idle_timeout = self.idle_timeout } end
+  if self.idle_timeout > 0 then conn:setlimits(self.limit) end
   wake_one(self)
   return true
 end
