@@ -237,7 +237,9 @@ describe("sockhost.http client against nginx", function()
     H.run(function()
       local c = http.client()
       local res = assert(c:get(url("/mid.bin?t=unread&i=1")))
-      got.piece = #assert(res:read(1000))
+      local n = 0                              -- the first 1000 bytes of 1 MiB
+      while n < 1000 do n = n + #assert(res:read(1000 - n)) end
+      got.piece = n
       res:close()
       res = assert(c:get(url("/hello.txt?t=unread&i=2")))
       got.body = res:body()
