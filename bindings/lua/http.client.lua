@@ -190,7 +190,7 @@ local find, sub, byte, match, lower = string.find, string.sub, string.byte, stri
 -- a list of names (lower case) and values (without the white space around
 -- them) in turn | nil, why. Checks every line.
 local function check_lines(block)
-  local list, n = {}, 0
+  local list, n = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil }, 0
   local pos, size = 1, #block
   while pos <= size do
     local e = find(block, "\r\n", pos, true) or size + 1   -- the end of this line
@@ -683,17 +683,20 @@ end
 -- The state of one request: its limits, from opts over the client's.
 local function state(client, opts, body)
   local d = client.d
-  if opts == EMPTY then
-    return { body = body, read_timeout = d.read_timeout, connect_timeout = d.connect_timeout,
-             max_body = d.max_body, max_head = d.max_head,
-             deadline = d.timeout >= 0 and sh.now() + d.timeout or nil }, d.redirects
+  local rt, ct, mb, mh, timeout, redirects = d.read_timeout, d.connect_timeout, d.max_body,
+    d.max_head, d.timeout, d.redirects
+  if opts ~= EMPTY then
+    local function get(k) local v = opts[k] if v == nil then return d[k] end return tonumber(v) end
+    rt, ct, timeout, redirects = get("read_timeout"), get("connect_timeout"), get("timeout"), get("redirects")
+    mb = math.tointeger(get("max_body")) or -1
+    mh = math.tointeger(get("max_head")) or REQUEST_DEFAULTS.max_head
   end
-  local function get(k) local v = opts[k] if v == nil then return d[k] end return tonumber(v) end
-  local timeout = get("timeout")
-  return { body = body, read_timeout = get("read_timeout"), connect_timeout = get("connect_timeout"),
-           max_body = math.tointeger(get("max_body")) or -1,
-           max_head = math.tointeger(get("max_head")) or REQUEST_DEFAULTS.max_head,
-           deadline = timeout >= 0 and sh.now() + timeout or nil }, get("redirects")
+  -- every field it will have, so that the table is made once at its size
+  return { body = body, read_timeout = rt, connect_timeout = ct, max_body = mb, max_head = mh,
+           deadline = timeout >= 0 and sh.now() + timeout or false,
+           method = false, head = false, close = false, url = false, key = false, pool = false,
+           addr = false, tls = false, https = false, wait_timeout = false, ct = false,
+           fresh = false, conn = false }, redirects
 end
 
 --- client:request(method, url [, opts]) -> res | nil, err
