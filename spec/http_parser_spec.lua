@@ -166,13 +166,14 @@ describe("sockhost.http's parts", function()
                   mime = "table", request = "function", get = "function", client = "function" }, names)
   end)
 
-  it("gathers modules of their own: util, server, router, static and the parser", function()
+  it("gathers modules of their own: util, server, router, static, client and the parser", function()
     local parts = {
       ["sockhost.http.parser"] = { "parse_head", "chunk_size", "realpath" },
       ["sockhost.http.util"] = { "reason", "date", "unescape", "parse_query" },
       ["sockhost.http.server"] = { "serve", "listen" },
       ["sockhost.http.router"] = { "router" },
       ["sockhost.http.static"] = { "static", "mime" },
+      ["sockhost.http.client"] = { "request", "get", "client" },
     }
     for name, fields in pairs(parts) do
       local m = require(name)
@@ -191,6 +192,7 @@ describe("sockhost.http's parts", function()
       router = { "sockhost.http.router", "sockhost.http.util" },
       static = { "sockhost.http.static", "sockhost.http.util" },
       server = { "sockhost.http.server", "sockhost.http.util" },
+      client = { "sockhost.http.client" },      -- and sockhost.pool
     }
     local ok, err = pcall(function()
       for part, loaded in pairs(want) do

@@ -140,15 +140,33 @@ end
 
 -- ---------------------------------------------------------------- responses
 
-local Res = {}
-Res.__index = Res
-
 -- Header lookup in any case; repeated headers joined with ", ".
 local Headers = {}
 Headers.__index = function(t, k)
   if type(k) ~= "string" then return nil end
   return rawget(t, k:lower())
 end
+
+local Res = {}
+
+Res.__index = Res
+
+-- res.headers: filled on first use from the list of names and values.
+local Lazy = {}
+local function fill(t)
+  local list = rawget(t, Lazy)
+  rawset(t, Lazy, nil)
+  setmetatable(t, Headers)
+  for i = 1, #list, 2 do
+    local name, v = list[i], list[i + 1]
+    local old = rawget(t, name)
+    t[name] = old and (old .. ", " .. v) or v
+  end
+  return t
+end
+Lazy.__index = function(t, k) return fill(t)[k] end
+Lazy.__pairs = function(t) return next, fill(t), nil end
+Lazy.__len = function() return 0 end
 
 local function bad(msg) return nil, "bad response: " .. msg end
 
@@ -167,6 +185,31 @@ end
 local CTL = "[%z\1-\8\10-\31\127]"             -- control characters but tab
 local NOT_TOKEN = "[^%w!#$%%&'*+%-.^_`|~]"
 local find, sub, byte, match, lower = string.find, string.sub, string.byte, string.match, string.lower
+
+-- The header lines of a head (CRLF between them, none after the last) as
+-- a list of names (lower case) and values (without the white space around
+-- them) in turn | nil, why. Checks every line.
+local function check_lines(block)
+  local list, n = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil }, 0
+  local pos, size = 1, #block
+  while pos <= size do
+    local e = find(block, "\r\n", pos, true) or size + 1   -- the end of this line
+    local lf, cr = find(block, "\n", pos, true), find(block, "\r", pos, true)
+    if (lf and lf <= e) or (cr and cr < e) then return nil, "bare LF" end
+    local colon = find(block, ":", pos, true)
+    if not colon or colon >= e or colon == pos then return nil, "bad header line" end
+    local name = sub(block, pos, colon - 1)
+    if find(name, NOT_TOKEN) then return nil, "bad header line" end
+    if byte(block, colon + 1) == 32 then colon = colon + 1 end   -- the usual one space
+    local value = sub(block, colon + 1, e - 1)
+    local b1, bn = byte(value, 1), byte(value, -1)
+    if b1 == 32 or b1 == 9 or bn == 32 or bn == 9 then value = match(value, "^[ \t]*(.-)[ \t]*$") end
+    if find(value, "%c") and find(value, CTL) then return nil, "bad header value" end
+    list[n + 1], list[n + 2] = lower(name), value
+    n, pos = n + 2, e + 2
+  end
+  return list
+end
 
 -- Read a head: { version, status, reason, headers, list } | nil, err
 -- [, true when nothing at all came]. Three reads at most: the status line
@@ -192,11 +235,13 @@ local function read_head(conn, max_head)
   local left = max_head - #line - 1
   local block
   block, err, partial = conn:read(2)
-  if block and block ~= "\r\n" then
+  if block == "\r\n" then
+    block = ""                                   -- no header lines
+  elseif block then
     if left < 4 then return nil, "too large" end
     local two, rest = block, nil
     rest, err, partial = conn:read_until("\r\n\r\n", left - 4)
-    block = rest and two .. rest .. "\r\n"
+    block = rest and two .. rest
     partial = partial and two .. partial
   end
   if not block then
@@ -207,40 +252,23 @@ local function read_head(conn, max_head)
     end
     return nil, err
   end
-  local headers, list, n = setmetatable({}, Headers), {}, 0
-  local pos, last = 1, #block - 2                 -- the blank line's CRLF ends it
-  while pos <= last do
-    local e = find(block, "\r\n", pos, true)
-    local line = sub(block, pos, e - 1)
-    pos = e + 2
-    local colon = find(line, ":", 1, true)
-    if find(line, "\n", 1, true) or find(line, "\r", 1, true) then return bad("bare LF") end
-    if not colon or colon == 1 then return bad("bad header line") end
-    local name = sub(line, 1, colon - 1)
-    if find(name, NOT_TOKEN) then return bad("bad header line") end
-    local value = sub(line, colon + 1)
-    local b1, bn = byte(value, 1), byte(value, -1)
-    if b1 == 32 or b1 == 9 or bn == 32 or bn == 9 then value = match(value, "^[ \t]*(.-)[ \t]*$") end
-    if find(value, "%c") and find(value, CTL) then return bad("bad header value") end
-    name = lower(name)
-    list[n + 1], list[n + 2] = name, value
-    n = n + 2
-    local old = rawget(headers, name)
-    headers[name] = old and (old .. ", " .. value) or value
-  end
+  local list, why = check_lines(block)
+  if not list then return bad(why) end
   return { version = minor == "1" and "1.1" or "1.0", status = tonumber(status), reason = reason,
-           headers = headers, list = list }
+           list = list }
 end
 
 -- How the body of a final response is framed: "none", "length" (with its
--- length), "chunked" or "close" | nil, err.
+-- length), "chunked" or "close", and its Connection header | nil, err.
 local function framing(head, method)
   local s = head.status
-  local te, cl
+  local te, cl, conn
   local list = head.list
   for i = 1, #list, 2 do
     local name = list[i]
-    if name == "transfer-encoding" then
+    if name == "connection" then
+      conn = conn and (conn .. ", " .. list[i + 1]) or list[i + 1]
+    elseif name == "transfer-encoding" then
       if te then return bad("two transfer-encoding headers") end
       te = list[i + 1]
     elseif name == "content-length" and find(list[i + 1], "^%d+$") and #list[i + 1] <= 15 then
@@ -259,13 +287,13 @@ local function framing(head, method)
   if te and cl then return bad("both content-length and transfer-encoding") end
   if te and te:lower() ~= "chunked" then return bad("transfer-encoding other than chunked") end
   if te and head.version == "1.0" then return bad("transfer-encoding in HTTP/1.0") end
-  if method == "HEAD" or s < 200 or s == 204 or s == 304 then return "none", 0 end
-  if te then return "chunked" end
+  if method == "HEAD" or s < 200 or s == 204 or s == 304 then return "none", 0, conn end
+  if te then return "chunked", 0, conn end
   if cl then
-    if cl == 0 then return "none", 0 end
-    return "length", cl
+    if cl == 0 then return "none", 0, conn end
+    return "length", cl, conn
   end
-  return "close"
+  return "close", 0, conn
 end
 
 -- ---------------------------------------------------------------- connections
@@ -396,17 +424,24 @@ function Res:body(max)
   if self._mode == "length" and self._max >= 0 and self._left > self._max then
     return body_fail(self, "too large")
   end
-  local parts = {}
-  while true do
-    local piece, err = self:read(PIECE)
-    if not piece then
-      if err then return nil, err end
-      break
+  local piece, err = self:read(PIECE)
+  if not piece then
+    if err then return nil, err end
+    piece = ""
+  elseif self._mode ~= nil then                -- more to come
+    local parts = { piece }
+    while true do
+      piece, err = self:read(PIECE)
+      if not piece then
+        if err then return nil, err end
+        break
+      end
+      parts[#parts + 1] = piece
     end
-    parts[#parts + 1] = piece
+    piece = table.concat(parts)
   end
-  self._text = table.concat(parts)
-  return self._text
+  self._text = piece
+  return piece
 end
 
 --- res:header_all(name) -> { value, ... } each as received ({} when none)
@@ -496,17 +531,17 @@ local function exchange(st, reused)
     head = nil                                     -- 100, 102, 103: the final one follows
   end
   if not head then return fail(st, "bad response: too many 1xx responses") end
-  local mode, len = framing(head, st.method)
+  local mode, len, connection = framing(head, st.method)
   if not mode then return fail(st, len) end
   local keep = mode ~= "close" and not st.close
   if head.version == "1.0" then
-    keep = keep and has_token(head.headers.connection, "keep-alive")
+    keep = keep and has_token(connection, "keep-alive")
   else
-    keep = keep and not has_token(head.headers.connection, "close")
+    keep = keep and not has_token(connection, "close")
   end
   local res = setmetatable({
     status = head.status, reason = head.reason, version = head.version,
-    headers = head.headers, url = st.url,
+    url = st.url, headers = setmetatable({ [Lazy] = head.list }, Lazy),
     _list = head.list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
     _mode = mode, _left = len or 0, _crlf = false,
   }, Res)
@@ -554,9 +589,10 @@ local function pool_key(u, tls)
 end
 
 -- The pool's connect function: the address and options come with get's
--- opts. TLS failures (handshake, files) are prefixed "tls: ".
+-- opts (the request's state). TLS failures (handshake, files) are
+-- prefixed "tls: ".
 local function connect_fn(_, g)
-  local copts = { timeout = g.connect_timeout }
+  local copts = { timeout = g.ct }
   for k, v in pairs(g.tls) do copts[k] = v end
   local conn, err = sh.connect(g.addr, copts)
   if not conn then
@@ -623,6 +659,7 @@ local function once(client, method, u, opts, st)
   end
   st.method, st.head, st.close, st.url = method, head, close, u.url
   st.key, st.pool = key, client.pool
+  st.addr, st.tls, st.https, st.wait_timeout = u.addr, tls, u.https, client.wait_timeout   -- for the pool
   local retryable = IDEMPOTENT[method] and type(body) ~= "function"
   for attempt = 1, 2 do
     local ct = st.connect_timeout
@@ -631,9 +668,8 @@ local function once(client, method, u, opts, st)
       if left <= 0 then return nil, "timeout" end
       if ct < 0 or left < ct then ct = left end
     end
-    local g = { addr = u.addr, tls = tls, https = u.https, connect_timeout = ct,
-                fresh = attempt > 1, wait_timeout = client.wait_timeout }
-    local conn, reused = client.pool:get(key, g)
+    st.ct, st.fresh = ct, attempt > 1
+    local conn, reused = client.pool:get(key, st)
     if not conn then return nil, reused end
     st.conn = conn
     local res, err, stale = exchange(st, reused)
@@ -647,17 +683,20 @@ end
 -- The state of one request: its limits, from opts over the client's.
 local function state(client, opts, body)
   local d = client.d
-  if opts == EMPTY then
-    return { body = body, read_timeout = d.read_timeout, connect_timeout = d.connect_timeout,
-             max_body = d.max_body, max_head = d.max_head,
-             deadline = d.timeout >= 0 and sh.now() + d.timeout or nil }, d.redirects
+  local rt, ct, mb, mh, timeout, redirects = d.read_timeout, d.connect_timeout, d.max_body,
+    d.max_head, d.timeout, d.redirects
+  if opts ~= EMPTY then
+    local function get(k) local v = opts[k] if v == nil then return d[k] end return tonumber(v) end
+    rt, ct, timeout, redirects = get("read_timeout"), get("connect_timeout"), get("timeout"), get("redirects")
+    mb = math.tointeger(get("max_body")) or -1
+    mh = math.tointeger(get("max_head")) or REQUEST_DEFAULTS.max_head
   end
-  local function get(k) local v = opts[k] if v == nil then return d[k] end return tonumber(v) end
-  local timeout = get("timeout")
-  return { body = body, read_timeout = get("read_timeout"), connect_timeout = get("connect_timeout"),
-           max_body = math.tointeger(get("max_body")) or -1,
-           max_head = math.tointeger(get("max_head")) or REQUEST_DEFAULTS.max_head,
-           deadline = timeout >= 0 and sh.now() + timeout or nil }, get("redirects")
+  -- every field it will have, so that the table is made once at its size
+  return { body = body, read_timeout = rt, connect_timeout = ct, max_body = mb, max_head = mh,
+           deadline = timeout >= 0 and sh.now() + timeout or false,
+           method = false, head = false, close = false, url = false, key = false, pool = false,
+           addr = false, tls = false, https = false, wait_timeout = false, ct = false,
+           fresh = false, conn = false }, redirects
 end
 
 --- client:request(method, url [, opts]) -> res | nil, err
@@ -689,8 +728,9 @@ function Client:request(method, url, opts)
     end
     local res, rerr = once(self, method, u, o, st)
     if not res then return nil, rerr end
+    if redirects <= 0 or not is_redirect(res.status) then return res end
     local loc = res.headers.location
-    if redirects <= 0 or not is_redirect(res.status) or not loc then return res end
+    if not loc then return res end
     if res.status == 303 or ((res.status == 301 or res.status == 302) and method == "POST") then
       if method ~= "HEAD" then method = "GET" end
       st.body = nil

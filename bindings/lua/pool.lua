@@ -25,6 +25,8 @@ local DEFAULTS = {
   wait_timeout = 30,    -- seconds get() waits for a full pool
 }
 
+local NO_LIMIT = { idle_timeout = 0 }      -- a lent connection: no idle limit
+
 local Pool = {}
 Pool.__index = Pool
 Pool.__name = "sockhost.pool"
@@ -55,7 +57,8 @@ function M.new(opts)
     max = num_opt(opts, "max", "pool.new"),
     idle_timeout = num_opt(opts, "idle_timeout", "pool.new"),
     wait_timeout = num_opt(opts, "wait_timeout", "pool.new"),
-    idle = {},                                 -- key -> { {conn =, since =}, ... }, oldest first
+    idle = {},                                 -- key -> { conn, ... }, oldest first
+    since = {},                                -- idle conn -> when it was put
     nidle = 0,
     busy = 0,                                  -- lent
     opening = 0,                               -- being made by connect
@@ -64,6 +67,7 @@ function M.new(opts)
     created = 0, reused = 0, closed = 0,
     is_closed = false,
   }, Pool)
+  p.limit = { idle_timeout = p.idle_timeout }
   if p.size < 0 then error("bad argument #1 to 'pool.new' (size must be >= 0)", 2) end
   return p
 end
@@ -97,14 +101,15 @@ end
 local function evict_oldest(p)
   local bk, bi, bsince
   for k, list in pairs(p.idle) do
-    local e = list[1]
-    if e and (bsince == nil or e.since < bsince) then bk, bi, bsince = k, 1, e.since end
+    local c = list[1]
+    if c and (bsince == nil or p.since[c] < bsince) then bk, bi, bsince = k, 1, p.since[c] end
   end
   if bk == nil then return false end
-  local e = table.remove(p.idle[bk], bi)
+  local c = table.remove(p.idle[bk], bi)
   if #p.idle[bk] == 0 then p.idle[bk] = nil end
   p.nidle = p.nidle - 1
-  drop(p, e.conn)
+  p.since[c] = nil
+  drop(p, c)
   return true
 end
 
@@ -121,14 +126,15 @@ local function take_idle(p, key)
   local list = p.idle[key]
   local now = sh.now()
   while list and #list > 0 do
-    local e = table.remove(list)
-    p.nidle = p.nidle - 1
-    if (p.idle_timeout <= 0 or now - e.since < p.idle_timeout) and clean(e.conn) then
+    local c = table.remove(list)
+    local since = p.since[c]
+    p.nidle, p.since[c] = p.nidle - 1, nil
+    if (p.idle_timeout <= 0 or now - since < p.idle_timeout) and clean(c) then
       if #list == 0 then p.idle[key] = nil end
-      e.conn:setlimits { idle_timeout = 0 }
-      return e.conn
+      c:setlimits(NO_LIMIT)
+      return c
     end
-    drop(p, e.conn)
+    drop(p, c)
   end
   p.idle[key] = nil
   return nil
@@ -217,14 +223,15 @@ function Pool:put(key, conn)
   end
   local list = self.idle[key]
   if not list then list = {}; self.idle[key] = list end
-  list[#list + 1] = { conn = conn, since = sh.now() }
+  list[#list + 1] = conn
+  self.since[conn] = sh.now()
   self.nidle = self.nidle + 1
   if #list > self.size then
     local old = table.remove(list, 1)
-    self.nidle = self.nidle - 1
-    drop(self, old.conn)
+    self.nidle, self.since[old] = self.nidle - 1, nil
+    drop(self, old)
   end
-  if self.idle_timeout > 0 then conn:setlimits { idle_timeout = self.idle_timeout } end
+  if self.idle_timeout > 0 then conn:setlimits(self.limit) end
   wake_one(self)
   return true
 end
@@ -241,8 +248,8 @@ end
 local function prune(p)
   for k, list in pairs(p.idle) do
     for i = #list, 1, -1 do
-      if not list[i].conn:pending() then
-        table.remove(list, i)
+      if not list[i]:pending() then
+        p.since[table.remove(list, i)] = nil
         p.nidle = p.nidle - 1
         p.closed = p.closed + 1
       end
@@ -264,9 +271,9 @@ end
 function Pool:close()
   self.is_closed = true
   for _, list in pairs(self.idle) do
-    for _, e in ipairs(list) do drop(self, e.conn) end
+    for _, c in ipairs(list) do drop(self, c) end
   end
-  self.idle, self.nidle = {}, 0
+  self.idle, self.nidle, self.since = {}, 0, {}
   local ws = self.waiters
   self.waiters = {}
   for _, w in ipairs(ws) do w.ev:set() end
