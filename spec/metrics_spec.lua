@@ -265,5 +265,29 @@ scrape_configs:
       tostring(query("sockhost_connections_accepted_total")), tostring(query('app_lines_total{kind="plain"}'))))
     assert.equals(2, query("sockhost_processes_reporting"))
     assert.equals(1, query('up{job="sockhost"}'))
+    -- a reload (a new generation of both workers), more lines, a worker
+    -- killed, more lines: prometheus sees the sums go on, and its resets()
+    -- finds no counter that went back
+    os.execute("kill -HUP " .. proc.pid)
+    proc:wait_output("ready.*ready.*ready.*ready", 10)   -- both workers, twice
+    for _ = 1, 4 do lines(port, 3, "prom") end
+    assert.is_truthy(eventually(function()
+      return query("sockhost_connections_accepted_total") == 16 and query('app_lines_total{kind="plain"}') == 48
+    end, 30), "after the reload: " .. tostring(query('app_lines_total{kind="plain"}')))
+    local _, victim = who(port)
+    -- (what a killed worker counted since its last report is lost, up to
+    -- a second of it: wait until its count of the 'who' is in)
+    assert.is_truthy(eventually(function() return query("sockhost_connections_accepted_total") == 17 end, 30))
+    os.execute("kill -KILL " .. victim)
+    H.valgrind_expect(victim, "killed")
+    assert.is_truthy(eventually(function() return query("sockhost_processes_reporting") == 2 end, 30))
+    for _ = 1, 4 do lines(port, 3, "prom") end
+    -- the 'who' connection counts as accepted: 16 + 1 + 4
+    assert.is_truthy(eventually(function()
+      return query("sockhost_connections_accepted_total") == 21 and query('app_lines_total{kind="plain"}') == 60
+    end, 30), ("after the crash: accepted %s, lines %s"):format(
+      tostring(query("sockhost_connections_accepted_total")), tostring(query('app_lines_total{kind="plain"}'))))
+    assert.equals(0, query('resets(sockhost_connections_accepted_total[5m])'))
+    assert.equals(0, query('resets(app_lines_total{kind="plain"}[5m])'))
   end)
 end)
