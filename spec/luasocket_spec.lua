@@ -307,6 +307,122 @@ describe("sockhost.socket", function()
       end)
       assert.same({ "once", 0 }, got)
     end)
+
+    it("unread bytes: 'connection in dubious state', the object left open", function()
+      local s = ours()
+      local got = H.run(function()
+        local c = client(s, "A")
+        local line = c:receive()                 -- "abc"; "de\rf\nghijkl" stays unread
+        sh.sleep(0.1)
+        local r = table.pack(c:setkeepalive())
+        local rest = c:receive()
+        c:close()
+        return { line, r[1], r[2], rest }
+      end)
+      assert.same({ "abc", nil, "connection in dubious state", "def" }, got)
+    end)
+
+    -- A sockhost echo server of its own (a host:port no other case pooled
+    -- for): fn(socket, port, server) in the task.
+    local function with_echo(fn)
+      return H.run(function()
+        local srv = { accepted = 0, ended = 0 }
+        srv.l = assert(sh.listen("tcp://127.0.0.1:0", function(c)
+          srv.accepted = srv.accepted + 1
+          for line in c:lines() do c:write(line, "\n") end
+          srv.ended = srv.ended + 1
+        end))
+        local r = table.pack(pcall(fn, ours(), select(2, H.hostport(srv.l:address())), srv))
+        srv.l:close()
+        assert(r[1], r[2])
+        return table.unpack(r, 2, r.n)
+      end, 20)
+    end
+
+    local function echo(c, line)
+      assert(c:send(line .. "\n"))
+      return c:receive()
+    end
+
+    local function until_(cond)
+      for _ = 1, 200 do
+        if cond() then return true end
+        sh.sleep(0.01)
+      end
+      return cond()
+    end
+
+    it("getreusedtimes counts the times the connection came out of the pool", function()
+      local got = with_echo(function(s, p, srv)
+        local r = {}
+        for i = 1, 3 do
+          local c = s.tcp()
+          assert(c:connect("127.0.0.1", p))
+          r[#r + 1] = echo(c, "n" .. i)
+          r[#r + 1] = c:getreusedtimes()
+          if i < 3 then assert(c:setkeepalive()) else c:close() end
+        end
+        r[#r + 1] = srv.accepted
+        return r
+      end)
+      assert.same({ "n1", 0, "n2", 1, "n3", 2, 1 }, got)
+    end)
+
+    it("the first size given for a host:port holds for it; the oldest idle ones beyond it are closed", function()
+      local got = with_echo(function(s, p, srv)
+        local cs = {}
+        for i = 1, 4 do
+          cs[i] = s.tcp()
+          assert(cs[i]:connect("127.0.0.1", p))
+          assert(echo(cs[i], "c" .. i))
+        end
+        assert.equals(1, cs[1]:setkeepalive(10000, 2))
+        for i = 2, 4 do assert.equals(1, cs[i]:setkeepalive(10000, 30)) end   -- 30 is ignored
+        local closed = until_(function() return srv.ended == 2 end)
+        local again, reused = {}, {}
+        for i = 1, 3 do
+          again[i] = s.tcp()
+          assert(again[i]:connect("127.0.0.1", p))
+          reused[i] = again[i]:getreusedtimes()
+        end
+        for i = 1, 3 do again[i]:close() end
+        return { closed, srv.accepted, reused }
+      end)
+      assert.same({ true, 5, { 1, 1, 0 } }, got)
+    end)
+
+    it("timeout_ms is each connection's idle limit; 0 is none", function()
+      local got = with_echo(function(s, p, srv)
+        local a, b = s.tcp(), s.tcp()
+        assert(a:connect("127.0.0.1", p))
+        assert(b:connect("127.0.0.1", p))
+        local la, lb = echo(a, "a"), echo(b, "b")
+        assert(a:setkeepalive(0))
+        assert(b:setkeepalive(150))                -- pooled last: lent first, if still there
+        local closed = until_(function() return srv.ended == 1 end)
+        sh.sleep(0.5)
+        local c, d = s.tcp(), s.tcp()
+        assert(c:connect("127.0.0.1", p))
+        assert(d:connect("127.0.0.1", p))
+        local r = { la, lb, closed, srv.ended, c:getreusedtimes(), echo(c, "c"), d:getreusedtimes(), srv.accepted }
+        c:close() d:close()
+        return r
+      end)
+      assert.same({ "a", "b", true, 1, 1, "c", 0, 3 }, got)
+    end)
+
+    it("raises on a bad timeout or size", function()
+      local got = with_echo(function(s, p)
+        local c = s.tcp()
+        assert(c:connect("127.0.0.1", p))
+        local e1 = select(2, pcall(c.setkeepalive, c, -1))
+        local e2 = select(2, pcall(c.setkeepalive, c, 1000, 0))
+        c:close()
+        return { e1, e2 }
+      end)
+      assert.matches("bad argument #1 to 'setkeepalive' %(timeout must be a number >= 0%)", got[1])
+      assert.matches("bad argument #2 to 'setkeepalive' %(size must be a number >= 1%)", got[2])
+    end)
   end)
 
   describe("select, bind and accept", function()

@@ -117,6 +117,45 @@ describe("sockhost.pool", function()
     end)
   end)
 
+  it("setsize gives one key a size of its own, closing its idle connections beyond it; nil undoes it", function()
+    H.run(function()
+      local b = backend()
+      local p = new_pool(b, { size = 3 })
+      local k1, k2 = b.addr .. "/1", b.addr .. "/2"
+      assert.is_true(p:setsize(k1, 1))
+      local cs = {}
+      for i = 1, 3 do cs[i] = assert(p:get(k1)) end
+      for i = 4, 6 do cs[i] = assert(p:get(k2)) end
+      for i = 1, 6 do assert.equal(i, who(cs[i])) end
+      assert.same({ true, true, true }, { p:put(k1, cs[1]), p:put(k1, cs[2]), p:put(k1, cs[3]) })
+      for i = 4, 6 do p:put(k2, cs[i]) end
+      local s = p:stats()
+      assert.same({ 4, 2 }, { s.idle, s.closed })   -- k1 kept one (the newest), k2 the pool's 3
+      assert.is_true(until_(function() return b.ended == 2 end))
+      local c = assert(p:get(k1))
+      assert.equal(3, who(c))
+      p:put(k1, c)
+      -- lowering a key's size closes its oldest idle ones at once
+      p:setsize(k2, 1)
+      assert.same({ 2, 4 }, { p:stats().idle, p:stats().closed })
+      assert.is_true(until_(function() return b.ended == 4 end))
+      local d = assert(p:get(k2))
+      assert.equal(6, who(d))
+      -- nil: the pool's size again
+      p:setsize(k1, nil)
+      local more = {}
+      for i = 1, 3 do more[i] = assert(p:get(k1)) end
+      for i = 1, 3 do p:put(k1, more[i]) end
+      assert.equal(3, p:stats().idle)
+      p:setsize(k2, 0)
+      assert.is_false(p:put(k2, d))
+      assert.has_error(function() p:setsize(k1, -1) end, "bad argument #2 to 'setsize' (number >= 0 expected)")
+      assert.has_error(function() p:setsize(7, 1) end, "bad argument #1 to 'setsize' (string expected, got number)")
+      p:close()
+      b.close()
+    end)
+  end)
+
   it("drops an idle connection the server closed, or that got unexpected bytes, and makes a new one", function()
     H.run(function()
       local b = backend()

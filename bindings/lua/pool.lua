@@ -13,7 +13,9 @@
 -- connections, which does not keep the process alive either; get() also
 -- drops one past its time, and one the peer closed or wrote to while it was
 -- idle (conn:pending(), which never waits). A full pool (max) makes get()
--- wait, in order, each waiter on an event of its own.
+-- wait, in order, each waiter on an event of its own. p:setsize(key, n)
+-- gives one key a size of its own (sockhost.socket's setkeepalive: the
+-- first size given for a host:port holds for it).
 local sh = require "sockhost"
 
 local M = {}
@@ -59,6 +61,7 @@ function M.new(opts)
     wait_timeout = num_opt(opts, "wait_timeout", "pool.new"),
     idle = {},                                 -- key -> { conn, ... }, oldest first
     since = {},                                -- idle conn -> when it was put
+    sizes = {},                                -- key -> its own size (setsize)
     nidle = 0,
     busy = 0,                                  -- lent
     opening = 0,                               -- being made by connect
@@ -213,10 +216,27 @@ local function check_lent(p, key, conn, fname)
   p.busy = p.busy - 1
 end
 
+local function size_of(p, key)
+  return p.sizes[key] or p.size
+end
+
+-- Close the oldest idle connections of 'key' beyond its size.
+local function trim(p, key)
+  local list = p.idle[key]
+  if not list then return end
+  local size = size_of(p, key)
+  while #list > size do
+    local old = table.remove(list, 1)
+    p.nidle, p.since[old] = p.nidle - 1, nil
+    drop(p, old)
+  end
+  if #list == 0 then p.idle[key] = nil end
+end
+
 -- p:put(key, conn) -> kept: take back a clean connection, lent for 'key'.
 function Pool:put(key, conn)
   check_lent(self, key, conn, "put")
-  if self.is_closed or self.size == 0 or not clean(conn) then
+  if self.is_closed or size_of(self, key) == 0 or not clean(conn) then
     drop(self, conn)
     wake_one(self)
     return false
@@ -226,13 +246,24 @@ function Pool:put(key, conn)
   list[#list + 1] = conn
   self.since[conn] = sh.now()
   self.nidle = self.nidle + 1
-  if #list > self.size then
-    local old = table.remove(list, 1)
-    self.nidle, self.since[old] = self.nidle - 1, nil
-    drop(self, old)
-  end
+  trim(self, key)
   if self.idle_timeout > 0 then conn:setlimits(self.limit) end
   wake_one(self)
+  return true
+end
+
+-- p:setsize(key [, n]) -> true: idle connections kept for 'key' from now
+-- on (n >= 0), instead of the pool's size; nil: the pool's size again.
+-- Idle ones beyond it are closed, the oldest first.
+function Pool:setsize(key, n)
+  check_key(key, "setsize")
+  if n ~= nil then
+    local v = tonumber(n)
+    if v == nil or v < 0 then error("bad argument #2 to 'setsize' (number >= 0 expected)", 2) end
+    n = v
+  end
+  self.sizes[key] = n
+  trim(self, key)
   return true
 end
 

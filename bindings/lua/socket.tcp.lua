@@ -5,7 +5,7 @@
 -- Results follow LuaSocket 3.0: 1 for success, nil, err [, partial] for
 -- failures, "closed" / "timeout" as LuaSocket spells them.
 local sh = require "sockhost"
-local pool = require "sockhost.socket.pool"   -- PROVISIONAL: sockhost.pool at merge
+local pool = require "sockhost.pool"
 
 local M = {}
 local Tcp = {}
@@ -15,6 +15,29 @@ local Tcp = {}
 local LINE_MAX = 16 * 1024 * 1024
 Tcp.__index = Tcp
 Tcp.__name = "sockhost.socket.tcp"
+
+---------------------------------------------------------------- the keep-alive pool
+
+-- OpenResty's defaults (lua_socket_pool_size, lua_socket_keepalive_timeout).
+local POOL_SIZE, KEEPALIVE = 30, 60
+
+-- Every client connection connect makes is lent by this one sockhost.pool
+-- (the process's, as OpenResty's is a worker's), keyed by "host:port":
+-- setkeepalive puts it back, close discards it. The pool keeps no time of
+-- its own (idle_timeout 0): setkeepalive sets each connection's idle limit
+-- (conn:setlimits, the host's sweep closes it), and the first size given
+-- for a key holds for it (p:setsize). No 'max': connect never waits.
+local keepalive = pool.new {
+  connect = function(_, o)
+    local conn, err = sh.connect(o.url, { timeout = o.timeout })
+    if not conn then return nil, err end
+    conn:setlimits { max_line = LINE_MAX }
+    return conn
+  end,
+  size = POOL_SIZE, idle_timeout = 0,
+}
+local sized = {}                              -- key -> true once its size is fixed
+local reuses = setmetatable({}, { __mode = "k" })   -- conn -> times it came out of the pool
 
 -- Options setoption takes (LuaSocket's names). TCP_NODELAY is always on in
 -- sockhost; the others are remembered (getoption) and not applied.
@@ -68,20 +91,14 @@ function Tcp:connect(host, port)
   if self.state ~= "master" then return nil, "already connected" end
   assert(type(host) == "string", "bad argument #1 to 'connect' (string expected)")
   port = assert(math.tointeger(tonumber(port)), "bad argument #2 to 'connect' (port expected)")
-  local key = host .. ":" .. port
-  local conn = pool.get(key)
-  if conn then
-    self.reused = (self.reused or 0) + 1
-  else
-    local err
-    -- A timeout of 0 does not make a connect fail at once: it waits (yielding)
-    -- up to sockhost's default connect timeout.
-    local t = self.timeout
-    if t == 0 then t = nil elseif t == nil then t = -1 end
-    conn, err = sh.connect(("tcp://%s:%d"):format(bracket(host), port), { timeout = t })
-    if not conn then return nil, connect_error(err) end
-    conn:setlimits { max_line = LINE_MAX }
-  end
+  local key = bracket(host) .. ":" .. port
+  -- A timeout of 0 does not make a connect fail at once: it waits (yielding)
+  -- up to sockhost's default connect timeout.
+  local t = self.timeout
+  if t == 0 then t = nil elseif t == nil then t = -1 end
+  local conn, reused = keepalive:get(key, { url = "tcp://" .. key, timeout = t })
+  if not conn then return nil, connect_error(reused) end
+  if reused then reuses[conn] = (reuses[conn] or 0) + 1 end
   self.state, self.conn, self.host, self.key = "client", conn, host, key
   return 1
 end
@@ -89,7 +106,7 @@ end
 -- OpenResty: how many times this connection came out of the pool.
 function Tcp:getreusedtimes()
   if not self.conn then return nil, "closed" end
-  return self.reused or 0
+  return reuses[self.conn] or 0
 end
 
 function Tcp:bind(host, port)
@@ -271,17 +288,33 @@ end
 ---------------------------------------------------------------- keep-alive (OpenResty)
 
 -- setkeepalive([timeout_ms [, size]]): back into the pool for host:port;
--- this object is closed. timeout in milliseconds as in OpenResty (0: the
--- pool's default of 60 s), size the most idle conns kept for that key.
+-- this object is closed. As OpenResty: timeout in milliseconds (nil: 60 s,
+-- 0: no limit), size the most idle conns kept for that key, fixed by the
+-- first setkeepalive for it (nil: 30). A conn with unread bytes is not
+-- pooled: "connection in dubious state", the object left as it was. One
+-- the peer has ended is closed by the pool (1 all the same: the pool drops
+-- a connection ended while idle just as well).
 function Tcp:setkeepalive(timeout, size)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("bad argument #1 to 'setkeepalive' (timeout must be a number >= 0)", 2)
+  end
+  if size ~= nil and (type(size) ~= "number" or size < 1) then
+    error("bad argument #2 to 'setkeepalive' (size must be a number >= 1)", 2)
+  end
   local conn = self.conn
   if not conn or not self.key then return nil, "closed" end
-  if self.pending ~= "" or self.rx_closed or self.tx_closed then
+  if self.pending ~= "" or self.rx_closed or self.tx_closed or (conn:pending() or 0) > 0 then
     return nil, "connection in dubious state"
   end
+  local key = self.key
   self.conn, self.state = nil, "closed"
-  local idle = (timeout and timeout > 0) and timeout / 1000 or nil
-  pool.put(self.key, conn, { idle = idle, size = size })
+  if not sized[key] then
+    sized[key] = true
+    keepalive:setsize(key, size or POOL_SIZE)
+  end
+  if keepalive:put(key, conn) then
+    conn:setlimits { idle_timeout = timeout == nil and KEEPALIVE or timeout / 1000 }
+  end
   return 1
 end
 
@@ -300,7 +333,10 @@ function Tcp:close()
     self.queue:close()   -- and those still on their way in
     self.listener = nil
   end
-  if self.conn then self.conn:close() self.conn = nil end
+  if self.conn then
+    if self.key then keepalive:discard(self.key, self.conn) else self.conn:close() end
+    self.conn = nil
+  end
   if self.on_close then self.on_close() self.on_close = nil end
   self.state = "closed"
   return 1
