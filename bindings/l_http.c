@@ -148,8 +148,27 @@ static int l_realpath (lua_State *L) {
   return 2;
 }
 
+/* parser.split_path(path) -> { segment, ... }: the non-empty pieces
+** between slashes ("/a//b/" -> { "a", "b" }), as the router matches them. */
+static int l_split_path (lua_State *L) {
+  size_t len, i = 0, start;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_Integer n = 0;
+  lua_createtable(L, 8, 0);
+  while (i < len) {
+    while (i < len && s[i] == '/') i++;
+    if (i == len) break;
+    start = i;
+    while (i < len && s[i] != '/') i++;
+    lua_pushlstring(L, s + start, i - start);
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   {"parse_head", l_parse_head}, {"chunk_size", l_chunk_size}, {"realpath", l_realpath},
+  {"split_path", l_split_path},
   {NULL, NULL}
 };
 

@@ -1,6 +1,7 @@
 -- sockhost.http.router -- the router of sockhost.http: a handler that
 -- dispatches on the method and the path ("/users/:id", "/files/*rest"),
--- answering 404, or 405 with Allow. Pure Lua, no I/O.
+-- answering 404, or 405 with Allow. Lua, and the C parser module's
+-- split_path; no I/O.
 local util = require "sockhost.http.util"
 
 local M = {}
@@ -10,15 +11,18 @@ local callable, unescape = util.callable, util.unescape
 local Router = {}
 Router.__index = Router
 
-local function split_path(path)
-  local segs = {}
-  for seg in path:gmatch("[^/]+") do segs[#segs + 1] = seg end
-  return segs
-end
+local LITERAL, PARAM, REST = 1, 2, 3
+local NONE = {}
+
+-- The non-empty segments between slashes, in C: { "a", "b" } for "/a//b/".
+local split_path = require("sockhost.http.parser").split_path
 
 --- http.router() -> router, itself a handler: router(req, res).
 function M.router()
-  return setmetatable({ exact = {}, patterns = {} }, Router)
+  -- exact: path -> { method = fn }; patterns: the dynamic routes in order,
+  -- also indexed by a literal first segment (first[seg]: a list in order)
+  -- or in 'wild' when the first segment is a parameter or the rest.
+  return setmetatable({ exact = {}, patterns = {}, first = {}, wild = {} }, Router)
 end
 
 --- router:route(method, pattern, fn) -> router. pattern: "/users/:id"
@@ -42,8 +46,23 @@ function Router:route(method, pattern, fn)
       if x.pattern == pattern then r = x end
     end
     if not r then
-      r = { pattern = pattern, segs = segs, fns = {} }
-      self.patterns[#self.patterns + 1] = r
+      -- Compiled once: each segment's kind (LITERAL, PARAM, REST) and the
+      -- parameter's name; 'n' segments, 'rest' if the last is "*".
+      local kinds, names = {}, {}
+      for i, s in ipairs(segs) do
+        local c = s:sub(1, 1)
+        kinds[i] = c == ":" and PARAM or c == "*" and REST or LITERAL
+        names[i] = kinds[i] ~= LITERAL and s:sub(2) or nil
+      end
+      r = { pattern = pattern, segs = segs, fns = {}, kinds = kinds, names = names, n = #segs,
+            rest = kinds[#segs] == REST, index = #self.patterns + 1 }
+      self.patterns[r.index] = r
+      local list = self.wild
+      if kinds[1] == LITERAL then
+        list = self.first[segs[1]]
+        if not list then list = {}; self.first[segs[1]] = list end
+      end
+      list[#list + 1] = r
     end
     r.fns[method] = fn
   else
@@ -68,28 +87,32 @@ for _, m in ipairs { "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS" } do
   Router[m:lower()] = function(self, pattern, fn) return self:route(m, pattern, fn) end
 end
 
--- Params for path segments 'segs' against route r, or nil.
-local function match(r, segs, path)
-  local params, rs = {}, r.segs
-  for i, s in ipairs(rs) do
-    local c = s:sub(1, 1)
-    if c == "*" then                      -- the raw rest, after i - 1 segments
+-- Params for path segments 'segs' (#segs = 'ns') against route r, or nil.
+-- The literal segments are compared first: a route that does not match
+-- costs no allocation.
+local function match(r, segs, ns, path)
+  local rs, kinds, n = r.segs, r.kinds, r.n
+  if r.rest then
+    if ns < n - 1 then return nil end
+  elseif ns ~= n then
+    return nil
+  end
+  for i = 1, n do
+    if kinds[i] == LITERAL and rs[i] ~= segs[i] then return nil end
+  end
+  local params, names = {}, r.names
+  for i = 1, n do
+    local k = kinds[i]
+    if k == PARAM then
+      local v = unescape(segs[i])
+      if v == nil then return nil end
+      params[names[i]] = v
+    elseif k == REST then                 -- the raw rest, after i - 1 segments
       local pos = 1
       for _ = 1, i - 1 do pos = select(2, path:find("[^/]+", pos)) + 1 end
-      params[s:sub(2)] = (path:sub(pos):gsub("^/+", ""))
-      return params
-    end
-    local seg = segs[i]
-    if seg == nil then return nil end
-    if c == ":" then
-      local v = unescape(seg)
-      if v == nil then return nil end
-      params[s:sub(2)] = v
-    elseif s ~= seg then
-      return nil
+      params[names[i]] = (path:sub(pos):gsub("^/+", ""))
     end
   end
-  if #segs ~= #rs then return nil end
   return params
 end
 
@@ -107,17 +130,29 @@ end
 
 function Router:__call(req, res)
   local path, method = req.path, req.method
-  local fns = self.exact[path]
-  if fns == nil then fns = self.exact["/" .. table.concat(split_path(path), "/")] end
+  local exact, segs = self.exact, nil
+  local fns = exact[path]
+  if fns == nil and (path:byte(1) ~= 47 or path:find("//", 1, true)
+                     or (#path > 1 and path:byte(-1) == 47)) then
+    segs = split_path(path)               -- not in its normal form: "/a//b/" is "/a/b"
+    fns = exact["/" .. table.concat(segs, "/")]
+  end
   local allowed
   if fns then
     local fn = pick(fns, method)
     if fn then req.params = {}; return fn(req, res) end
     allowed = fns
   end
-  local segs = split_path(path)
-  for _, r in ipairs(self.patterns) do
-    local params = match(r, segs, path)
+  segs = segs or split_path(path)
+  -- The routes that may match, in order: those whose first segment is
+  -- segs[1], merged with those that start with a parameter.
+  local ns, a, b, i, j = #segs, self.first[segs[1] or ""] or NONE, self.wild, 1, 1
+  while true do
+    local r, ra, rb = nil, a[i], b[j]
+    if ra and (rb == nil or ra.index < rb.index) then r, i = ra, i + 1
+    elseif rb then r, j = rb, j + 1
+    else break end
+    local params = match(r, segs, ns, path)
     if params then
       local fn = pick(r.fns, method)
       if fn then req.params = params; return fn(req, res) end
