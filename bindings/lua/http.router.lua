@@ -13,8 +13,10 @@ Router.__index = Router
 
 local LITERAL, PARAM, REST = 1, 2, 3
 local NONE = {}
+local compile
 
--- The non-empty segments between slashes, in C: { "a", "b" } for "/a//b/".
+-- The non-empty segments between slashes, in C: { "a", "b" } for "/a//b/",
+-- whether the path holds a '%', whether it is "/" .. table.concat(segs, "/").
 local split_path = require("sockhost.http.parser").split_path
 
 --- http.router() -> router, itself a handler: router(req, res).
@@ -54,8 +56,8 @@ function Router:route(method, pattern, fn)
         kinds[i] = c == ":" and PARAM or c == "*" and REST or LITERAL
         names[i] = kinds[i] ~= LITERAL and s:sub(2) or nil
       end
-      r = { pattern = pattern, segs = segs, fns = {}, kinds = kinds, names = names, n = #segs,
-            rest = kinds[#segs] == REST, index = #self.patterns + 1 }
+      r = { pattern = pattern, segs = segs, fns = {}, match = compile(segs, kinds, names),
+            index = #self.patterns + 1 }
       self.patterns[r.index] = r
       local list = self.wild
       if kinds[1] == LITERAL then
@@ -87,33 +89,39 @@ for _, m in ipairs { "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS" } do
   Router[m:lower()] = function(self, pattern, fn) return self:route(m, pattern, fn) end
 end
 
--- Params for path segments 'segs' (#segs = 'ns') against route r, or nil.
--- The literal segments are compared first: a route that does not match
--- costs no allocation.
-local function match(r, segs, ns, path)
-  local rs, kinds, n = r.segs, r.kinds, r.n
-  if r.rest then
-    if ns < n - 1 then return nil end
-  elseif ns ~= n then
-    return nil
-  end
+-- The raw rest of 'path' after i - 1 segments, without leading slashes.
+local function rest_of(path, i)
+  local pos = 1
+  for _ = 1, i - 1 do pos = select(2, path:find("[^/]+", pos)) + 1 end
+  return (path:sub(pos):gsub("^/+", ""))
+end
+
+-- A route's matcher, made once as Lua code: match(segs, ns, path, pct) ->
+-- params or nil, for the path's segments 'segs' (#segs = ns; 'pct': the
+-- path holds a '%'). The segment count and the literal segments are
+-- compared first, so that a route that does not match allocates nothing;
+-- the params table is made in one constructor.
+function compile(segs, kinds, names)
+  local n, q = #segs, function(x) return ("%q"):format(x) end
+  local code = { "local unescape, rest_of = ...\nreturn function(segs, ns, path, pct)\n" }
+  local function add(...) for _, x in ipairs { ... } do code[#code + 1] = x end end
+  if kinds[n] == REST then add("if ns < ", n - 1, " then return nil end\n")
+  else add("if ns ~= ", n, " then return nil end\n") end
   for i = 1, n do
-    if kinds[i] == LITERAL and rs[i] ~= segs[i] then return nil end
+    if kinds[i] == LITERAL then add("if segs[", i, "] ~= ", q(segs[i]), " then return nil end\n") end
   end
-  local params, names = {}, r.names
+  local fields = {}
   for i = 1, n do
-    local k = kinds[i]
-    if k == PARAM then
-      local v = unescape(segs[i])
-      if v == nil then return nil end
-      params[names[i]] = v
-    elseif k == REST then                 -- the raw rest, after i - 1 segments
-      local pos = 1
-      for _ = 1, i - 1 do pos = select(2, path:find("[^/]+", pos)) + 1 end
-      params[names[i]] = (path:sub(pos):gsub("^/+", ""))
+    if kinds[i] == PARAM then
+      add("local p", i, " = segs[", i, "]\n",
+          "if pct then p", i, " = unescape(p", i, ") if p", i, " == nil then return nil end end\n")
+      fields[#fields + 1] = "[" .. q(names[i]) .. "] = p" .. i
+    elseif kinds[i] == REST then
+      fields[#fields + 1] = "[" .. q(names[i]) .. "] = rest_of(path, " .. i .. ")"
     end
   end
-  return params
+  add("return { ", table.concat(fields, ", "), " }\nend\n")
+  return assert(load(table.concat(code), "=(route)", "t"))(unescape, rest_of)
 end
 
 local function pick(fns, method)
@@ -130,12 +138,11 @@ end
 
 function Router:__call(req, res)
   local path, method = req.path, req.method
-  local exact, segs = self.exact, nil
+  local exact, segs, pct, normal = self.exact, nil, nil, nil
   local fns = exact[path]
-  if fns == nil and (path:byte(1) ~= 47 or path:find("//", 1, true)
-                     or (#path > 1 and path:byte(-1) == 47)) then
-    segs = split_path(path)               -- not in its normal form: "/a//b/" is "/a/b"
-    fns = exact["/" .. table.concat(segs, "/")]
+  if fns == nil then
+    segs, pct, normal = split_path(path)
+    if not normal then fns = exact["/" .. table.concat(segs, "/")] end   -- "/a//b/" is "/a/b"
   end
   local allowed
   if fns then
@@ -143,7 +150,7 @@ function Router:__call(req, res)
     if fn then req.params = {}; return fn(req, res) end
     allowed = fns
   end
-  segs = segs or split_path(path)
+  if not segs then segs, pct = split_path(path) end
   -- The routes that may match, in order: those whose first segment is
   -- segs[1], merged with those that start with a parameter.
   local ns, a, b, i, j = #segs, self.first[segs[1] or ""] or NONE, self.wild, 1, 1
@@ -152,7 +159,7 @@ function Router:__call(req, res)
     if ra and (rb == nil or ra.index < rb.index) then r, i = ra, i + 1
     elseif rb then r, j = rb, j + 1
     else break end
-    local params = match(r, segs, ns, path)
+    local params = r.match(segs, ns, path, pct)
     if params then
       local fn = pick(r.fns, method)
       if fn then req.params = params; return fn(req, res) end
