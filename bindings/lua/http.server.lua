@@ -2,8 +2,9 @@
 -- a connection (keep-alive, pipelining, request bodies by Content-Length or
 -- chunked, HEAD, Expect: 100-continue) with a handler(req, res), and listen.
 --
--- The request head is read line by line (every read bounded) and parsed
--- whole by http-parser (the C module sockhost.http.parser, bindings/l_http.c
+-- The request head is taken in one call when it is buffered whole
+-- (conn:take_head, the common case), else read line by line (every read
+-- bounded, and every limit answered there), and parsed whole by http-parser (the C module sockhost.http.parser, bindings/l_http.c
 -- on core/sh_http.c), which also enforces the strict rules against request
 -- smuggling. A request that breaks them is answered 400 (431, 414, 413, 505)
 -- and the connection closed, without calling the handler.
