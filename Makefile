@@ -63,7 +63,7 @@ BIND_OBJ += bindings/l_crypto.o
 SUDO_APT = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; $$sudo apt-get install -y -qq
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libevent-dev pkg-config make gcc lua-busted \
               lua-socket lua-cjson python3 netcat-openbsd libhttp-parser-dev curl redis-tools \
-              libssl-dev openssl nginx wrk redis-server haproxy python3-prometheus-client prometheus \
+              libssl-dev openssl nginx libnginx-mod-http-lua lua-resty-core wrk redis-server haproxy python3-prometheus-client prometheus \
               python3-websockets nodejs chromium chromium-driver
 # Node's `ws` (test-only WebSocket peer of spec/websocket_spec.lua and
 # spec/ws_chat_spec.lua), in a git-ignored project directory.

@@ -41,7 +41,7 @@
 #define MAX_IOV 32              /* arguments sent per sendmsg() */
 #define CONNECT_TIMEOUT 30.0    /* default seconds for sockhost.connect() */
 
-enum { RD_LINE, RD_LINE_KEEP, RD_ALL, RD_N, RD_UNTIL, RD_SOME };
+enum { RD_LINE, RD_LINE_KEEP, RD_ALL, RD_N, RD_UNTIL, RD_SOME, RD_WAIT };
 enum { CLOSE_FLUSH, CLOSE_ABORT, CLOSE_GC };
 /* A connection's state: its stream is set only while CONN_OPEN. */
 typedef enum { CONN_OPEN, CONN_HANDSHAKE, CONN_CLOSED } conn_state;
@@ -198,6 +198,9 @@ static int try_read (lua_State *L, lconn *lc) {
     case RD_SOME:
       if (len > 0) { take(L, lc, len < lc->want ? len : lc->want, 0); return 1; }
       break;
+    case RD_WAIT:                         /* take_head: some input, left buffered */
+      if (len > 0) { lua_pushboolean(L, 1); return 1; }
+      break;
     case RD_N:
       if (len >= lc->want) { take(L, lc, lc->want, 0); return 1; }
       break;
@@ -224,7 +227,8 @@ static int try_read (lua_State *L, lconn *lc) {
   }
   luaL_pushfail(L);                      /* the stream ended first */
   lua_pushliteral(L, "closed");
-  if (lc->rmode == RD_SOME || lc->rmode == RD_LINE || lc->rmode == RD_LINE_KEEP) return 2;
+  if (lc->rmode == RD_SOME || lc->rmode == RD_WAIT || lc->rmode == RD_LINE
+      || lc->rmode == RD_LINE_KEEP) return 2;
   take(L, lc, len, 0);                   /* what did arrive */
   return 3;
 }
@@ -241,7 +245,7 @@ static void reader_done (lconn *lc) {
 static int read_timeout (void *obj, shl_task *t, int cancel) {
   lconn *lc = obj;
   int n = 2;
-  if (!cancel && lc->s != NULL && lc->rmode != RD_SOME) {
+  if (!cancel && lc->s != NULL && lc->rmode != RD_SOME && lc->rmode != RD_WAIT) {
     luaL_pushfail(t->co);
     lua_pushliteral(t->co, "timeout");
     peek(t->co, lc);                     /* stays buffered */
@@ -261,7 +265,7 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
 static int drain_now(lconn *lc);
 static void cut_now(lconn *lc);
 
-static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
+static int read_start_t (lua_State *L, lconn *lc, size_t cap, lua_KFunction k, double timeout) {
   shl_task *t;
   int n;
   if (drain_now(lc)) {                    /* shutting down: no new requests */
@@ -280,7 +284,11 @@ static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
   t = shl_checktask(L, "conn:read()");
   if (lc->corked) sh_stream_flush(lc->s);  /* the batch is over: the peer may wait for it */
   sh_stream_set_cap(lc->s, fit(lc, cap));
-  return shl_wait(L, &lc->readers, t, SHL_WAIT_READ, lc->timeout, read_timeout, lc, 0, k);
+  return shl_wait(L, &lc->readers, t, SHL_WAIT_READ, timeout, read_timeout, lc, 0, k);
+}
+
+static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
+  return read_start_t(L, lc, cap, k, lc->timeout);
 }
 
 static int check_reader (lua_State *L, lconn *lc) {
@@ -355,6 +363,80 @@ static int conn_read_some (lua_State *L) {
   lc->rmode = RD_SOME;
   lc->want = (size_t)max;
   return read_start(L, lc, INPUT_CAP, NULL);
+}
+
+/* The request head buffered whole at the start of lc's input (see
+** conn_take_head): push it and consume it, or push nil. */
+static int head_scan (lua_State *L, lconn *lc) {
+  lua_Integer max_line = lua_tointeger(L, 2), max_head = lua_tointeger(L, 3);
+  lua_Integer max_lines = lua_tointeger(L, 4), n = 0;
+  size_t len, skip = 0, size = 0, k;
+  const char *p, *end, *line, *nl;
+  if (lc->s == NULL || lc->readers.head != NULL || (len = sh_stream_inlen(lc->s)) == 0
+      || (p = sh_stream_peek(lc->s, len)) == NULL) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  end = p + len;
+  if (p[0] == '\n') skip = 1;                    /* one empty line before a request */
+  else if (len >= 2 && p[0] == '\r' && p[1] == '\n') skip = 2;
+  for (line = p + skip; line < end; line = nl + 1) {
+    nl = memchr(line, '\n', (size_t)(end - line));
+    if (nl == NULL || (lua_Integer)(nl - line) > max_line) break;
+    k = (size_t)(nl - line);
+    n++;
+    size += k + 1;
+    if (n > 1 && (lua_Integer)size > max_head) break;
+    if (n > 1 && (k == 0 || (k == 1 && line[0] == '\r'))) {   /* the empty line: done */
+      size_t hl = (size_t)(nl + 1 - (p + skip));
+      lua_pushlstring(L, p + skip, hl);
+      sh_stream_consume(lc->s, skip + hl);
+      lc->handed += hl;
+      consumed(lc, skip + hl);
+      sh_stream_partial(lc->s, 0);
+      if (lc->cut[0] != '\0') cut_now(lc);
+      return 1;
+    }
+    if (n > max_lines + 1) break;
+  }
+  luaL_pushfail(L);
+  return 1;
+}
+
+static int take_head_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  if (!lua_toboolean(L, 6)) return lua_gettop(L) - 5;   /* nil, err: nothing came */
+  lua_settop(L, 5);
+  return head_scan(L, checkconn(L, 1));
+}
+
+/* conn:take_head(max_line, max_head, max_lines [, wait]) -- the request
+** head at the start of the input when it is buffered whole, or nil
+** (nothing consumed): the bytes from its first line to its empty line, ends
+** of line kept, one empty line before it skipped. nil as well for anything
+** the line-by-line reading of sockhost.http (read_head in
+** bindings/lua/http.server.lua) would refuse or wait longer for: a line
+** longer than max_line, more than max_head bytes (the first line and each
+** header line, with one byte for its end), more than max_lines header
+** lines, a head not complete yet; that path then reads it and answers.
+** With 'wait' (seconds, as conn:settimeout takes them), when nothing is buffered it first
+** waits for input that long, like a read: nil, "timeout" / "closed" if none
+** came. The fast path of sockhost.http: one call instead of a read_until
+** per line. */
+static int conn_take_head (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  int busy;
+  luaL_checkinteger(L, 2);
+  luaL_checkinteger(L, 3);
+  luaL_checkinteger(L, 4);
+  if (lua_isnoneornil(L, 5) || lc->s == NULL || sh_stream_inlen(lc->s) > 0) {
+    lua_settop(L, 4);
+    return head_scan(L, lc);
+  }
+  if ((busy = check_reader(L, lc)) != 0) return busy;
+  lua_settop(L, 5);
+  lc->rmode = RD_WAIT;
+  return read_start_t(L, lc, INPUT_CAP, take_head_k, shl_opttimeout(L, 5, -1));
 }
 
 /* The lines() iterator: ends at the end of the stream, raises on errors
@@ -1332,7 +1414,7 @@ static const luaL_Reg conn_methods[] = {
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},
-  {"proxy", conn_proxy}, {NULL, NULL}
+  {"proxy", conn_proxy}, {"take_head", conn_take_head}, {NULL, NULL}
 };
 
 static const luaL_Reg conn_meta[] = {

@@ -148,8 +148,34 @@ static int l_realpath (lua_State *L) {
   return 2;
 }
 
+/* parser.split_path(path) -> { segment, ... }, pct, normal: the non-empty
+** pieces between slashes ("/a//b/" -> { "a", "b" }), as the router matches
+** them; whether the path holds a '%'; whether it is in its normal form,
+** "/" .. table.concat(segments, "/"). */
+static int l_split_path (lua_State *L) {
+  size_t len, i = 0, start;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_Integer n = 0;
+  int pct = 0, normal = len > 0 && s[0] == '/';
+  lua_createtable(L, 8, 0);
+  while (i < len) {
+    start = i;
+    while (i < len && s[i] == '/') i++;
+    if (i - start != 1 || (i == len && len > 1)) normal = 0;   /* "//", "/a/", "a" */
+    if (i == len) break;
+    start = i;
+    while (i < len && s[i] != '/') { if (s[i] == '%') pct = 1; i++; }
+    lua_pushlstring(L, s + start, i - start);
+    lua_rawseti(L, -2, ++n);
+  }
+  lua_pushboolean(L, pct);
+  lua_pushboolean(L, normal);
+  return 3;
+}
+
 static const luaL_Reg funcs[] = {
   {"parse_head", l_parse_head}, {"chunk_size", l_chunk_size}, {"realpath", l_realpath},
+  {"split_path", l_split_path},
   {NULL, NULL}
 };
 

@@ -1,6 +1,7 @@
 -- sockhost.http.router -- the router of sockhost.http: a handler that
 -- dispatches on the method and the path ("/users/:id", "/files/*rest"),
--- answering 404, or 405 with Allow. Pure Lua, no I/O.
+-- answering 404, or 405 with Allow. Lua, and the C parser module's
+-- split_path; no I/O.
 local util = require "sockhost.http.util"
 
 local M = {}
@@ -10,15 +11,20 @@ local callable, unescape = util.callable, util.unescape
 local Router = {}
 Router.__index = Router
 
-local function split_path(path)
-  local segs = {}
-  for seg in path:gmatch("[^/]+") do segs[#segs + 1] = seg end
-  return segs
-end
+local LITERAL, PARAM, REST = 1, 2, 3
+local NONE = {}
+local compile
+
+-- The non-empty segments between slashes, in C: { "a", "b" } for "/a//b/",
+-- whether the path holds a '%', whether it is "/" .. table.concat(segs, "/").
+local split_path = require("sockhost.http.parser").split_path
 
 --- http.router() -> router, itself a handler: router(req, res).
 function M.router()
-  return setmetatable({ exact = {}, patterns = {} }, Router)
+  -- exact: path -> { method = fn }; patterns: the dynamic routes in order,
+  -- also indexed by a literal first segment (first[seg]: a list in order)
+  -- or in 'wild' when the first segment is a parameter or the rest.
+  return setmetatable({ exact = {}, patterns = {}, first = {}, wild = {} }, Router)
 end
 
 --- router:route(method, pattern, fn) -> router. pattern: "/users/:id"
@@ -42,8 +48,23 @@ function Router:route(method, pattern, fn)
       if x.pattern == pattern then r = x end
     end
     if not r then
-      r = { pattern = pattern, segs = segs, fns = {} }
-      self.patterns[#self.patterns + 1] = r
+      -- Compiled once: each segment's kind (LITERAL, PARAM, REST) and the
+      -- parameter's name; 'n' segments, 'rest' if the last is "*".
+      local kinds, names = {}, {}
+      for i, s in ipairs(segs) do
+        local c = s:sub(1, 1)
+        kinds[i] = c == ":" and PARAM or c == "*" and REST or LITERAL
+        names[i] = kinds[i] ~= LITERAL and s:sub(2) or nil
+      end
+      r = { pattern = pattern, segs = segs, fns = {}, match = compile(segs, kinds, names),
+            index = #self.patterns + 1 }
+      self.patterns[r.index] = r
+      local list = self.wild
+      if kinds[1] == LITERAL then
+        list = self.first[segs[1]]
+        if not list then list = {}; self.first[segs[1]] = list end
+      end
+      list[#list + 1] = r
     end
     r.fns[method] = fn
   else
@@ -68,29 +89,39 @@ for _, m in ipairs { "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS" } do
   Router[m:lower()] = function(self, pattern, fn) return self:route(m, pattern, fn) end
 end
 
--- Params for path segments 'segs' against route r, or nil.
-local function match(r, segs, path)
-  local params, rs = {}, r.segs
-  for i, s in ipairs(rs) do
-    local c = s:sub(1, 1)
-    if c == "*" then                      -- the raw rest, after i - 1 segments
-      local pos = 1
-      for _ = 1, i - 1 do pos = select(2, path:find("[^/]+", pos)) + 1 end
-      params[s:sub(2)] = (path:sub(pos):gsub("^/+", ""))
-      return params
-    end
-    local seg = segs[i]
-    if seg == nil then return nil end
-    if c == ":" then
-      local v = unescape(seg)
-      if v == nil then return nil end
-      params[s:sub(2)] = v
-    elseif s ~= seg then
-      return nil
+-- The raw rest of 'path' after i - 1 segments, without leading slashes.
+local function rest_of(path, i)
+  local pos = 1
+  for _ = 1, i - 1 do pos = select(2, path:find("[^/]+", pos)) + 1 end
+  return (path:sub(pos):gsub("^/+", ""))
+end
+
+-- A route's matcher, made once as Lua code: match(segs, ns, path, pct) ->
+-- params or nil, for the path's segments 'segs' (#segs = ns; 'pct': the
+-- path holds a '%'). The segment count and the literal segments are
+-- compared first, so that a route that does not match allocates nothing;
+-- the params table is made in one constructor.
+function compile(segs, kinds, names)
+  local n, q = #segs, function(x) return ("%q"):format(x) end
+  local code = { "local unescape, rest_of = ...\nreturn function(segs, ns, path, pct)\n" }
+  local function add(...) for _, x in ipairs { ... } do code[#code + 1] = x end end
+  if kinds[n] == REST then add("if ns < ", n - 1, " then return nil end\n")
+  else add("if ns ~= ", n, " then return nil end\n") end
+  for i = 1, n do
+    if kinds[i] == LITERAL then add("if segs[", i, "] ~= ", q(segs[i]), " then return nil end\n") end
+  end
+  local fields = {}
+  for i = 1, n do
+    if kinds[i] == PARAM then
+      add("local p", i, " = segs[", i, "]\n",
+          "if pct then p", i, " = unescape(p", i, ") if p", i, " == nil then return nil end end\n")
+      fields[#fields + 1] = "[" .. q(names[i]) .. "] = p" .. i
+    elseif kinds[i] == REST then
+      fields[#fields + 1] = "[" .. q(names[i]) .. "] = rest_of(path, " .. i .. ")"
     end
   end
-  if #segs ~= #rs then return nil end
-  return params
+  add("return { ", table.concat(fields, ", "), " }\nend\n")
+  return assert(load(table.concat(code), "=(route)", "t"))(unescape, rest_of)
 end
 
 local function pick(fns, method)
@@ -107,17 +138,28 @@ end
 
 function Router:__call(req, res)
   local path, method = req.path, req.method
-  local fns = self.exact[path]
-  if fns == nil then fns = self.exact["/" .. table.concat(split_path(path), "/")] end
+  local exact, segs, pct, normal = self.exact, nil, nil, nil
+  local fns = exact[path]
+  if fns == nil then
+    segs, pct, normal = split_path(path)
+    if not normal then fns = exact["/" .. table.concat(segs, "/")] end   -- "/a//b/" is "/a/b"
+  end
   local allowed
   if fns then
     local fn = pick(fns, method)
     if fn then req.params = {}; return fn(req, res) end
     allowed = fns
   end
-  local segs = split_path(path)
-  for _, r in ipairs(self.patterns) do
-    local params = match(r, segs, path)
+  if not segs then segs, pct = split_path(path) end
+  -- The routes that may match, in order: those whose first segment is
+  -- segs[1], merged with those that start with a parameter.
+  local ns, a, b, i, j = #segs, self.first[segs[1] or ""] or NONE, self.wild, 1, 1
+  while true do
+    local r, ra, rb = nil, a[i], b[j]
+    if ra and (rb == nil or ra.index < rb.index) then r, i = ra, i + 1
+    elseif rb then r, j = rb, j + 1
+    else break end
+    local params = r.match(segs, ns, path, pct)
     if params then
       local fn = pick(r.fns, method)
       if fn then req.params = params; return fn(req, res) end

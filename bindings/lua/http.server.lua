@@ -2,8 +2,9 @@
 -- a connection (keep-alive, pipelining, request bodies by Content-Length or
 -- chunked, HEAD, Expect: 100-continue) with a handler(req, res), and listen.
 --
--- The request head is read line by line (every read bounded) and parsed
--- whole by http-parser (the C module sockhost.http.parser, bindings/l_http.c
+-- The request head is taken in one call when it is buffered whole
+-- (conn:take_head, the common case), else read line by line (every read
+-- bounded, and every limit answered there), and parsed whole by http-parser (the C module sockhost.http.parser, bindings/l_http.c
 -- on core/sh_http.c), which also enforces the strict rules against request
 -- smuggling. A request that breaks them is answered 400 (431, 414, 413, 505)
 -- and the connection closed, without calling the handler.
@@ -85,7 +86,7 @@ local Res = {}
 Res.__index = Res
 
 local function new_res(req, o)
-  return setmetatable({ _req = req, _conn = req.conn, _o = o, _code = 200, _h = {},
+  return setmetatable({ _req = req, _conn = req.conn, _o = o, _code = 200,
                         _close = not req.keep_alive, _head_only = req.method == "HEAD" }, Res)
 end
 
@@ -185,6 +186,7 @@ function Res:header(name, value)
     self._date = true
   end
   local h = self._h
+  if h == nil then h = {}; self._h = h end
   h[#h + 1] = name
   h[#h + 1] = value
   return self
@@ -194,24 +196,48 @@ local function no_body(code)
   return code < 200 or code == 204 or code == 304
 end
 
--- The status line and headers; 'framing' is the Content-Length or
--- Transfer-Encoding line (or "").
-local function head_text(self, framing)
-  local req, code = self._req, self._code
-  local t = { "HTTP/1.1 ", code, " ", reason(code), "\r\n" }
-  local h = self._h
-  for i = 1, #h, 2 do
-    t[#t + 1] = h[i]; t[#t + 1] = ": "; t[#t + 1] = h[i + 1]; t[#t + 1] = "\r\n"
+-- The pieces of a head, made once: status lines by code, Content-Length
+-- lines by length (up to CL_CACHED), the Date line for the current second.
+local STATUS_LINE = setmetatable({}, { __index = function(t, code)
+  local line = "HTTP/1.1 " .. code .. " " .. reason(code) .. "\r\n"
+  t[code] = line                          -- codes are 100..999: bounded
+  return line
+end })
+local CL_CACHED = 4096
+local CL_LINE = setmetatable({}, { __index = function(t, n)
+  local line = "Content-Length: " .. n .. "\r\n"
+  if n <= CL_CACHED then t[n] = line end
+  return line
+end })
+local CTYPE = "Content-Type: text/plain; charset=utf-8\r\n"
+local date_at, date_line
+
+-- The response's head with 'body' after it, in one conn:write: the status
+-- line, the handler's headers, Date, 'ctype' (a Content-Type line or ""),
+-- 'framing' (the Content-Length or Transfer-Encoding line, or ""),
+-- Connection, the empty line.
+local function write_head(self, ctype, framing, body)
+  local h, hdrs = self._h, ""
+  if h then
+    local t = {}
+    for i = 1, #h, 2 do
+      t[#t + 1] = h[i]; t[#t + 1] = ": "; t[#t + 1] = h[i + 1]; t[#t + 1] = "\r\n"
+    end
+    hdrs = table.concat(t)
   end
-  if self._o.date and not self._date then t[#t + 1] = "Date: " .. util.date() .. "\r\n" end
-  t[#t + 1] = framing
+  local date = ""
+  if self._o.date and not self._date then
+    local now = os.time()
+    if now ~= date_at then date_at, date_line = now, "Date: " .. util.date(now) .. "\r\n" end
+    date = date_line
+  end
+  local last = "\r\n"
   if self._close then
-    t[#t + 1] = "Connection: close\r\n"
-  elseif req.version == "1.0" then
-    t[#t + 1] = "Connection: keep-alive\r\n"
+    last = "Connection: close\r\n\r\n"
+  elseif self._req.version == "1.0" then
+    last = "Connection: keep-alive\r\n\r\n"
   end
-  t[#t + 1] = "\r\n"
-  return table.concat(t)
+  return self._conn:write(STATUS_LINE[self._code], hdrs, date, ctype, framing, last, body)
 end
 
 --- res:write(data) -> true | nil, err. Streams part of the body: the first
@@ -224,22 +250,20 @@ function Res:write(data)
   local conn = self._conn
   if not self._state then
     self._state = "head"
-    local framing = ""
+    local framing, ctype = "", ""
     if no_body(self._code) then
       self._mode = "none"
     elseif self._length then
       self._mode, self._left = "length", self._length
-      framing = "Content-Length: " .. self._length .. "\r\n"
+      framing = CL_LINE[self._length]
     elseif self._req.version == "1.1" then
       self._mode = "chunked"
       framing = "Transfer-Encoding: chunked\r\n"
     else
       self._mode, self._close = "close", true
     end
-    if not self._ctype and self._mode ~= "none" then
-      framing = "Content-Type: text/plain; charset=utf-8\r\n" .. framing
-    end
-    local ok, err = sent(self, conn:write(head_text(self, framing)))
+    if not self._ctype and self._mode ~= "none" then ctype = CTYPE end
+    local ok, err = sent(self, write_head(self, ctype, framing, ""))
     if not ok then return nil, err end
   end
   if #data == 0 or self._head_only or self._mode == "none" then return true end
@@ -256,19 +280,17 @@ end
 local function send_full(self, body)
   local code = self._code
   if no_body(code) then body = "" end
-  local framing = ""
+  local framing, ctype = "", ""
   if not no_body(code) then
     if self._length and self._length ~= #body then
       error(("body of %d bytes, but Content-Length %d"):format(#body, self._length), 3)
     end
-    framing = "Content-Length: " .. #body .. "\r\n"
-    if not self._ctype and #body > 0 then
-      framing = "Content-Type: text/plain; charset=utf-8\r\n" .. framing
-    end
+    framing = CL_LINE[#body]
+    if not self._ctype and #body > 0 then ctype = CTYPE end
   end
   self._state = "done"
   if self._head_only then body = "" end
-  return sent(self, self._conn:write(head_text(self, framing), body))
+  return sent(self, write_head(self, ctype, framing, body))
 end
 
 --- res:finish([data]) -> true | nil, err. Ends the response: all of it with
@@ -283,8 +305,7 @@ function Res:finish(data)
     if self._length and data == nil and self._head_only then
       -- HEAD with a known length: the head only
       self._state = "done"
-      return sent(self, self._conn:write(head_text(self, no_body(self._code) and ""
-        or ("Content-Length: " .. self._length .. "\r\n"))))
+      return sent(self, write_head(self, "", no_body(self._code) and "" or CL_LINE[self._length], ""))
     end
     return send_full(self, data or "")
   end
@@ -493,8 +514,15 @@ end
 
 local function serve(conn, handler, o)
   conn:settimeout(o.timeout)
+  local max_line, max_head, max_headers = o.max_line, o.max_head, o.max_headers
   while true do
-    local head, status = read_head(conn, o)
+    -- A head already buffered whole is taken in one call; else (and for
+    -- every error) it is read line by line.
+    local head, status = conn:take_head(max_line, max_head, max_headers, o.keepalive_timeout)
+    if not head then
+      if status then return end             -- nothing came: "timeout", "closed"
+      head, status = read_head(conn, o)
+    end
     if not head then
       if status then send_plain(conn, o, status, true) end
       return
