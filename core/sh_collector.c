@@ -50,6 +50,8 @@ typedef struct reporter {
   unsigned long sum_seq;        /* its own "A" ask waiting, or 0 */
   unsigned long sum_for;        /* ... served when all answered this ask */
   double sum_by;
+  char out[128];                /* asks a send took only part of, to finish */
+  size_t outlen;
 } reporter;
 
 typedef struct client {
@@ -312,14 +314,33 @@ static char *render (size_t *outlen) {
 
 /* ====================== Reporters ====================== */
 
-static void ask_all (double now) {
-  char line[48];
-  size_t i;
-  int n = snprintf(line, sizeof line, "Q %lu\n", ++C.seq);
-  for (i = 0; i < C.nreps; i++) {
-    ssize_t w = send(C.reps[i]->fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)w;                                   /* one not reading keeps its last */
+/* Send what r has queued; what the socket does not take waits for POLLOUT
+** (a send may take part of a line: the rest must follow before anything
+** else, or the reporter would read a broken line). */
+static void flush_out (reporter *r) {
+  while (r->outlen > 0) {
+    ssize_t w = send(r->fd, r->out, r->outlen, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w <= 0) return;                         /* full, or gone: its read says */
+    memmove(r->out, r->out + w, r->outlen - (size_t)w);
+    r->outlen -= (size_t)w;
   }
+}
+
+/* Queue an ask for r, whole or not at all (one not reading keeps its last
+** report), and send what it can. */
+static void ask (reporter *r, unsigned long seq) {
+  char line[48];
+  int n = snprintf(line, sizeof line, "Q %lu\n", seq);
+  if (n <= 0 || r->outlen + (size_t)n > sizeof r->out) return;
+  memcpy(r->out + r->outlen, line, (size_t)n);
+  r->outlen += (size_t)n;
+  flush_out(r);
+}
+
+static void ask_all (double now) {
+  size_t i;
+  ++C.seq;
+  for (i = 0; i < C.nreps; i++) ask(C.reps[i], C.seq);
   C.next_ask = now + SH_COLLECT_EVERY;
 }
 
@@ -392,8 +413,6 @@ static int read_reporter (reporter *r, double now) {
 static void accept_reporter (double now) {
   int fd = accept4(C.unix_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
   reporter *r, **nr;
-  char line[48];
-  int n;
   if (fd < 0) return;
   r = calloc(1, sizeof *r);
   nr = realloc(C.reps, (C.nreps + 1) * sizeof *nr);
@@ -401,8 +420,7 @@ static void accept_reporter (double now) {
   C.reps = nr;
   r->fd = fd;
   C.reps[C.nreps++] = r;
-  n = snprintf(line, sizeof line, "Q %lu\n", C.seq);   /* its first report */
-  if (send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* it reports at the next ask */ }
+  ask(r, C.seq);                               /* its first report */
   (void)now;
 }
 
@@ -537,7 +555,10 @@ static void *collector_main (void *arg) {
       pf[n].fd = C.clients[k].fd >= 0 && C.clients[k].seq == 0 ? C.clients[k].fd : -1;
       pf[n++].events = POLLIN;
     }
-    for (i = 0; i < C.nreps; i++) { pf[n].fd = C.reps[i]->fd; pf[n++].events = POLLIN; }
+    for (i = 0; i < C.nreps; i++) {
+      pf[n].fd = C.reps[i]->fd;
+      pf[n++].events = POLLIN | (C.reps[i]->outlen > 0 ? POLLOUT : 0);
+    }
     if (poll(pf, n, (int)(wait * 1000) + 1) <= 0) continue;
     now = now_mono();
     if (pf[0].revents) accept_client(now);
@@ -546,6 +567,7 @@ static void *collector_main (void *arg) {
       if (pf[2 + k].revents && C.clients[k].fd >= 0) read_client(&C.clients[k], now);
     for (i = C.nreps; i-- > 0;) {              /* backwards: drop_reporter moves the last */
       if (2 + MAX_CLIENTS + i >= n || pf[2 + MAX_CLIENTS + i].revents == 0) continue;
+      if (pf[2 + MAX_CLIENTS + i].revents & POLLOUT) flush_out(C.reps[i]);
       if (read_reporter(C.reps[i], now) != 0) drop_reporter(i);
     }
   }
