@@ -54,6 +54,8 @@ CORE_OBJ += core/sh_tls.o
 BIND_OBJ += bindings/l_tls.o
 # The strict HTTP request head parser, on http-parser (LIBS_HTTP).
 CORE_OBJ += core/sh_http.o
+# The fast path of reading RESP commands (conn:resp_commands, sockhost.resp).
+CORE_OBJ += core/sh_resp.o
 # SHA-1, base64, random bytes, the WebSocket mask, UTF-8 (sockhost.crypto).
 CORE_OBJ += core/sh_crypto.o
 BIND_OBJ += bindings/l_crypto.o

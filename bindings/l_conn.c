@@ -19,6 +19,7 @@
 **
 ** What this file does not do: resolve names. */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -28,6 +29,7 @@
 
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
+#include "../core/sh_resp.h"
 #include "../core/sh_proxy.h"
 #include "../core/sh_stream.h"
 #include "../core/sh_tls.h"
@@ -641,6 +643,59 @@ static int conn_uncork (lua_State *L) {
   sh_stream_cork(lc->s, 0);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* One argument of a command into the table on top of the stack. */
+static void resp_arg (void *ud, size_t i, size_t n, const char *p, size_t len) {
+  lua_State *L = ud;
+  (void)n;
+  lua_pushlstring(L, p, len);
+  lua_rawseti(L, -2, (lua_Integer)i + 1);
+}
+
+static size_t opt_size (lua_State *L, int arg) {
+  lua_Integer v = luaL_checkinteger(L, arg);
+  luaL_argcheck(L, v >= 0, arg, "must be non-negative");
+  return (size_t)v;
+}
+
+/* conn:resp_commands(max, max_bulk, max_bytes, max_elements) -> { args,
+** ... }, n | nil: never waits. The RESP commands ("*<n>\r\n" and n bulk
+** strings) at the head of what is buffered, whole, up to 'max' of them, each
+** a list of strings, taken from the input; nil when the first one is not
+** such a command, whole and within the limits (core/sh_resp.h): then it is
+** left for conn:read (sockhost.resp's general reader) to wait for, skip or
+** refuse. The header lines obey max_line as conn:read("L") does. */
+static int conn_resp_commands (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  sh_resp_limits lim;
+  const char *buf;
+  size_t len, off = 0, got = 0;
+  lim.max_bulk = opt_size(L, 3);
+  lim.max_bytes = opt_size(L, 4);
+  lim.max_elements = opt_size(L, 5);
+  lim.max_line = lc->max_line;
+  if (lc->s == NULL || lc->readers.head != NULL || max < 1) { luaL_pushfail(L); return 1; }
+  len = sh_stream_inlen(lc->s);
+  buf = len > 0 ? sh_stream_peek(lc->s, len) : NULL;
+  if (buf == NULL) { luaL_pushfail(L); return 1; }
+  lua_settop(L, 1);
+  lua_createtable(L, max < 16 ? (int)max : 16, 0);
+  while ((lua_Integer)got < max) {
+    size_t nargs, used;
+    if (sh_resp_command(buf + off, len - off, &lim, NULL, NULL, &nargs, &used) != SH_RESP_OK) break;
+    lua_createtable(L, nargs < INT_MAX ? (int)nargs : INT_MAX, 0);
+    sh_resp_command(buf + off, len - off, &lim, resp_arg, L, &nargs, &used);
+    lua_rawseti(L, -2, (lua_Integer)++got);
+    lc->handed += used;
+    off += used;
+  }
+  if (got == 0) { luaL_pushfail(L); return 1; }
+  sh_stream_consume(lc->s, off);
+  consumed(lc, off);
+  lua_pushinteger(L, (lua_Integer)got);
+  return 2;
 }
 
 /* conn:buffered() -> bytes written, not yet handed to the kernel. */
@@ -1325,7 +1380,7 @@ static int conn_peercred (lua_State *L) {
 static const luaL_Reg conn_methods[] = {
   {"read", conn_read}, {"read_until", conn_read_until}, {"read_some", conn_read_some},
   {"lines", conn_lines}, {"write", conn_write}, {"cork", conn_cork}, {"uncork", conn_uncork},
-  {"buffered", conn_buffered}, {"pending", conn_pending}, {"settimeout", conn_settimeout},
+  {"buffered", conn_buffered}, {"resp_commands", conn_resp_commands}, {"pending", conn_pending}, {"settimeout", conn_settimeout},
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},

@@ -408,10 +408,37 @@ function M.read(conn, limits)
   return read_value(conn.read, conn, limits == nil and DEFAULTS or limits_of(limits))
 end
 
+-- The fast path (conn:resp_commands, core/sh_resp.c): up to max commands
+-- of the common form, whole in the input already, at once; nil when the
+-- first is anything else (not whole yet, inline, empty, malformed, over a
+-- limit), which the general reader then takes as it always has. A conn-like
+-- object without the method (a test double) always takes the general path.
+local function fast_commands(conn, L, max)
+  local f = conn.resp_commands
+  if f == nil then return nil end
+  return f(conn, max, L.max_bulk, L.max_bytes, L.max_elements)
+end
+
 --- resp.read_command(conn [, limits]) -> { "SET", "k", "v" } | nil, err
 -- Blocking: one command, a RESP array of bulk strings or an inline line.
 function M.read_command(conn, limits)
-  return read_command(conn.read, conn, limits == nil and DEFAULTS or limits_of(limits))
+  local L = limits == nil and DEFAULTS or limits_of(limits)
+  local cmds = fast_commands(conn, L, 1)
+  if cmds then return cmds[1] end
+  return read_command(conn.read, conn, L)
+end
+
+--- resp.read_commands(conn [, limits [, max]]) -> { args, ... }, n | nil, err
+-- Blocking: at least one command (as resp.read_command reads it) and, with
+-- it, those after it already buffered whole, up to max (default 1024): a
+-- pipelined batch in one call. Each args is a list of strings.
+function M.read_commands(conn, limits, max)
+  local L = limits == nil and DEFAULTS or limits_of(limits)
+  local cmds, n = fast_commands(conn, L, max or 1024)
+  if cmds then return cmds, n end
+  local args, err = read_command(conn.read, conn, L)
+  if args == nil then return nil, err end
+  return { args }, 1
 end
 
 local function string_source(s, pos, L, fname)
