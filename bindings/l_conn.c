@@ -43,7 +43,7 @@
 #define MAX_IOV 32              /* arguments sent per sendmsg() */
 #define CONNECT_TIMEOUT 30.0    /* default seconds for sockhost.connect() */
 
-enum { RD_LINE, RD_LINE_KEEP, RD_ALL, RD_N, RD_UNTIL, RD_SOME };
+enum { RD_LINE, RD_LINE_KEEP, RD_ALL, RD_N, RD_UNTIL, RD_SOME, RD_RESP };
 enum { CLOSE_FLUSH, CLOSE_ABORT, CLOSE_GC };
 /* A connection's state: its stream is set only while CONN_OPEN. */
 typedef enum { CONN_OPEN, CONN_HANDSHAKE, CONN_CLOSED } conn_state;
@@ -73,7 +73,9 @@ struct lconn {
   size_t max_all;        /* most bytes read("a") gathers */
   double idle;           /* idle limit in seconds; 0: none */
   double line;           /* seconds to finish a line once begun; 0: none */
-  size_t want;           /* reader: n for RD_N, most bytes for RD_SOME/RD_UNTIL */
+  size_t want;           /* reader: n for RD_N, most bytes for RD_SOME/RD_UNTIL,
+                            most commands for RD_RESP */
+  sh_resp_limits rlim;   /* reader: RD_RESP's limits */
   size_t scanned;        /* reader: bytes already searched for the delimiter */
   const char *delim;     /* reader: read_until's delimiter (on its stack) */
   size_t dlen;
@@ -189,6 +191,39 @@ static int read_line (lua_State *L, lconn *lc, size_t len, int eof) {
   return -1;
 }
 
+/* One argument of a command into the table on top of the stack. */
+static void resp_arg (void *ud, size_t i, size_t n, const char *p, size_t len) {
+  lua_State *L = ud;
+  (void)n;
+  lua_pushlstring(L, p, len);
+  lua_rawseti(L, -2, (lua_Integer)i + 1);
+}
+
+/* RD_RESP: push the whole commands at the head of the input (up to
+** lc->want of them) as { args, ... }, n and take them; or push false when
+** the first is not one (core/sh_resp.h), leaving the input alone. */
+static int resp_batch (lua_State *L, lconn *lc) {
+  size_t len = sh_stream_inlen(lc->s), off = 0, got = 0;
+  const char *buf = len > 0 ? sh_stream_peek(lc->s, len) : NULL;
+  if (buf == NULL) { lua_pushboolean(L, 0); return 1; }
+  lua_createtable(L, lc->want < 16 ? (int)lc->want : 16, 0);
+  while (got < lc->want) {
+    size_t nargs, used;
+    if (sh_resp_command(buf + off, len - off, &lc->rlim, NULL, NULL, &nargs, &used) != SH_RESP_OK)
+      break;
+    lua_createtable(L, nargs < INT_MAX ? (int)nargs : INT_MAX, 0);
+    sh_resp_command(buf + off, len - off, &lc->rlim, resp_arg, L, &nargs, &used);
+    lua_rawseti(L, -2, (lua_Integer)++got);
+    off += used;
+  }
+  if (got == 0) { lua_pop(L, 1); lua_pushboolean(L, 0); return 1; }
+  sh_stream_consume(lc->s, off);
+  lc->handed += off;
+  consumed(lc, off);
+  lua_pushinteger(L, (lua_Integer)got);
+  return 2;
+}
+
 /* Push the results of the parked or arriving read if they are ready, and
 ** return how many; -1 (pushing nothing) while more input is needed. */
 static int try_read (lua_State *L, lconn *lc) {
@@ -196,6 +231,8 @@ static int try_read (lua_State *L, lconn *lc) {
   int eof = sh_stream_eof(lc->s), n;
   if (len == 0 && !eof) return -1;        /* the common case: nothing yet */
   switch (lc->rmode) {
+    case RD_RESP:
+      return resp_batch(L, lc);
     case RD_SOME:
       if (len > 0) { take(L, lc, len < lc->want ? len : lc->want, 0); return 1; }
       break;
@@ -324,6 +361,36 @@ static int conn_read (lua_State *L) {
   }
   lua_settop(L, 1);
   return read_start(L, lc, cap, NULL);
+}
+
+static size_t opt_size (lua_State *L, int arg) {
+  lua_Integer v = luaL_checkinteger(L, arg);
+  luaL_argcheck(L, v >= 0, arg, "must be non-negative");
+  return (size_t)v;
+}
+
+/* conn:resp_commands(max, max_bulk, max_bytes, max_elements) -> { args,
+** ... }, n | false | nil, err. Waits only while nothing is buffered (nil,
+** "timeout" as conn:read). Then: the RESP commands ("*<n>\r\n" and n bulk
+** strings) at the head of the input, whole, up to max of them, each a list
+** of strings, taken from the input; or false when the first is not such a
+** command, whole and within the limits (core/sh_resp.h), or the conn is
+** closed or busy: that is left for conn:read (sockhost.resp's general
+** reader) to wait for, skip or refuse. Header lines obey max_line as
+** conn:read("L") does. */
+static int conn_resp_commands (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, max >= 1, 2, "must be positive");
+  lc->rlim.max_bulk = opt_size(L, 3);
+  lc->rlim.max_bytes = opt_size(L, 4);
+  lc->rlim.max_elements = opt_size(L, 5);
+  if (lc->s == NULL || lc->readers.head != NULL) { lua_pushboolean(L, 0); return 1; }
+  lc->rlim.max_line = lc->max_line;
+  lc->rmode = RD_RESP;
+  lc->want = (size_t)max;
+  lua_settop(L, 1);
+  return read_start(L, lc, INPUT_CAP, NULL);
 }
 
 /* conn:read_until(delim [, max]) -- the bytes before delim (removed too). */
@@ -643,59 +710,6 @@ static int conn_uncork (lua_State *L) {
   sh_stream_cork(lc->s, 0);
   lua_pushboolean(L, 1);
   return 1;
-}
-
-/* One argument of a command into the table on top of the stack. */
-static void resp_arg (void *ud, size_t i, size_t n, const char *p, size_t len) {
-  lua_State *L = ud;
-  (void)n;
-  lua_pushlstring(L, p, len);
-  lua_rawseti(L, -2, (lua_Integer)i + 1);
-}
-
-static size_t opt_size (lua_State *L, int arg) {
-  lua_Integer v = luaL_checkinteger(L, arg);
-  luaL_argcheck(L, v >= 0, arg, "must be non-negative");
-  return (size_t)v;
-}
-
-/* conn:resp_commands(max, max_bulk, max_bytes, max_elements) -> { args,
-** ... }, n | nil: never waits. The RESP commands ("*<n>\r\n" and n bulk
-** strings) at the head of what is buffered, whole, up to 'max' of them, each
-** a list of strings, taken from the input; nil when the first one is not
-** such a command, whole and within the limits (core/sh_resp.h): then it is
-** left for conn:read (sockhost.resp's general reader) to wait for, skip or
-** refuse. The header lines obey max_line as conn:read("L") does. */
-static int conn_resp_commands (lua_State *L) {
-  lconn *lc = checkconn(L, 1);
-  lua_Integer max = luaL_checkinteger(L, 2);
-  sh_resp_limits lim;
-  const char *buf;
-  size_t len, off = 0, got = 0;
-  lim.max_bulk = opt_size(L, 3);
-  lim.max_bytes = opt_size(L, 4);
-  lim.max_elements = opt_size(L, 5);
-  lim.max_line = lc->max_line;
-  if (lc->s == NULL || lc->readers.head != NULL || max < 1) { luaL_pushfail(L); return 1; }
-  len = sh_stream_inlen(lc->s);
-  buf = len > 0 ? sh_stream_peek(lc->s, len) : NULL;
-  if (buf == NULL) { luaL_pushfail(L); return 1; }
-  lua_settop(L, 1);
-  lua_createtable(L, max < 16 ? (int)max : 16, 0);
-  while ((lua_Integer)got < max) {
-    size_t nargs, used;
-    if (sh_resp_command(buf + off, len - off, &lim, NULL, NULL, &nargs, &used) != SH_RESP_OK) break;
-    lua_createtable(L, nargs < INT_MAX ? (int)nargs : INT_MAX, 0);
-    sh_resp_command(buf + off, len - off, &lim, resp_arg, L, &nargs, &used);
-    lua_rawseti(L, -2, (lua_Integer)++got);
-    lc->handed += used;
-    off += used;
-  }
-  if (got == 0) { luaL_pushfail(L); return 1; }
-  sh_stream_consume(lc->s, off);
-  consumed(lc, off);
-  lua_pushinteger(L, (lua_Integer)got);
-  return 2;
 }
 
 /* conn:buffered() -> bytes written, not yet handed to the kernel. */

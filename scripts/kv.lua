@@ -567,7 +567,7 @@ local function serve(conn)
         k, size = k + 3, size + #reply
       elseif math.type(reply) == "integer" then
         k = k + 1; out[k] = ":" .. reply .. CRLF
-      elseif reply == NULL then
+      elseif reply == nil or reply == NULL then
         k = k + 1; out[k] = NULL_TEXT
       elseif t == "table" and getmetatable(reply) == nil then   -- an array: after the rest
         if k > 0 and not conn:write(concat(out, "", 1, k)) then return end

@@ -408,14 +408,15 @@ function M.read(conn, limits)
   return read_value(conn.read, conn, limits == nil and DEFAULTS or limits_of(limits))
 end
 
--- The fast path (conn:resp_commands, core/sh_resp.c): up to max commands
--- of the common form, whole in the input already, at once; nil when the
--- first is anything else (not whole yet, inline, empty, malformed, over a
--- limit), which the general reader then takes as it always has. A conn-like
--- object without the method (a test double) always takes the general path.
+-- The fast path (conn:resp_commands, core/sh_resp.c): waits while nothing
+-- is buffered, then takes up to max commands of the common form that are
+-- whole in the input at once; false when the first is anything else (not
+-- whole yet, inline, empty, malformed, over a limit), which the general
+-- reader then takes as it always has. A conn-like object without the
+-- method (a test double) always takes the general path.
 local function fast_commands(conn, L, max)
   local f = conn.resp_commands
-  if f == nil then return nil end
+  if f == nil then return false end
   return f(conn, max, L.max_bulk, L.max_bytes, L.max_elements)
 end
 
@@ -423,8 +424,9 @@ end
 -- Blocking: one command, a RESP array of bulk strings or an inline line.
 function M.read_command(conn, limits)
   local L = limits == nil and DEFAULTS or limits_of(limits)
-  local cmds = fast_commands(conn, L, 1)
+  local cmds, err = fast_commands(conn, L, 1)
   if cmds then return cmds[1] end
+  if cmds == nil then return nil, err end
   return read_command(conn.read, conn, L)
 end
 
@@ -436,6 +438,7 @@ function M.read_commands(conn, limits, max)
   local L = limits == nil and DEFAULTS or limits_of(limits)
   local cmds, n = fast_commands(conn, L, max or 1024)
   if cmds then return cmds, n end
+  if cmds == nil then return nil, n end
   local args, err = read_command(conn.read, conn, L)
   if args == nil then return nil, err end
   return { args }, 1
