@@ -544,6 +544,8 @@ end
 local FLUSH = 64 * 1024
 local OK_TEXT, NULL_TEXT, CRLF = resp.encode(OK), resp.encode(NULL), "\r\n"
 local concat = table.concat
+local BULK = {}                   -- #value -> "$<#value>\r\n", made once (not per reply)
+for len = 0, 4096 do BULK[len] = "$" .. len .. CRLF end
 
 local function serve(conn)
   conn:cork()
@@ -563,8 +565,9 @@ local function serve(conn)
       if reply == OK then
         k = k + 1; out[k] = OK_TEXT
       elseif t == "string" then
-        out[k + 1], out[k + 2], out[k + 3] = "$" .. #reply .. CRLF, reply, CRLF
-        k, size = k + 3, size + #reply
+        local len = #reply
+        out[k + 1], out[k + 2], out[k + 3] = BULK[len] or "$" .. len .. CRLF, reply, CRLF
+        k, size = k + 3, size + len
       elseif math.type(reply) == "integer" then
         k = k + 1; out[k] = ":" .. reply .. CRLF
       elseif reply == nil or reply == NULL then
