@@ -191,30 +191,41 @@ static int read_line (lua_State *L, lconn *lc, size_t len, int eof) {
   return -1;
 }
 
-/* One argument of a command into the table on top of the stack. */
+/* One argument of a command: the first makes its table (on top of the
+** stack), each goes into it. */
 static void resp_arg (void *ud, size_t i, size_t n, const char *p, size_t len) {
   lua_State *L = ud;
-  (void)n;
+  if (i == 0) lua_createtable(L, n < 64 ? (int)n : 64, 0);
   lua_pushlstring(L, p, len);
   lua_rawseti(L, -2, (lua_Integer)i + 1);
 }
 
+/* RD_RESP looks at most this far into the input: a batch costs no more than
+** that to make contiguous, however much is buffered, and a command longer
+** than that goes to the general reader. */
+#define RESP_WINDOW (64 * 1024)
+
 /* RD_RESP: push the whole commands at the head of the input (up to
-** lc->want of them) as { args, ... }, n and take them; or push false when
+** lc->want of them, and none begun past lc->want arguments) as { args, ... }, n and take them; or push false when
 ** the first is not one (core/sh_resp.h), leaving the input alone. */
 static int resp_batch (lua_State *L, lconn *lc) {
-  size_t len = sh_stream_inlen(lc->s), off = 0, got = 0;
-  const char *buf = len > 0 ? sh_stream_peek(lc->s, len) : NULL;
+  size_t len = sh_stream_inlen(lc->s), off = 0, got = 0, args = 0;
+  const char *buf;
+  if (len > RESP_WINDOW) len = RESP_WINDOW;
+  buf = len > 0 ? sh_stream_peek(lc->s, len) : NULL;
   if (buf == NULL) { lua_pushboolean(L, 0); return 1; }
+  luaL_checkstack(L, 4, NULL);
   lua_createtable(L, lc->want < 16 ? (int)lc->want : 16, 0);
-  while (got < lc->want) {
+  while (got < lc->want && args < lc->want) {   /* no new command past want arguments */
     size_t nargs, used;
-    if (sh_resp_command(buf + off, len - off, &lc->rlim, NULL, NULL, &nargs, &used) != SH_RESP_OK)
+    int top = lua_gettop(L);
+    if (sh_resp_command(buf + off, len - off, &lc->rlim, resp_arg, L, &nargs, &used) != SH_RESP_OK) {
+      lua_settop(L, top);                /* the arguments of a command cut short */
       break;
-    lua_createtable(L, nargs < INT_MAX ? (int)nargs : INT_MAX, 0);
-    sh_resp_command(buf + off, len - off, &lc->rlim, resp_arg, L, &nargs, &used);
+    }
     lua_rawseti(L, -2, (lua_Integer)++got);
     off += used;
+    args += nargs;
   }
   if (got == 0) { lua_pop(L, 1); lua_pushboolean(L, 0); return 1; }
   sh_stream_consume(lc->s, off);
@@ -372,8 +383,9 @@ static size_t opt_size (lua_State *L, int arg) {
 /* conn:resp_commands(max, max_bulk, max_bytes, max_elements) -> { args,
 ** ... }, n | false | nil, err. Waits only while nothing is buffered (nil,
 ** "timeout" as conn:read). Then: the RESP commands ("*<n>\r\n" and n bulk
-** strings) at the head of the input, whole, up to max of them, each a list
-** of strings, taken from the input; or false when the first is not such a
+** strings) at the head of the input, whole, up to max of them (and no
+** further one once they hold max arguments: the script gets to yield
+** between batches), each a list of strings, taken from the input; or false when the first is not such a
 ** command, whole and within the limits (core/sh_resp.h), or the conn is
 ** closed or busy: that is left for conn:read (sockhost.resp's general
 ** reader) to wait for, skip or refuse. Header lines obey max_line as

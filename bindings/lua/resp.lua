@@ -409,7 +409,8 @@ function M.read(conn, limits)
 end
 
 -- The fast path (conn:resp_commands, core/sh_resp.c): waits while nothing
--- is buffered, then takes up to max commands of the common form that are
+-- is buffered, then takes up to max commands (and arguments) of the common
+-- form that are
 -- whole in the input at once; false when the first is anything else (not
 -- whole yet, inline, empty, malformed, over a limit), which the general
 -- reader then takes as it always has. A conn-like object without the
@@ -432,8 +433,10 @@ end
 
 --- resp.read_commands(conn [, limits [, max]]) -> { args, ... }, n | nil, err
 -- Blocking: at least one command (as resp.read_command reads it) and, with
--- it, those after it already buffered whole, up to max (default 1024): a
--- pipelined batch in one call. Each args is a list of strings.
+-- it, those after it already buffered whole, up to max of them (default
+-- 1024), none begun once they hold max arguments: a pipelined batch in one
+-- call, and a long one in parts between which the caller can yield. Each
+-- args is a list of strings.
 function M.read_commands(conn, limits, max)
   local L = limits == nil and DEFAULTS or limits_of(limits)
   local cmds, n = fast_commands(conn, L, max or 1024)
