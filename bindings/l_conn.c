@@ -2,8 +2,8 @@
 ** Unix) with blocking-style methods that park the calling task, plus
 ** sockhost.connect().
 **
-** Reads: the formats of io.read ("l", "L", "a", n) plus read_until and
-** read_some. One builder, try_read(), makes the results on both paths: at
+** Reads: the formats of io.read ("l", "L", "a", n) plus read_until,
+** read_some and resp_commands (whole RESP commands, core/sh_resp.h). One builder, try_read(), makes the results on both paths: at
 ** once when the input already holds them, or from the stream callback when
 ** bytes arrive for a parked reader. One reader at a time ("busy" otherwise).
 **
