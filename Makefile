@@ -56,6 +56,8 @@ CORE_OBJ += core/sh_tls.o
 BIND_OBJ += bindings/l_tls.o
 # The strict HTTP request head parser, on http-parser (LIBS_HTTP).
 CORE_OBJ += core/sh_http.o
+# The fast path of reading RESP commands (conn:resp_commands, sockhost.resp).
+CORE_OBJ += core/sh_resp.o
 # SHA-1, base64, random bytes, the WebSocket mask, UTF-8 (sockhost.crypto).
 CORE_OBJ += core/sh_crypto.o
 BIND_OBJ += bindings/l_crypto.o
@@ -183,7 +185,7 @@ valgrind: deps
 	exit $$status
 
 # libFuzzer (clang) on the read path, the address parser, the HTTP head and
-# the PROXY header parsers, FUZZ_TIME
+# the PROXY header parsers, the RESP command fast path, FUZZ_TIME
 # seconds each; findings go to fuzz/crash-*.
 FUZZ_TIME ?= 30
 FUZZ_CC   ?= clang
@@ -198,7 +200,8 @@ fuzz: deps bindings/modules_gen.c
 	  $(BIND_OBJ:.o=.c) $(LIBS_LUA) $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/proxy_fuzz fuzz/proxy_fuzz.c $(CORE_OBJ:.o=.c) \
 	  $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
-	@for t in addr_fuzz read_fuzz http_fuzz proxy_fuzz; do \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/resp_fuzz fuzz/resp_fuzz.c core/sh_resp.c
+	@for t in addr_fuzz read_fuzz http_fuzz proxy_fuzz resp_fuzz; do \
 	  echo "fuzz/$$t for $(FUZZ_TIME) s"; \
 	  ASAN_OPTIONS=detect_leaks=0 ./fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 	    -artifact_prefix=fuzz/ -print_final_stats=1 > fuzz/$$t.log 2>&1 \
@@ -239,6 +242,6 @@ uninstall:
 
 clean:
 	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \
-	  fuzz/addr_fuzz fuzz/read_fuzz fuzz/proxy_fuzz spec/shim/onebyte.so
+	  fuzz/addr_fuzz fuzz/read_fuzz fuzz/proxy_fuzz fuzz/resp_fuzz spec/shim/onebyte.so
 
 -include $(wildcard core/*.d bindings/*.d)

@@ -2,8 +2,8 @@
 ** Unix) with blocking-style methods that park the calling task, plus
 ** sockhost.connect().
 **
-** Reads: the formats of io.read ("l", "L", "a", n) plus read_until and
-** read_some. One builder, try_read(), makes the results on both paths: at
+** Reads: the formats of io.read ("l", "L", "a", n) plus read_until,
+** read_some and resp_commands (whole RESP commands, core/sh_resp.h). One builder, try_read(), makes the results on both paths: at
 ** once when the input already holds them, or from the stream callback when
 ** bytes arrive for a parked reader. One reader at a time ("busy" otherwise).
 **
@@ -19,6 +19,7 @@
 **
 ** What this file does not do: resolve names. */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -28,6 +29,7 @@
 
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
+#include "../core/sh_resp.h"
 #include "../core/sh_proxy.h"
 #include "../core/sh_stream.h"
 #include "../core/sh_tls.h"
@@ -41,7 +43,7 @@
 #define MAX_IOV 32              /* arguments sent per sendmsg() */
 #define CONNECT_TIMEOUT 30.0    /* default seconds for sockhost.connect() */
 
-enum { RD_LINE, RD_LINE_KEEP, RD_ALL, RD_N, RD_UNTIL, RD_SOME, RD_WAIT };
+enum { RD_LINE, RD_LINE_KEEP, RD_ALL, RD_N, RD_UNTIL, RD_SOME, RD_WAIT, RD_RESP };
 enum { CLOSE_FLUSH, CLOSE_ABORT, CLOSE_GC };
 /* A connection's state: its stream is set only while CONN_OPEN. */
 typedef enum { CONN_OPEN, CONN_HANDSHAKE, CONN_CLOSED } conn_state;
@@ -72,7 +74,9 @@ struct lconn {
   size_t max_all;        /* most bytes read("a") gathers */
   double idle;           /* idle limit in seconds; 0: none */
   double line;           /* seconds to finish a line once begun; 0: none */
-  size_t want;           /* reader: n for RD_N, most bytes for RD_SOME/RD_UNTIL */
+  size_t want;           /* reader: n for RD_N, most bytes for RD_SOME/RD_UNTIL,
+                            most commands for RD_RESP */
+  sh_resp_limits rlim;   /* reader: RD_RESP's limits */
   size_t scanned;        /* reader: bytes already searched for the delimiter */
   const char *delim;     /* reader: read_until's delimiter (on its stack) */
   size_t dlen;
@@ -188,6 +192,50 @@ static int read_line (lua_State *L, lconn *lc, size_t len, int eof) {
   return -1;
 }
 
+/* One argument of a command: the first makes its table (on top of the
+** stack), each goes into it. */
+static void resp_arg (void *ud, size_t i, size_t n, const char *p, size_t len) {
+  lua_State *L = ud;
+  if (i == 0) lua_createtable(L, n < 64 ? (int)n : 64, 0);
+  lua_pushlstring(L, p, len);
+  lua_rawseti(L, -2, (lua_Integer)i + 1);
+}
+
+/* RD_RESP looks at most this far into the input: a batch costs no more than
+** that to make contiguous, however much is buffered, and a command longer
+** than that goes to the general reader. */
+#define RESP_WINDOW (64 * 1024)
+
+/* RD_RESP: push the whole commands at the head of the input (up to
+** lc->want of them, and none begun past lc->want arguments) as { args, ... }, n and take them; or push false when
+** the first is not one (core/sh_resp.h), leaving the input alone. */
+static int resp_batch (lua_State *L, lconn *lc) {
+  size_t len = sh_stream_inlen(lc->s), off = 0, got = 0, args = 0;
+  const char *buf;
+  if (len > RESP_WINDOW) len = RESP_WINDOW;
+  buf = len > 0 ? sh_stream_peek(lc->s, len) : NULL;
+  if (buf == NULL) { lua_pushboolean(L, 0); return 1; }
+  luaL_checkstack(L, 4, NULL);
+  lua_createtable(L, lc->want < 16 ? (int)lc->want : 16, 0);
+  while (got < lc->want && args < lc->want) {   /* no new command past want arguments */
+    size_t nargs, used;
+    int top = lua_gettop(L);
+    if (sh_resp_command(buf + off, len - off, &lc->rlim, resp_arg, L, &nargs, &used) != SH_RESP_OK) {
+      lua_settop(L, top);                /* the arguments of a command cut short */
+      break;
+    }
+    lua_rawseti(L, -2, (lua_Integer)++got);
+    off += used;
+    args += nargs;
+  }
+  if (got == 0) { lua_pop(L, 1); lua_pushboolean(L, 0); return 1; }
+  sh_stream_consume(lc->s, off);
+  lc->handed += off;
+  consumed(lc, off);
+  lua_pushinteger(L, (lua_Integer)got);
+  return 2;
+}
+
 /* Push the results of the parked or arriving read if they are ready, and
 ** return how many; -1 (pushing nothing) while more input is needed. */
 static int try_read (lua_State *L, lconn *lc) {
@@ -195,6 +243,8 @@ static int try_read (lua_State *L, lconn *lc) {
   int eof = sh_stream_eof(lc->s), n;
   if (len == 0 && !eof) return -1;        /* the common case: nothing yet */
   switch (lc->rmode) {
+    case RD_RESP:
+      return resp_batch(L, lc);
     case RD_SOME:
       if (len > 0) { take(L, lc, len < lc->want ? len : lc->want, 0); return 1; }
       break;
@@ -332,6 +382,37 @@ static int conn_read (lua_State *L) {
   }
   lua_settop(L, 1);
   return read_start(L, lc, cap, NULL);
+}
+
+static size_t opt_size (lua_State *L, int arg) {
+  lua_Integer v = luaL_checkinteger(L, arg);
+  luaL_argcheck(L, v >= 0, arg, "must be non-negative");
+  return (size_t)v;
+}
+
+/* conn:resp_commands(max, max_bulk, max_bytes, max_elements) -> { args,
+** ... }, n | false | nil, err. Waits only while nothing is buffered (nil,
+** "timeout" as conn:read). Then: the RESP commands ("*<n>\r\n" and n bulk
+** strings) at the head of the input, whole, up to max of them (and no
+** further one once they hold max arguments: the script gets to yield
+** between batches), each a list of strings, taken from the input; or false when the first is not such a
+** command, whole and within the limits (core/sh_resp.h), or the conn is
+** closed or busy: that is left for conn:read (sockhost.resp's general
+** reader) to wait for, skip or refuse. Header lines obey max_line as
+** conn:read("L") does. */
+static int conn_resp_commands (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, max >= 1, 2, "must be positive");
+  lc->rlim.max_bulk = opt_size(L, 3);
+  lc->rlim.max_bytes = opt_size(L, 4);
+  lc->rlim.max_elements = opt_size(L, 5);
+  if (lc->s == NULL || lc->readers.head != NULL) { lua_pushboolean(L, 0); return 1; }
+  lc->rlim.max_line = lc->max_line;
+  lc->rmode = RD_RESP;
+  lc->want = (size_t)max;
+  lua_settop(L, 1);
+  return read_start(L, lc, INPUT_CAP, NULL);
 }
 
 /* conn:read_until(delim [, max]) -- the bytes before delim (removed too). */
@@ -1410,7 +1491,7 @@ static int conn_peercred (lua_State *L) {
 static const luaL_Reg conn_methods[] = {
   {"read", conn_read}, {"read_until", conn_read_until}, {"read_some", conn_read_some},
   {"lines", conn_lines}, {"write", conn_write}, {"cork", conn_cork}, {"uncork", conn_uncork},
-  {"buffered", conn_buffered}, {"pending", conn_pending}, {"settimeout", conn_settimeout},
+  {"buffered", conn_buffered}, {"resp_commands", conn_resp_commands}, {"pending", conn_pending}, {"settimeout", conn_settimeout},
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},

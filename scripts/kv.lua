@@ -536,19 +536,60 @@ local function put(conn, reply)
   return resp.write(conn, reply)
 end
 
+-- A pipelined batch (the commands already buffered whole: resp.read_commands)
+-- is answered with one write: its replies gather in `out` (until FLUSH bytes
+-- or so), a bulk string as its header, itself and CRLF, the rest as their
+-- encodings, the common ones ready-made. An array reply goes out on its
+-- own, after what was gathered (put_array writes it in slices).
+local FLUSH = 64 * 1024
+local OK_TEXT, NULL_TEXT, CRLF = resp.encode(OK), resp.encode(NULL), "\r\n"
+local concat = table.concat
+local BULK = {}                   -- #value -> "$<#value>\r\n", made once (not per reply)
+for len = 0, 4096 do BULK[len] = "$" .. len .. CRLF end
+
 local function serve(conn)
   conn:cork()
+  local out, k, size = {}, 0, 0
   while true do
-    local args, rerr = resp.read_command(conn)
-    if not args then
-      if rerr:find("^protocol error: ") then     -- say why, as Redis does, and hang up
-        put(conn, err("Protocol error: " .. rerr:sub(17)))
+    local cmds, n = resp.read_commands(conn)
+    if not cmds then
+      if n:find("^protocol error: ") then        -- say why, as Redis does, and hang up
+        put(conn, err("Protocol error: " .. n:sub(17)))
       end
       return                                      -- the close sends what is held
     end
-    local reply, close = execute(args)
-    if not put(conn, reply) or close then return end
-    spend(#args)          -- reading them: a pipelined flood yields too
+    for i = 1, n do
+      local args = cmds[i]
+      local reply, close = execute(args)
+      local t = type(reply)
+      if reply == OK then
+        k = k + 1; out[k] = OK_TEXT
+      elseif t == "string" then
+        local len = #reply
+        out[k + 1], out[k + 2], out[k + 3] = BULK[len] or "$" .. len .. CRLF, reply, CRLF
+        k, size = k + 3, size + len
+      elseif math.type(reply) == "integer" then
+        k = k + 1; out[k] = ":" .. reply .. CRLF
+      elseif reply == nil or reply == NULL then
+        k = k + 1; out[k] = NULL_TEXT
+      elseif t == "table" and getmetatable(reply) == nil then   -- an array: after the rest
+        if k > 0 and not conn:write(concat(out, "", 1, k)) then return end
+        out, k, size = {}, 0, 0
+        if not put_array(conn, reply) then return end
+      else
+        k = k + 1; out[k] = resp.encode(reply)
+      end
+      size = size + 16
+      if close or size >= FLUSH then
+        if k > 0 and not conn:write(concat(out, "", 1, k)) then return end
+        if close then return end
+        out, k, size = {}, 0, 0
+      end
+      spend(#args)          -- reading them: a pipelined flood yields too
+    end
+    if k > 0 and not conn:write(concat(out, "", 1, k)) then return end
+    if size >= 4096 then out = {} end     -- holds no large value past its batch
+    k, size = 0, 0
   end
 end
 

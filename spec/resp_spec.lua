@@ -325,6 +325,50 @@ describe("sockhost.resp", function()
       assert.equals("0 1000 SET k1000", r)
     end)
 
+    it("read_commands: a pipelined batch in one call; other commands and errors as read_command's", function()
+      local r = H.run(function()
+        local function batches(wire, limits, max, max_line)
+          local c, srv = pair(function(conn)
+            if max_line then conn:setlimits({ max_line = max_line }) end
+            sh.sleep(0.2)                          -- let all of it arrive and be buffered
+            local out = {}
+            while true do
+              local cmds, n = resp.read_commands(conn, limits, max)
+              if not cmds then out[#out + 1] = n; break end
+              local names = {}
+              for i = 1, n do names[i] = table.concat(cmds[i], " ") end
+              out[#out + 1] = table.concat(names, ",")
+            end
+            conn:write(table.concat(out, "|"), "\n")
+          end)
+          assert(c:write(wire))
+          c:shutdown()
+          local line = c:read("l")
+          c:close()
+          srv:close()
+          return line
+        end
+        local function cmd(...) return resp.encode({ ... }) end
+        return {
+          batches(cmd("SET", "a", "1") .. cmd("GET", "a") .. "PING x\r\n" .. cmd("GET", "b") ..
+                  cmd("DEL", "a", "b") .. cmd("SET", "big", ("x"):rep(11)) .. cmd("GET", "c"),
+                  { max_bulk = 10 }),
+          batches(cmd("A", "1") .. cmd("B", "2") .. cmd("C", "3") .. cmd("D", "4") .. cmd("E", "5"), nil, 4),
+          batches("*1\r\n$03\r\nGET\r\n*0\r\n*1\r\n$3\r\nGET\r\n*1\r\n$00000000000000000003\r\nGET\r\n",
+                  nil, nil, 16),
+          batches(cmd("GET", "k") .. "*2\r\n$3\r\nGET\r\n$1\r\nkX\r\n"),
+          batches(cmd("GET", "k") .. "*2\r\n$3\r\nGET\r\n$1\r\nk"),
+        }
+      end)
+      assert.same({
+        "SET a 1,GET a|PING x|GET b,DEL a b|protocol error: bulk too large",
+        "A 1,B 2|C 3,D 4|E 5|closed",
+        "GET|GET|protocol error: line too long",
+        "GET k|protocol error: expected CRLF after bulk",
+        "GET k|closed",
+      }, r)
+    end)
+
     it("takes inline commands as typed into nc, and empty lines between", function()
       local got = H.run(function()
         local c, srv = pair(function(conn)

@@ -408,10 +408,43 @@ function M.read(conn, limits)
   return read_value(conn.read, conn, limits == nil and DEFAULTS or limits_of(limits))
 end
 
+-- The fast path (conn:resp_commands, core/sh_resp.c): waits while nothing
+-- is buffered, then takes up to max commands (and arguments) of the common
+-- form that are
+-- whole in the input at once; false when the first is anything else (not
+-- whole yet, inline, empty, malformed, over a limit), which the general
+-- reader then takes as it always has. A conn-like object without the
+-- method (a test double) always takes the general path.
+local function fast_commands(conn, L, max)
+  local f = conn.resp_commands
+  if f == nil then return false end
+  return f(conn, max, L.max_bulk, L.max_bytes, L.max_elements)
+end
+
 --- resp.read_command(conn [, limits]) -> { "SET", "k", "v" } | nil, err
 -- Blocking: one command, a RESP array of bulk strings or an inline line.
 function M.read_command(conn, limits)
-  return read_command(conn.read, conn, limits == nil and DEFAULTS or limits_of(limits))
+  local L = limits == nil and DEFAULTS or limits_of(limits)
+  local cmds, err = fast_commands(conn, L, 1)
+  if cmds then return cmds[1] end
+  if cmds == nil then return nil, err end
+  return read_command(conn.read, conn, L)
+end
+
+--- resp.read_commands(conn [, limits [, max]]) -> { args, ... }, n | nil, err
+-- Blocking: at least one command (as resp.read_command reads it) and, with
+-- it, those after it already buffered whole, up to max of them (default
+-- 1024), none begun once they hold max arguments: a pipelined batch in one
+-- call, and a long one in parts between which the caller can yield. Each
+-- args is a list of strings.
+function M.read_commands(conn, limits, max)
+  local L = limits == nil and DEFAULTS or limits_of(limits)
+  local cmds, n = fast_commands(conn, L, max or 1024)
+  if cmds then return cmds, n end
+  if cmds == nil then return nil, n end
+  local args, err = read_command(conn.read, conn, L)
+  if args == nil then return nil, err end
+  return { args }, 1
 end
 
 local function string_source(s, pos, L, fname)
