@@ -450,10 +450,10 @@ print("listening")
     for _, sig in ipairs { "TERM", "INT" } do
       it("exits 0 on SIG" .. sig .. " while serving, with a connection open", function()
         local p = H.start("scripts/echo.lua tcp://127.0.0.1:0")
-        finally(function() p:stop() end)
+        local c
+        finally(function() if c then c:close() end p:stop() end)   -- (one finally per test)
         local addr = p:wait_output("listening on (tcp://%S+)")
-        local c = H.tcp(H.hostport(addr))
-        finally(function() c:close() end)
+        c = H.tcp(H.hostport(addr))
         assert(c:send("ping\n"))
         assert.equal("ping", c:receive("*l"))
         assert.is_nil(p:exited())

@@ -224,7 +224,6 @@ describe("--metrics", function()
   it("is scraped by a real prometheus server, whose query API gives the counters", function()
     local port, mport, pport = H.free_port(), H.free_port(), H.free_port()
     local proc = H.start(("-w 2 --metrics tcp://127.0.0.1:%d spec/fixtures/metrics_server.lua %d"):format(mport, port))
-    finally(function() proc:stop() end)
     proc:wait_output("ready.*ready")
     local dir = H.tmpname(".prom.d")
     os.execute("mkdir -p " .. H.q(dir .. "/data"))
@@ -240,10 +239,11 @@ scrape_configs:
     local prom = H.launch(("exec /usr/bin/prometheus --config.file=%s --storage.tsdb.path=%s "
       .. "--web.listen-address=127.0.0.1:%d"):format(H.q(dir .. "/prometheus.yml"), H.q(dir .. "/data"), pport),
       "prometheus")
-    finally(function()
+    finally(function()                        -- (busted keeps one finally per test)
       os.execute("kill -TERM " .. prom.pid .. " 2>/dev/null")
       prom:wait(10)
       os.execute("rm -rf " .. H.q(dir))
+      proc:stop()
     end)
     for _ = 1, 12 do lines(port, 3, "prom") end
     local function query(q)

@@ -70,9 +70,8 @@ sockhost.listen("tcp://127.0.0.1:%d", function(c) c:write("v1 ", sockhost.versio
 print("serving")
 ]]):format(port))
     local notify, log, np = notify_socket()
-    finally(function() np:stop() end)
     local proc = activate("127.0.0.1:" .. port, path, notify)
-    finally(function() proc:stop() end)
+    finally(function() proc:stop(); np:stop() end)   -- (busted keeps one finally per test)
     local c = H.tcp("127.0.0.1", port, 5)            -- before sockhost runs: systemd's socket holds it
     assert.matches("^v1 ", c:receive("*l"))
     c:close()
@@ -89,10 +88,9 @@ print("serving")
 %s]]
     H.writefile(path, src:format(port, "v1", ""))
     local notify, log, np = notify_socket()
-    finally(function() np:stop() end)
     local proc = activate("127.0.0.1:" .. port, path, notify)
     local pid = proc.pid
-    finally(function() stop_pid(pid); proc:stop() end)
+    finally(function() stop_pid(pid); proc:stop(); np:stop() end)   -- (one finally per test)
     local c = H.tcp("127.0.0.1", port, 5)
     assert.equals("v1", c:receive("*l"))
     c:close()
@@ -127,9 +125,8 @@ sockhost.udp("udp://127.0.0.1:%d", function(u, data, from) u:sendto("got " .. da
 print("serving")
 ]]):format(port))
     local notify, log, np = notify_socket()
-    finally(function() np:stop() end)
     local proc = activate("127.0.0.1:" .. port, path, notify, "-d")
-    finally(function() proc:stop() end)
+    finally(function() proc:stop(); np:stop() end)   -- (busted keeps one finally per test)
     local deadline = H.socket.gettime() + 5          -- bound by systemd-socket-activate
     while not proc:stderr():match("Listening on") and H.socket.gettime() < deadline do
       H.socket.sleep(0.01)
