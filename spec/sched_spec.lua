@@ -191,7 +191,9 @@ describe("time", function()
     assert.equals(200, n)
     local took = last - t0
     assert.is_true(took >= 0.998, "the 200th firing came early: " .. took)
-    assert.is_true(took < 1.06, "the 200th firing of every(0.005) came at " .. took .. " s")
+    if not os.getenv("SOCKHOST_SANITIZED") then   -- (a wall-time bound: not under ASan's slowness)
+      assert.is_true(took < 1.06, "the 200th firing of every(0.005) came at " .. took .. " s")
+    end
   end)
 
   it("a failing timer callback is logged and the timer keeps firing", function()
