@@ -127,6 +127,32 @@ function H.getpid()
   return H._pid
 end
 
+-- Whether pid runs (a zombie does not).
+function H.alive(pid)
+  local stat = H.readfile("/proc/" .. pid .. "/stat")
+  return stat ~= nil and stat:match(".*%) (%S+)") ~= "Z"
+end
+
+-- End a process we started, by pid, and wait (bounded) until it is gone.
+function H.stop_pid(pid)
+  os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+  local deadline = H.socket.gettime() + 5
+  while H.alive(pid) and H.socket.gettime() < deadline do H.socket.sleep(0.02) end
+  if H.alive(pid) then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+end
+
+-- Wait (bounded) for a started process's stderr to match 'pattern' after
+-- position 'from'; returns the first two captures and where the match ended.
+function H.wait_stderr(proc, pattern, from, timeout)
+  local deadline = H.socket.gettime() + (timeout or 10)
+  repeat
+    local s, e, a, b = proc:stderr():find(pattern, from or 1)
+    if s then return a, b, e end
+    H.socket.sleep(0.01)
+  until H.socket.gettime() > deadline
+  error(("no %q in stderr:\n%s"):format(pattern, proc:stderr()))
+end
+
 -- Run a shell command; returns stdout, exit code.
 function H.sh_cmd(cmd)
   local p = io.popen(H.SHELL_PREFIX .. cmd .. "; echo \"__rc=$?\"")

@@ -27,31 +27,8 @@ print("serving " .. V)
 ]]):format(v, port, extra or "")
 end
 
--- Whether pid runs (a zombie does not).
-local function alive(pid)
-  local stat = H.readfile("/proc/" .. pid .. "/stat")
-  return stat ~= nil and stat:match(".*%) (%S+)") ~= "Z"
-end
-
--- End a process we started, by pid, and wait (bounded) until it is gone.
-local function stop_pid(pid)
-  os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-  local deadline = H.socket.gettime() + 5
-  while alive(pid) and H.socket.gettime() < deadline do H.socket.sleep(0.02) end
-  if alive(pid) then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
-end
-
--- Wait (bounded) for stderr to match the pattern after position 'from';
--- returns the captures and where the match ended.
-local function wait_err(proc, pattern, from, timeout)
-  local deadline = H.socket.gettime() + (timeout or 10)
-  repeat
-    local s, e, a, b = proc:stderr():find(pattern, from or 1)
-    if s then return a, b, e end
-    H.socket.sleep(0.01)
-  until H.socket.gettime() > deadline
-  error(("no %q in stderr:\n%s"):format(pattern, proc:stderr()))
-end
+local alive, stop_pid = H.alive, H.stop_pid      -- (spec/helpers.lua)
+local wait_err = H.wait_stderr
 
 local function ask(port, what)
   local c = H.tcp("127.0.0.1", port, 5)

@@ -42,17 +42,7 @@ local function notes(log, n)
   error("notify messages: " .. table.concat(lines, " / "))
 end
 
-local function alive(pid)
-  local stat = H.readfile("/proc/" .. pid .. "/stat")
-  return stat ~= nil and stat:match(".*%) (%S+)") ~= "Z"
-end
-
-local function stop_pid(pid)
-  os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-  local deadline = H.socket.gettime() + 5
-  while alive(pid) and H.socket.gettime() < deadline do H.socket.sleep(0.02) end
-  if alive(pid) then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
-end
+local alive, stop_pid = H.alive, H.stop_pid      -- (spec/helpers.lua)
 
 -- sockhost under systemd-socket-activate (which binds 'listen' and execs
 -- sockhost in its own process once a client comes), with NOTIFY_SOCKET.

@@ -32,27 +32,8 @@ end
 
 local function module(suffix) return ("return { suffix = %q }\n"):format(suffix) end
 
-local function alive(pid)
-  local stat = H.readfile("/proc/" .. pid .. "/stat")
-  return stat ~= nil and stat:match(".*%) (%S+)") ~= "Z"
-end
-
-local function stop_pid(pid)
-  os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-  local deadline = H.socket.gettime() + 5
-  while alive(pid) and H.socket.gettime() < deadline do H.socket.sleep(0.02) end
-  if alive(pid) then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
-end
-
-local function wait_err(proc, pattern, from, timeout)
-  local deadline = H.socket.gettime() + (timeout or 10)
-  repeat
-    local s, e, a, b = proc:stderr():find(pattern, from or 1)
-    if s then return a, b, e end
-    H.socket.sleep(0.01)
-  until H.socket.gettime() > deadline
-  error(("no %q in stderr:\n%s"):format(pattern, proc:stderr()))
-end
+local alive, stop_pid = H.alive, H.stop_pid      -- (spec/helpers.lua)
+local wait_err = H.wait_stderr
 
 local function count(s, pattern)
   local n = 0
