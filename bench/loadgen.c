@@ -28,8 +28,10 @@
 ** for another benchmark), unless SOCKHOST_BENCH_LOCK_HELD is set.
 **
 ** Every replied byte is checked against what was sent. Only exchanges that
-** complete after the warm-up count. Output: one line of key=value pairs on
-** stdout. Runs stop by themselves after warm-up + duration.
+** complete after the warm-up count (count=, rate=); total= is all the
+** exchanges completed, the warm-up's too (bench/run divides the server's
+** CPU time over the whole run by it). Output: one line of key=value pairs
+** on stdout. Runs stop by themselves after warm-up + duration.
 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -126,6 +128,7 @@ static char rbuf[1 << 17];        /* scratch for replies */
 static struct sockaddr_in srv;
 static uint64_t t_start, t_count_from, t_end;
 static uint64_t n_done, n_err, n_bad, n_lost, n_sent;
+static uint64_t n_total;      /* exchanges completed, the warm-up's too */
 static long long n_opened;        /* churn: connections made so far */
 static int n_src_rr;
 
@@ -135,6 +138,7 @@ static void die (const char *what) {
 }
 
 static void record (struct conn *c, uint64_t t) {
+  n_total++;
   if (t >= t_count_from) {
     n_done++;
     hist_add(t - c->t0);
@@ -643,6 +647,7 @@ int main (int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf(" nivcsw=%ld", ru.ru_nivcsw);
   }
+  printf(" total=%llu", (unsigned long long)n_total);
   printf("\n");
   return (n_done == 0) ? 1 : 0;
 }

@@ -2,7 +2,8 @@
 -- each sending GET url in a loop (reading each body to its end) through one
 -- http.client whose pool keeps N connections, for a warm-up and then a
 -- measured time. Prints one line:
---   httpc requests=R seconds=S errors=E
+--   httpc requests=R seconds=S errors=E total=T
+-- (R: requests answered in the measured time; T: all, the warm-up's too)
 --   sockhost bench/sockhost_httpc.lua URL CONNS SECONDS [WARMUP]
 local sh = require "sockhost"
 local http = require "sockhost.http"
@@ -12,7 +13,7 @@ local conns = math.tointeger(tonumber(arg[2] or "16"))
 local secs, warm = tonumber(arg[3] or "3"), tonumber(arg[4] or "0.5")
 
 local client = http.client { pool_size = conns, read_timeout = 10 }
-local count, errors, counting = 0, 0, false
+local count, total, errors, counting = 0, 0, 0, false
 local stop_at = sh.now() + warm + secs
 
 local tasks = {}
@@ -22,6 +23,7 @@ for i = 1, conns do
       local res = client:get(url)
       local body = res and res:body()
       if body and res.status == 200 then
+        total = total + 1
         if counting then count = count + 1 end
       else
         errors = errors + 1
@@ -34,5 +36,5 @@ sh.sleep(warm)
 counting = true
 local t0 = sh.now()
 for i = 1, conns do tasks[i]:join() end
-print(("httpc requests=%d seconds=%.3f errors=%d"):format(count, sh.now() - t0, errors))
+print(("httpc requests=%d seconds=%.3f errors=%d total=%d"):format(count, sh.now() - t0, errors, total))
 client:close()

@@ -1,7 +1,7 @@
 -- bench/sockhost_redisc.lua -- the client side of the redisc rows: sockhost.redis
 -- pipelining SET, then GET, as redis-benchmark -P N does, against a redis-server.
 --   sockhost bench/sockhost_redisc.lua PORT [CONNS=50] [SECS=2] [PIPELINE=16]
--- Prints "set <req/s>" and "get <req/s>".
+-- Prints "set <req/s>" and "get <req/s>", then "total <requests of both phases>".
 local sh = require "sockhost"
 local redis = require "sockhost.redis"
 
@@ -14,6 +14,7 @@ for k = 1, depth do keys[k] = "key:__rand_int__" end
 local clients = {}
 for i = 1, conns do clients[i] = assert(redis.connect("redis://127.0.0.1:" .. port)) end
 
+local total = 0
 local function phase(name)
   local done, stop = 0, sh.now() + secs
   local tasks = {}
@@ -33,8 +34,10 @@ local function phase(name)
   local t0 = sh.now()
   for _, t in ipairs(tasks) do t:join() end
   print(("%s %.0f"):format(name, done / (sh.now() - t0)))
+  total = total + done
 end
 
 phase("set")
 phase("get")
+print(("total %d"):format(total))
 for _, r in ipairs(clients) do r:close() end

@@ -12,7 +12,8 @@
 ** The client does not check the server's certificate (the load is on the
 ** server; verifying costs the client only). Every replied byte is checked.
 ** Only exchanges completed after the warm-up count. Output, one line:
-**   loadgen mode=M conns=C size=S duration=D count=N rate=R errors=E bad=B
+**   loadgen mode=M conns=C size=S duration=D count=N rate=R errors=E bad=B total=T
+** (T: all the exchanges completed, the warm-up's too)
 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -47,7 +48,7 @@ static double duration = 3.0, warmup = 0.5;
 static SSL_CTX *ctx;
 static int ep;
 static unsigned char *msg, *rbuf;
-static unsigned long long count, errors, bad;
+static unsigned long long count, total, errors, bad;   /* total: with the warm-up's */
 static double t_start, t_count;     /* counting from t_count */
 
 static double now (void) {
@@ -99,6 +100,7 @@ static void conn_open (conn *c) {
 
 /* A message completed. */
 static void done_one (conn *c) {
+  total++;
   if (now() >= t_count) count++;
   if (hs_mode) {
     conn_close(c);
@@ -208,8 +210,9 @@ int main (int argc, char **argv) {
       if (conns[i].fd < 0) { conn_open(&conns[i]); if (conns[i].fd >= 0) drive(&conns[i]); }
   }
   elapsed = now() - t_count;
-  printf("loadgen mode=%s conns=%d size=%zu duration=%.3f count=%llu rate=%.1f errors=%llu bad=%llu\n",
-         hs_mode ? "tls-hs" : "tls-echo", nconns, size, elapsed, count, count / elapsed, errors, bad);
+  printf("loadgen mode=%s conns=%d size=%zu duration=%.3f count=%llu rate=%.1f errors=%llu bad=%llu total=%llu\n",
+         hs_mode ? "tls-hs" : "tls-echo", nconns, size, elapsed, count, count / elapsed, errors, bad,
+         total);
   for (i = 0; i < nconns; i++) conn_close(&conns[i]);
   free(conns);
   SSL_CTX_free(ctx);

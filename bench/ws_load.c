@@ -10,7 +10,8 @@
 ** key is fixed per connection (the server's work is the same; a client's
 ** randomness is not what is measured). Only exchanges completed after the
 ** warm-up count. Output, one line:
-**   loadgen mode=ws conns=C size=S duration=D count=N rate=R errors=E bad=B
+**   loadgen mode=ws conns=C size=S duration=D count=N rate=R errors=E bad=B total=T
+** (T: all the messages echoed, the warm-up's too)
 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -106,7 +107,7 @@ int main (int argc, char **argv) {
   int port = 0, nconns = 50, text = 0, opt, ep, i;
   size_t size = 64;
   double dur = 3, warm = 0.5, t0, t_start, t_end;
-  unsigned long long count = 0, errors = 0, bad = 0;
+  unsigned long long count = 0, total = 0, errors = 0, bad = 0;
   static const unsigned char key[4] = { 0x37, 0xfa, 0x21, 0x3d };
   unsigned char *payload;
   conn *cs;
@@ -169,6 +170,7 @@ int main (int argc, char **argv) {
           c->off += (size_t)r;
           if (c->off == expect_len) {
             if (memcmp(inbuf, expect, expect_len) != 0) bad++;
+            total++;
             if (now() >= t_start) count++;
             c->reading = 0; c->off = 0;
           }
@@ -176,7 +178,7 @@ int main (int argc, char **argv) {
       }
     }
   }
-  printf("loadgen mode=ws conns=%d size=%zu duration=%.3f count=%llu rate=%.1f errors=%llu bad=%llu\n",
-         nconns, size, dur, count, count / dur, errors, bad);
+  printf("loadgen mode=ws conns=%d size=%zu duration=%.3f count=%llu rate=%.1f errors=%llu bad=%llu total=%llu\n",
+         nconns, size, dur, count, count / dur, errors, bad, total);
   return 0;
 }
