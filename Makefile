@@ -47,7 +47,7 @@ BIND_OBJ = bindings/l_opts.o bindings/l_host.o bindings/l_sched.o bindings/l_tas
            bindings/l_modules.o bindings/modules_gen.o bindings/l_http.o bindings/l_test.o \
            bindings/l_address.o bindings/l_channel.o bindings/l_event.o bindings/l_select.o \
            bindings/l_stats.o bindings/l_report.o bindings/l_admin.o \
-           bindings/l_reload.o
+           bindings/l_reload.o bindings/l_gc.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
 # Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
 LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))

@@ -69,7 +69,10 @@ void shl_host_set_max_buffers (shl_host *H, double bytes) {
 
 /* Two steps: the first may only end a cycle that began while the strings
 ** were still in use; the second then runs a whole one. Each does work in
-** proportion to the bytes, as allocating them would have. What they free
+** proportion to the bytes, as allocating them would have, counted from a
+** debt of zero: the headroom l_gc.c gives a small heap would otherwise
+** swallow them (a step of 20 MB against a cycle due in 30 does nothing,
+** and the closed connections holding those bytes wait). What they free
 ** may be in glibc's heap (a large free block there is reused before a new
 ** mapping is made): give it back. */
 static void on_collect (sh_timer *timer, void *ctx) {
@@ -77,6 +80,8 @@ static void on_collect (sh_timer *timer, void *ctx) {
   int kb = H->collect / 1024 < 0x7fffffff ? (int)(H->collect / 1024) : 0x7fffffff;
   (void)timer;
   H->collect = 0;
+  shl_gc_pace(H->sched);
+  lua_gc(H->L, LUA_GCSTEP, 0);           /* a basic step, from a debt of 0 */
   if (lua_gc(H->L, LUA_GCSTEP, kb) == 1) lua_gc(H->L, LUA_GCSTEP, kb);
   sh_budget_give_back();                 /* the heap may hold them: free now */
 }
@@ -120,6 +125,7 @@ void shl_host_open (lua_State *L) {
   if (H->loop == NULL) luaL_error(L, "sockhost: %s", err);
   H->sched = &b->sched;
   shl_sched_init(L, H->sched, H->loop);
+  shl_gc_open(L, H->sched);
   H->L = H->sched->L;
   set_defaults(H);
   H->budget = sh_budget_new((size_t)H->max_buffers);

@@ -600,7 +600,10 @@ void shl_resume (shl_task *t, int nargs) {
   }
   if (prev == NULL) sh_watchdog_run_begin();
   status = lua_resume(t->co, NULL, nargs, &nres);
-  if (prev == NULL) sh_watchdog_run_end();
+  if (prev == NULL) {
+    sh_watchdog_run_end();
+    shl_gc_pace(S);
+  }
   S->current = prev;
   S->timing = 0;
   if (S->overrun) {

@@ -96,6 +96,10 @@ typedef struct shl_sched {
   unsigned keeping;          /* sockhost.test: failures of the tasks made
                              ** with this mark are kept (0: none are) */
   unsigned keepings;         /* marks handed out */
+  int gc_paced;              /* l_gc.c sets the collector's pause (the script
+                             ** has not chosen its own) */
+  int gc_cycle;              /* a cycle has ended since the pause was set */
+  int gc_pause;              /* the pause set (%) */
 } shl_sched;
 
 /* The host (l_host.c): the loop and what every object of a Lua state
@@ -188,6 +192,14 @@ void shl_host_set_max_buffers(shl_host *H, double bytes);
 ** work that allocating them would have asked of it, so that the memory goes
 ** back without waiting for scripts to allocate more. */
 void shl_host_collect(shl_host *H, size_t bytes);
+
+/* ---------------- l_gc.c: the collector's pace ---------------- */
+/* Wrap the global collectgarbage (a script's own choice of collector
+** turns the pacing off) and set the first pause. */
+void shl_gc_open(lua_State *L, shl_sched *S);
+/* After a cycle has ended, set the pause for the heap then: a floor of
+** 4 MiB of growth per cycle for small heaps. After an outermost resume. */
+void shl_gc_pace(shl_sched *S);
 
 /* ---------------- l_sched.c: the scheduler ---------------- */
 shl_sched *shl_getsched(lua_State *L);
