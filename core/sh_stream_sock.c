@@ -68,7 +68,10 @@ static ssize_t read_chunk (sh_stream *s) {
   nvec = evbuffer_reserve_space(in, READ_CHUNK, vec, 2);
   if (nvec < 0) { errno = ENOMEM; return -1; }
   for (i = 0; i < nvec; i++) { iov[i].iov_base = vec[i].iov_base; iov[i].iov_len = vec[i].iov_len; }
-  do n = readv(s->fd, iov, nvec); while (n < 0 && errno == EINTR);
+  if (nvec == 1)                  /* the usual case: read(2) costs less than readv(2) */
+    do n = read(s->fd, iov[0].iov_base, iov[0].iov_len); while (n < 0 && errno == EINTR);
+  else
+    do n = readv(s->fd, iov, nvec); while (n < 0 && errno == EINTR);
   left = n > 0 ? (size_t)n : 0;
   for (i = 0; i < nvec; i++) {
     if (vec[i].iov_len > left) vec[i].iov_len = left;
@@ -170,10 +173,14 @@ static void on_write (evutil_socket_t fd, short what, void *arg) {
 static ssize_t send_now (sh_stream *s, const struct iovec *iov, int n) {
   struct msghdr msg;
   ssize_t w;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = (struct iovec *)iov;
-  msg.msg_iovlen = (size_t)n;
-  do w = sendmsg(s->fd, &msg, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
+  if (n == 1) {                   /* one buffer: send(2) costs less than sendmsg(2) */
+    do w = send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
+  } else {
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = (struct iovec *)iov;
+    msg.msg_iovlen = (size_t)n;
+    do w = sendmsg(s->fd, &msg, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
+  }
   if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
     int e = errno;
     fail(s, e);
