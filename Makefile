@@ -98,8 +98,11 @@ NODE_WS = spec/.node/node_modules/ws/package.json
 all: sockhost sockhost-tls.so sockhost.so
 
 # -Wl,-E: sockhost-tls.so (and Lua C modules) call the executable's symbols.
+# modules_gen.o last: the Lua sources at the end of .rodata, after the
+# constants the code reads, so an idle process does not map their pages.
 sockhost: $(OBJ) bindings/main.o
-	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm -Wl,-E
+	$(CC) $(FINAL_LDFLAGS) -o $@ $(filter-out bindings/modules_gen.o,$^) bindings/modules_gen.o \
+	  $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm -Wl,-E
 
 # TLS for the executable, opened with dlopen when first used (sh_tls_load.c).
 sockhost-tls.so: $(TLS_MOD_OBJ)
