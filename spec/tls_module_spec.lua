@@ -93,6 +93,7 @@ describe("TLS on first use", function()
       local srv, err = sh.listen("tls://127.0.0.1:0", function() end,
                                  { cert = %q, key = %q })
       print("listen", srv, err)
+      if srv then srv:close() end
       local c, err2 = sh.connect("tls://127.0.0.1:1", { ca = %q, servername = "localhost" })
       print("connect", c, err2)
       local p = assert(sh.listen("tcp://127.0.0.1:0", function(x) x:write("plain\n") end))
