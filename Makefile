@@ -1,5 +1,6 @@
 # sockhost -- build, test, install.
-#   make            build ./sockhost (the host) and ./sockhost.so (the module)
+#   make            build ./sockhost (the host), ./sockhost-tls.so (its TLS,
+#                   opened when first used) and ./sockhost.so (the Lua module)
 #   make run        start scripts/echo.lua on 127.0.0.1:7000
 #   make test       run the specs (busted)
 #   make sanitize   run the specs under AddressSanitizer + UBSan (./sockhost
@@ -16,8 +17,9 @@
 #   make install PREFIX=/usr/local
 # 'run', 'test' and 'stress' first install missing Debian packages (make deps).
 
+.DEFAULT_GOAL := all
 LUA_PC  ?= lua5.4
-PKGS    := $(LUA_PC) libevent libevent_openssl openssl
+PKGS    := $(LUA_PC) libevent_core libevent_openssl openssl
 PREFIX  ?= /usr/local
 OPT     ?= -O2 -g
 LUA     ?= lua5.4
@@ -29,12 +31,14 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 endif
 # Mandatory flags live here; a user's CFLAGS adds to them.
 FINAL_CFLAGS  = -std=c99 -D_GNU_SOURCE -fPIC -MMD -pthread $(WARN) $(OPT) $(SAN) \
-                $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
+                $(shell pkg-config --cflags $(PKGS)) $(OBJ_FLAGS) $(CFLAGS)
 FINAL_LDFLAGS = -pthread $(SAN) $(LDFLAGS)
-LIBS_EVENT    = $(shell pkg-config --libs libevent)
+# libevent_core only: nothing of libevent_extra (evdns, evhttp, ...) is used.
+LIBS_EVENT    = $(shell pkg-config --libs libevent_core)
 LIBS_LUA      = $(shell pkg-config --libs $(LUA_PC))
 LIBS_HTTP     = -lhttp_parser
-LIBS_TLS      = $(shell pkg-config --libs libevent_openssl openssl)
+# libevent_openssl's own .pc would add the whole libevent: name it alone.
+LIBS_TLS      = -levent_openssl $(shell pkg-config --libs openssl)
 
 CORE_OBJ = core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_stream_sock.o core/sh_stream_bev.o core/sh_net.o core/sh_timer.o core/sh_log.o \
@@ -49,11 +53,28 @@ BIND_OBJ = bindings/l_opts.o bindings/l_host.o bindings/l_sched.o bindings/l_tas
            bindings/l_stats.o bindings/l_report.o bindings/l_admin.o \
            bindings/l_reload.o bindings/l_gc.o
 OBJ      = $(CORE_OBJ) $(BIND_OBJ)
+# The Lua module: TLS linked in, not loaded on first use.
+SO_OBJ   = $(filter-out core/sh_tls_load.o,$(OBJ)) core/sh_tls.o
 # Lua modules shipped inside the binary (sockhost.http, ...): see l_modules.c.
 LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
-# TLS streams (tls://) on libevent's OpenSSL bufferevents.
-CORE_OBJ += core/sh_tls.o
+# TLS streams (tls://) on libevent's OpenSSL bufferevents. The executable
+# has only sh_tls_load.o, which opens the module sockhost-tls.so (sh_tls.o
+# and sh_tls_module.o, with OpenSSL) when TLS is first used: a process
+# without TLS never maps libssl and libcrypto. The Lua module sockhost.so
+# has sh_tls.o itself. The stamp (a checksum of the headers both sides are
+# built against) keeps a module of another build from being used.
+CORE_OBJ += core/sh_tls_load.o
 BIND_OBJ += bindings/l_tls.o
+TLS_MOD_OBJ = core/sh_tls.o core/sh_tls_module.o
+TLS_STAMP_HDRS = core/sh_tls.h core/sh_tls_module.h core/sh_stream.h core/sh_transport.h \
+                 core/sh_loop.h core/sh_util.h core/sh_log.h
+TLS_STAMP := $(shell cat $(TLS_STAMP_HDRS) 2>/dev/null | cksum | cut -d' ' -f1)
+core/sh_tls_load.o core/sh_tls_module.o: OBJ_FLAGS += -DSH_TLS_STAMP='"$(TLS_STAMP)"'
+core/sh_tls_load.o core/sh_tls_module.o: $(TLS_STAMP_HDRS)
+# The module's own symbols are hidden: only sh_tls_module_api is exported
+# (rebuilt when the Makefile changes, so that no object without it stays).
+$(TLS_MOD_OBJ): OBJ_FLAGS += -fvisibility=hidden
+$(TLS_MOD_OBJ): Makefile
 # The strict HTTP request head parser, on http-parser (LIBS_HTTP).
 CORE_OBJ += core/sh_http.o
 # The fast path of reading RESP commands (conn:resp_commands, sockhost.resp).
@@ -74,13 +95,24 @@ NODE_WS = spec/.node/node_modules/ws/package.json
 .PHONY: all run test stress sanitize test-onebyte valgrind check-layers install uninstall \
         clean deps fuzz
 
-all: sockhost sockhost.so
+all: sockhost sockhost-tls.so sockhost.so
 
-sockhost: $(OBJ) bindings/main.o
-	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_LUA) $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm -Wl,-E
+# The executable exports only what sockhost-tls.so calls (sockhost.dynlist,
+# from the module's undefined symbols): a smaller symbol table to map.
+sockhost: $(OBJ) bindings/main.o sockhost.dynlist
+	$(CC) $(FINAL_LDFLAGS) -o $@ $(OBJ) bindings/main.o $(LIBS_LUA) $(LIBS_EVENT) $(LIBS_HTTP) -lm \
+	  -Wl,--dynamic-list=sockhost.dynlist
+
+sockhost.dynlist: sockhost-tls.so
+	{ echo '{'; nm -D --undefined-only sockhost-tls.so | awk '$$2 ~ /^sh_/ {print "  " $$2 ";"}'; \
+	  echo '};'; } > $@
+
+# TLS for the executable, opened with dlopen when first used (sh_tls_load.c).
+sockhost-tls.so: $(TLS_MOD_OBJ)
+	$(CC) $(FINAL_LDFLAGS) -shared -o $@ $^ $(LIBS_TLS) $(LIBS_EVENT)
 
 # The module for plain lua5.4: Lua's symbols come from the interpreter.
-sockhost.so: $(OBJ)
+sockhost.so: $(SO_OBJ)
 	$(CC) $(FINAL_LDFLAGS) -shared -o $@ $^ $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP)
 
 %.o: %.c
@@ -212,8 +244,9 @@ fuzz: deps bindings/modules_gen.c
 # The layers (spec/layers.sh): core/ free of Lua, bindings/ free of libevent
 # (it reaches the loop and streams only through core/'s headers), and no
 # circle between object files; spec/layers_spec.lua shows each rule fail.
-check-layers: $(OBJ) bindings/main.o
+check-layers: $(OBJ) bindings/main.o $(TLS_MOD_OBJ)
 	@sh spec/layers.sh . $(OBJ) bindings/main.o
+	@sh spec/layers.sh . $(SO_OBJ) core/sh_tls_module.o
 
 # Also the man page sockhost(1), the example scripts, and systemd units
 # (sockhost@.service, and sockhost-echo.socket/.service for socket
@@ -221,12 +254,15 @@ check-layers: $(OBJ) bindings/main.o
 MANDIR  ?= $(PREFIX)/share/man
 DATADIR ?= $(PREFIX)/share/sockhost
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+# sockhost-tls.so: found by the executable at ../lib/sockhost from its folder.
+LIBDIR   = $(PREFIX)/lib/sockhost
 UNITS    = sockhost@.service sockhost-echo.socket sockhost-echo.service
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4 $(DESTDIR)$(MANDIR)/man1 \
-	  $(DESTDIR)$(DATADIR)/scripts $(DESTDIR)$(UNITDIR)
+	  $(DESTDIR)$(DATADIR)/scripts $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LIBDIR)
 	install -m 755 sockhost $(DESTDIR)$(PREFIX)/bin/sockhost
+	install -m 644 sockhost-tls.so $(DESTDIR)$(LIBDIR)/sockhost-tls.so
 	install -m 755 sockhost.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so
 	install -m 644 doc/sockhost.1 $(DESTDIR)$(MANDIR)/man1/sockhost.1
 	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/scripts/
@@ -237,11 +273,12 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/sockhost $(DESTDIR)$(PREFIX)/lib/lua/5.4/sockhost.so \
 	  $(DESTDIR)$(MANDIR)/man1/sockhost.1
+	rm -rf $(DESTDIR)$(LIBDIR)
 	rm -rf $(DESTDIR)$(DATADIR)
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 
 clean:
-	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \
+	rm -f sockhost sockhost-tls.so sockhost.dynlist sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \
 	  fuzz/addr_fuzz fuzz/read_fuzz fuzz/proxy_fuzz fuzz/resp_fuzz spec/shim/onebyte.so
 
 -include $(wildcard core/*.d bindings/*.d)

@@ -37,7 +37,8 @@ for i = 2, #arg do
   for j = 1, #bytes, 24 do
     rows[#rows + 1] = "  " .. table.concat(bytes, ",", j, math.min(j + 23, #bytes)) .. ","
   end
-  parts[#parts + 1] = ("static const char src_%s[] = {\n%s\n};\n\n"):format(ident, table.concat(rows, "\n"))
+  parts[#parts + 1] = ("SHL_MODULE_SRC static const char src_%s[] = {\n%s\n};\n\n")
+    :format(ident, table.concat(rows, "\n"))
   entries[#entries + 1] = ('  {"%s", src_%s, sizeof src_%s},\n'):format(name, ident, ident)
 end
 parts[#parts + 1] = "const shl_module shl_modules[] = {\n" .. table.concat(entries) .. "  {NULL, NULL, 0}\n};\n"

@@ -63,7 +63,11 @@ typedef struct client {
   double by;
 } client;
 
+/* All zero at start (so in .bss: its 128 KiB of client buffers take no
+** memory in a process without --metrics); the descriptors are set by
+** sh_collector_start. */
 static struct {
+  int started;                  /* sh_collector_start succeeded */
   int http_fd, unix_fd;
   char name[64];                /* the abstract socket's name (after its NUL) */
   size_t namelen;
@@ -76,7 +80,7 @@ static struct {
   client clients[MAX_CLIENTS];
   unsigned long seq;            /* asks made */
   double next_ask;
-} C = {-1, -1, {0}, 0, NULL, 0, NULL, 0, NULL, 0, {{0}}, 0, 0};
+} C;
 
 static double now_mono (void) {
   struct timespec ts;
@@ -614,8 +618,9 @@ int sh_collector_start (const char *addr, char *err, size_t errlen) {
   sigset_t all, old;
   int k;
   err[0] = '\0';
-  if (C.http_fd >= 0) { snprintf(err, errlen, "--metrics: already started"); return -1; }
+  if (C.started) { snprintf(err, errlen, "--metrics: already started"); return -1; }
   if ((C.http_fd = listen_http(addr, err, errlen)) < 0) return -1;
+  C.started = 1;
   atexit(remove_file);
   C.namelen = (size_t)snprintf(C.name, sizeof C.name, "sockhost-metrics-%d-%ld", (int)getpid(),
                                (long)now_mono());

@@ -1,33 +1,90 @@
-/* sh_crypto.c -- see sh_crypto.h. */
+/* sh_crypto.c -- see sh_crypto.h. No library: SHA-1 (FIPS 180-4) and
+** base64 (RFC 4648) are a few dozen lines each, and random bytes come from
+** the kernel (getrandom(2)), so that plain WebSocket needs no OpenSSL and
+** the process maps libcrypto only when TLS is first used (sh_tls_load.c). */
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
-
-#include <openssl/evp.h>
-#include <openssl/rand.h>
+#include <sys/random.h>
 
 #include "sh_crypto.h"
 
+/* ---------------- SHA-1 ---------------- */
+
+static uint32_t rol32 (uint32_t x, unsigned n) { return (x << n) | (x >> (32 - n)); }
+
+static uint32_t load_be32 (const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static void store_be32 (unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8);  p[3] = (unsigned char)v;
+}
+
+/* One 64-byte block into the state h[5]. */
+static void sha1_block (uint32_t h[5], const unsigned char *blk) {
+  uint32_t w[80], a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f, k, t;
+  int i;
+  for (i = 0; i < 16; i++) w[i] = load_be32(blk + 4 * i);
+  for (i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+  for (i = 0; i < 80; i++) {
+    if (i < 20)      { f = (b & c) | (~b & d);          k = 0x5a827999u; }
+    else if (i < 40) { f = b ^ c ^ d;                   k = 0x6ed9eba1u; }
+    else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8f1bbcdcu; }
+    else             { f = b ^ c ^ d;                   k = 0xca62c1d6u; }
+    t = rol32(a, 5) + f + e + k + w[i];
+    e = d; d = c; c = rol32(b, 30); b = a; a = t;
+  }
+  h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
 int sh_sha1 (const void *data, size_t n, unsigned char out[SH_SHA1_LEN]) {
-  unsigned int len = 0;
-  if (EVP_Digest(data, n, out, &len, EVP_sha1(), NULL) != 1 || len != SH_SHA1_LEN) return -1;
+  const unsigned char *p = data;
+  uint32_t h[5] = {0x67452301u, 0xefcdab89u, 0x98badcfeu, 0x10325476u, 0xc3d2e1f0u};
+  unsigned char tail[128];
+  uint64_t bits = (uint64_t)n * 8;
+  size_t whole = n / 64 * 64, rest = n - whole, tlen, i;
+  for (i = 0; i < whole; i += 64) sha1_block(h, p + i);
+  /* the rest, a 1 bit, zeros, and the length in bits: one block or two */
+  memset(tail, 0, sizeof tail);
+  memcpy(tail, p + whole, rest);
+  tail[rest] = 0x80;
+  tlen = rest + 1 + 8 <= 64 ? 64 : 128;
+  for (i = 0; i < 8; i++) tail[tlen - 1 - i] = (unsigned char)(bits >> (8 * i));
+  for (i = 0; i < tlen; i += 64) sha1_block(h, tail + i);
+  for (i = 0; i < 5; i++) store_be32(out + 4 * i, h[i]);
   return 0;
 }
+
+/* ---------------- base64 ---------------- */
+
+static const char b64_alphabet[] =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 size_t sh_base64_len (size_t n) {
   return (n + 2) / 3 * 4;
 }
 
 size_t sh_base64_encode (const void *in, size_t n, char *out) {
-  size_t done = 0, total = 0;
-  /* EVP_EncodeBlock takes an int: feed it pieces (a multiple of 3 bytes). */
-  while (n - done > 0) {
-    size_t piece = n - done > 3u * (1u << 28) ? 3u * (1u << 28) : n - done;
-    total += (size_t)EVP_EncodeBlock((unsigned char *)out + total,
-                                     (const unsigned char *)in + done, (int)piece);
-    done += piece;
+  const unsigned char *s = in;
+  size_t i, o = 0;
+  for (i = 0; n - i >= 3; i += 3) {
+    uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+    out[o++] = b64_alphabet[v >> 18];
+    out[o++] = b64_alphabet[(v >> 12) & 63];
+    out[o++] = b64_alphabet[(v >> 6) & 63];
+    out[o++] = b64_alphabet[v & 63];
   }
-  out[total] = '\0';
-  return total;
+  if (n - i > 0) {                         /* one or two bytes left: pad */
+    uint32_t v = (uint32_t)s[i] << 16 | (n - i == 2 ? (uint32_t)s[i + 1] << 8 : 0);
+    out[o++] = b64_alphabet[v >> 18];
+    out[o++] = b64_alphabet[(v >> 12) & 63];
+    out[o++] = n - i == 2 ? b64_alphabet[(v >> 6) & 63] : '=';
+    out[o++] = '=';
+  }
+  out[o] = '\0';
+  return o;
 }
 
 static int b64_value (unsigned char c) {
@@ -39,31 +96,44 @@ static int b64_value (unsigned char c) {
   return -1;
 }
 
-/* Checked here, decoded by OpenSSL: EVP_DecodeBlock skips white space,
-** accepts what is not canonical and counts padding as zero bytes. */
 long sh_base64_decode (const char *in, size_t n, unsigned char *out) {
   const unsigned char *s = (const unsigned char *)in;
-  size_t i, pad = 0, done = 0;
-  long total = 0;
+  size_t i, pad = 0, body, o = 0;
+  uint32_t v = 0;
+  int bits = 0;
   if (n % 4 != 0) return -1;
   if (n == 0) return 0;
   if (s[n - 1] == '=') pad = s[n - 2] == '=' ? 2 : 1;
-  for (i = 0; i < n - pad; i++)
-    if (b64_value(s[i]) < 0) return -1;
-  if (pad == 2 && (b64_value(s[n - 3]) & 0x0f) != 0) return -1;
-  if (pad == 1 && (b64_value(s[n - 2]) & 0x03) != 0) return -1;
-  while (done < n) {                      /* pieces: EVP_DecodeBlock takes an int */
-    size_t piece = n - done > 4u * (1u << 28) ? 4u * (1u << 28) : n - done;
-    int got = EVP_DecodeBlock(out + total, s + done, (int)piece);
-    if (got < 0) return -1;
-    total += got;
-    done += piece;
+  body = n - pad;
+  for (i = 0; i < body; i++) {
+    int d = b64_value(s[i]);
+    if (d < 0) return -1;                  /* '=' inside, white space, ... */
+    v = (v << 6) | (uint32_t)d;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (unsigned char)(v >> bits);
+      v &= (1u << bits) - 1;
+    }
   }
-  return total - (long)pad;
+  if (v != 0) return -1;                   /* pad bits that are not zero */
+  return (long)o;
 }
 
+/* ---------------- random bytes ---------------- */
+
 int sh_random (void *out, size_t n) {
-  return RAND_bytes((unsigned char *)out, (int)n) == 1 ? 0 : -1;
+  unsigned char *p = out;
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = getrandom(p + got, n - got, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    got += (size_t)r;
+  }
+  return 0;
 }
 
 void sh_xor_mask (unsigned char *buf, size_t n, const unsigned char key[4], size_t offset) {

@@ -1,7 +1,7 @@
-/* sh_crypto.h -- the byte work of protocols such as WebSocket (RFC 6455),
-** on OpenSSL where OpenSSL has it: SHA-1, base64, random bytes; and two
-** loops of our own that must be fast on large buffers: the XOR mask of
-** WebSocket frames and UTF-8 validation. Knows nothing about Lua (see
+/* sh_crypto.h -- the byte work of protocols such as WebSocket (RFC 6455):
+** SHA-1, base64, random bytes from the kernel, the XOR mask of WebSocket
+** frames and UTF-8 validation; all ours, on no library (no OpenSSL: plain
+** ws:// must not load it, see sh_tls_load.c). Knows nothing about Lua (see
 ** bindings/l_crypto.c); nothing here keeps state or calls back. */
 #ifndef SH_CRYPTO_H
 #define SH_CRYPTO_H
@@ -10,7 +10,7 @@
 
 #define SH_SHA1_LEN 20
 
-/* The SHA-1 digest of n bytes into out. Returns 0, or -1 if OpenSSL failed. */
+/* The SHA-1 digest of n bytes into out. Always returns 0. */
 int sh_sha1(const void *data, size_t n, unsigned char out[SH_SHA1_LEN]);
 
 /* Bytes that base64 text for n bytes takes (padding included, no NUL). */
@@ -27,7 +27,8 @@ size_t sh_base64_encode(const void *in, size_t n, char *out);
 ** of 4, misplaced padding, or pad bits that are not zero). */
 long sh_base64_decode(const char *in, size_t n, unsigned char *out);
 
-/* n random bytes from OpenSSL's generator. Returns 0, or -1. */
+/* n random bytes from the kernel's generator (getrandom(2), which waits
+** only until the kernel has seeded it, early at boot). Returns 0, or -1. */
 int sh_random(void *out, size_t n);
 
 /* XOR n bytes of buf in place with the 4-byte key, the key's byte
