@@ -198,7 +198,7 @@ void shl_host_collect(shl_host *H, size_t bytes);
 ** turns the pacing off) and set the first pause. */
 void shl_gc_open(lua_State *L, shl_sched *S);
 /* After a cycle has ended, set the pause for the heap then: a floor of
-** 4 MiB of growth per cycle for small heaps. After an outermost resume. */
+** 1 MiB of growth per cycle for small heaps. After an outermost resume. */
 void shl_gc_pace(shl_sched *S);
 
 /* ---------------- l_sched.c: the scheduler ---------------- */
