@@ -506,6 +506,8 @@ typedef struct slot {
   double born;        /* when it was forked */
   double due;         /* when to restart it, or 0: not waiting */
   int fails;          /* failures in a row, each within STABLE_TIME of its start */
+  int started;        /* its worker (or a generation that took its place) has
+                      ** reported its main chunk run: the pipe's 's' */
 } slot;
 
 typedef struct master {
@@ -581,6 +583,7 @@ static int spawn (master *m, int i, double now) {
   }
   s->pid = pid;
   s->born = now;
+  s->started = 0;
   m->live++;
   return 0;
 }
@@ -634,10 +637,15 @@ static void how_ended (int ws, char *buf, size_t size) {
 static int had_started (slot *s, double now, pid_t *next) {
   int started = 0;
   *next = shl_reload_worker_pipe(s->started_fd, &started);
-  if (*next > 0) return 1;
+  if (started) s->started = 1;
+  if (*next > 0) {              /* the next generation serves: it has started (its
+                                ** own 's' may have come in this same read) */
+    s->started = 1;
+    return 1;
+  }
   close(s->started_fd);
   s->started_fd = -1;
-  return started || now - s->born >= STARTUP_TIME;
+  return s->started || now - s->born >= STARTUP_TIME;
 }
 
 /* The pause before restarting s after a failure; counts the failure. */

@@ -246,4 +246,37 @@ print("serving")
     assert.equals(0, proc:stop())                     -- the master stops the new workers
     assert.is_nil((H.socket.connect("127.0.0.1", port)))
   end)
+
+  -- The master took a worker that died within its first 5 s for one that
+  -- failed to start, and stopped the whole service: after a reload, the new
+  -- generation's "started" came through the pipe with the handover message
+  -- and was lost, and the slot's start time was the first generation's.
+  it("-w 2: a worker of a reloaded generation killed soon after is restarted, the service stays up", function()
+    local port, path = H.free_port(), H.tmpname(".lua")
+    H.writefile(path, script("v1", port):gsub('print%("serving " .. V%)',
+      'print("serving " .. V .. " worker " .. sockhost.worker .. " pid " .. '
+      .. 'io.open("/proc/self/stat"):read("a"):match("^%%d+"))'))
+    local proc = H.start("-w 2 --grace 5 " .. H.q(path))
+    finally(function() proc:stop() end)
+    proc:wait_output("serving v1 worker 2")
+    proc:wait_output("serving v1 worker 1")
+    proc:signal("HUP")
+    local pos = 1
+    local next_pid
+    for _ = 1, 2 do
+      local next, _, e = wait_err(proc, "worker %d %(pid %d+%) handed over to pid (%d+)", pos)
+      pos, next_pid = e, tonumber(next)
+    end
+    os.execute("kill -KILL " .. next_pid)
+    H.valgrind_expect(next_pid, "killed")
+    wait_err(proc, "worker %d %(pid " .. next_pid .. "%) killed by signal 9: restarting in", pos)
+    assert.is_nil(proc:stderr():find("failed to start", 1, true), proc:stderr())
+    -- the replacement serves, beside the other worker
+    local seen = 0
+    for _ = 1, 50 do
+      if ask(port, "short") == "v1" then seen = seen + 1 end
+    end
+    assert.equals(50, seen)
+    assert.is_true(alive(proc.pid), "the master stopped")
+  end)
 end)
