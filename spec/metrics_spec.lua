@@ -292,6 +292,7 @@ scrape_configs:
     -- still open may be queued there and reset with it, as documented:
     -- wait until it is gone; under the sanitizers that took long enough)
     assert.is_truthy(eventually(function() return not H.alive(victim) end, 30))
+    proc:wait_output("ready.*ready.*ready.*ready.*ready", 30)   -- its replacement
     assert.is_truthy(eventually(function() return query("sockhost_processes_reporting") == 2 end, 30))
     for _ = 1, 4 do lines(port, 3, "prom") end
     -- the 'who' connection counts as accepted: 16 + 1 + 4
