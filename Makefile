@@ -36,7 +36,7 @@ LIBS_LUA      = $(shell pkg-config --libs $(LUA_PC))
 LIBS_HTTP     = -lhttp_parser
 LIBS_TLS      = $(shell pkg-config --libs libevent_openssl openssl)
 
-CORE_OBJ = core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
+CORE_OBJ = core/sh_blocks.o core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_stream_sock.o core/sh_stream_bev.o core/sh_net.o core/sh_timer.o core/sh_log.o \
            core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o core/sh_proxy.o \
            core/sh_collector.o core/sh_admin_client.o \
