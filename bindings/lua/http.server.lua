@@ -85,9 +85,12 @@ end
 local Res = {}
 Res.__index = Res
 
+-- (_state and _responding are there from the start: setting a field a
+-- table has is cheaper than adding one.)
 local function new_res(req, o)
-  return setmetatable({ _req = req, _conn = req.conn, _o = o, _code = 200,
-                        _close = not req.keep_alive, _head_only = req.method == "HEAD" }, Res)
+  return setmetatable({ _req = req, _conn = req.conn, _o = o, _code = 200, _state = false,
+                        _responding = false, _close = not req.keep_alive,
+                        _head_only = req.method == "HEAD" }, Res)
 end
 
 --- res:status(code) -> res
@@ -210,6 +213,7 @@ local CL_LINE = setmetatable({}, { __index = function(t, n)
   return line
 end })
 local CTYPE = "Content-Type: text/plain; charset=utf-8\r\n"
+local STATUS_200 = STATUS_LINE[200]
 local date_at, date_line
 
 -- The response's head with 'body' after it, in one conn:write: the status
@@ -324,7 +328,29 @@ end
 
 --- res:started() -> whether the head has been sent.
 function Res:started()
-  return self._state ~= nil
+  return self._state ~= false
+end
+
+-- The common response, in short: the handler returned a body alone and set
+-- no header (so no Content-Length either): 200, Content-Length, Content-Type
+-- when there is a body, as send_full and write_head would make it.
+local function send_body(res, body)
+  res._state = "done"
+  local date, last, ctype, n = "", "\r\n", CTYPE, #body
+  if res._o.date then
+    local now = os.time()
+    if now ~= date_at then date_at, date_line = now, "Date: " .. util.date(now) .. "\r\n" end
+    date = date_line
+  end
+  if res._close then
+    last = "Connection: close\r\n\r\n"
+  elseif res._req.version == "1.0" then
+    last = "Connection: keep-alive\r\n\r\n"
+  end
+  if n == 0 then ctype = "" end
+  if res._head_only then body = "" end
+  local ok, err = res._conn:write(STATUS_200, date, ctype, CL_LINE[n], last, body)
+  if not ok then res._close, res._failed = true, err end
 end
 
 -- ---------------------------------------------------------------- requests
@@ -521,7 +547,14 @@ local function run(handler, req, res)
   local a, b, c = handler(req, res)
   local state = res._state
   if state == "done" or res._switched then return end
-  if not state and a == nil and (res._informed or req._status) then return end
+  if not state then
+    if a == nil then
+      if res._informed or req._status then return end
+    elseif type(a) == "string" and res._h == nil and res._length == nil then
+      res._responding = true
+      return send_body(res, a)
+    end
+  end
   res._responding = true
   if state or a == nil then return res:finish() end
   return respond(res, a, b, c)
@@ -542,7 +575,8 @@ local function serve(conn, handler, o)
       req = setmetatable({ method = method, target = target, path = path,
         query_string = query_string, version = version, keep_alive = keep_alive,
         chunked = chunked, upgrade = upgrade, length = length, headers = headers,
-        conn = conn, _o = o, query = query_string and parse_query(query_string) or {} }, Req)
+        conn = conn, _o = o, query = query_string and parse_query(query_string) or {},
+        _res = false }, Req)
     elseif method == nil then
       return                                -- nothing came: "timeout", "closed"
     elseif target then                      -- false, err, status: a head refused
