@@ -55,7 +55,8 @@ LUA_MODS = $(sort $(wildcard bindings/lua/*.lua))
 CORE_OBJ += core/sh_tls.o
 BIND_OBJ += bindings/l_tls.o
 # The strict HTTP request head parser, on http-parser (LIBS_HTTP).
-CORE_OBJ += core/sh_http.o
+CORE_OBJ += core/sh_http.o core/sh_route.o
+BIND_OBJ += bindings/l_route.o
 # The fast path of reading RESP commands (conn:resp_commands, sockhost.resp).
 CORE_OBJ += core/sh_resp.o
 # SHA-1, base64, random bytes, the WebSocket mask, UTF-8 (sockhost.crypto).

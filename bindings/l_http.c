@@ -209,9 +209,21 @@ static int l_split_path (lua_State *L) {
   return 3;
 }
 
+/* parser.normal_path(path) -> whether path is in its normal form (what
+** split_path's third result says), without splitting it. */
+static int l_normal_path (lua_State *L) {
+  size_t len, i;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int normal = len > 0 && s[0] == '/' && (len == 1 || s[len - 1] != '/');
+  for (i = 1; normal && i < len; i++)
+    if (s[i] == '/' && s[i - 1] == '/') normal = 0;
+  lua_pushboolean(L, normal);
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   {"parse_head", l_parse_head}, {"chunk_size", l_chunk_size}, {"realpath", l_realpath},
-  {"split_path", l_split_path},
+  {"split_path", l_split_path}, {"normal_path", l_normal_path},
   {NULL, NULL}
 };
 
@@ -219,6 +231,7 @@ static int luaopen_http_parser (lua_State *L) {
   char version[64];
   sh_http_parser_version(version, sizeof version);
   luaL_newlib(L, funcs);
+  shl_route_open(L);
   lua_pushstring(L, version);
   lua_setfield(L, -2, "version");
   return 1;

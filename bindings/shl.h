@@ -312,6 +312,10 @@ void shl_http_open(lua_State *L);
 ** scratch userdata below the results. Calls no Lua code but the
 ** collector's. (conn:take_request) */
 int shl_http_push_request(lua_State *L, const char *s, size_t len, int max_headers);
+/* l_route.c: the route set type of the router (core/sh_route.h); its
+** constructor becomes field "routes" of the table on top of the stack
+** (sockhost.http.parser). */
+void shl_route_open(lua_State *L);
 /* l_crypto.c: package.preload["sockhost.crypto"]: SHA-1, base64, random
 ** bytes, the WebSocket mask, UTF-8 validation (core/sh_crypto.h). */
 void shl_crypto_open(lua_State *L);
