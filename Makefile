@@ -40,7 +40,7 @@ LIBS_HTTP     = -lhttp_parser
 # libevent_openssl's own .pc would add the whole libevent: name it alone.
 LIBS_TLS      = -levent_openssl $(shell pkg-config --libs openssl)
 
-CORE_OBJ = core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
+CORE_OBJ = core/sh_blocks.o core/sh_clock.o core/sh_loop.o core/sh_util.o core/sh_addr.o core/sh_stream.o \
            core/sh_stream_sock.o core/sh_stream_bev.o core/sh_net.o core/sh_timer.o core/sh_log.o \
            core/sh_resolve.o core/sh_dgram.o core/sh_watchdog.o core/sh_proxy.o \
            core/sh_collector.o core/sh_admin_client.o \
@@ -76,7 +76,8 @@ core/sh_tls_load.o core/sh_tls_module.o: $(TLS_STAMP_HDRS)
 $(TLS_MOD_OBJ): OBJ_FLAGS += -fvisibility=hidden
 $(TLS_MOD_OBJ): Makefile
 # The strict HTTP request head parser, on http-parser (LIBS_HTTP).
-CORE_OBJ += core/sh_http.o
+CORE_OBJ += core/sh_http.o core/sh_route.o
+BIND_OBJ += bindings/l_route.o
 # The fast path of reading RESP commands (conn:resp_commands, sockhost.resp).
 CORE_OBJ += core/sh_resp.o
 # SHA-1, base64, random bytes, the WebSocket mask, UTF-8 (sockhost.crypto).

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../core/sh_http.h"
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
 #include "../core/sh_resp.h"
@@ -315,13 +316,14 @@ static int read_timeout (void *obj, shl_task *t, int cancel) {
 static int drain_now(lconn *lc);
 static void cut_now(lconn *lc);
 
-static int read_start_t (lua_State *L, lconn *lc, size_t cap, lua_KFunction k, double timeout) {
+static int read_start_t (lua_State *L, lconn *lc, size_t cap, lua_KFunction k, double timeout,
+                         lua_KContext ctx) {
   shl_task *t;
   int n;
   if (drain_now(lc)) {                    /* shutting down: no new requests */
     close_internal(lc, CLOSE_FLUSH);
     shl_pushfail(L, "closed");
-    return k != NULL ? k(L, LUA_OK, 0) : 2;
+    return k != NULL ? k(L, LUA_OK, ctx) : 2;
   }
   lc->scanned = 0;
   n = try_read(L, lc);
@@ -329,16 +331,16 @@ static int read_start_t (lua_State *L, lconn *lc, size_t cap, lua_KFunction k, d
     lc->served = 1;
     sh_stream_partial(lc->s, 0);
     if (lc->cut[0] != '\0') cut_now(lc);
-    return k != NULL ? k(L, LUA_OK, 0) : n;
+    return k != NULL ? k(L, LUA_OK, ctx) : n;
   }
   t = shl_checktask(L, "conn:read()");
   if (lc->corked) sh_stream_flush(lc->s);  /* the batch is over: the peer may wait for it */
   sh_stream_set_cap(lc->s, fit(lc, cap));
-  return shl_wait(L, &lc->readers, t, SHL_WAIT_READ, timeout, read_timeout, lc, 0, k);
+  return shl_wait(L, &lc->readers, t, SHL_WAIT_READ, timeout, read_timeout, lc, ctx, k);
 }
 
 static int read_start (lua_State *L, lconn *lc, size_t cap, lua_KFunction k) {
-  return read_start_t(L, lc, cap, k, lc->timeout);
+  return read_start_t(L, lc, cap, k, lc->timeout, 0);
 }
 
 static int check_reader (lua_State *L, lconn *lc) {
@@ -446,22 +448,23 @@ static int conn_read_some (lua_State *L) {
   return read_start(L, lc, INPUT_CAP, NULL);
 }
 
-/* The request head buffered whole at the start of lc's input (see
-** conn_take_head): push it and consume it, or push nil. */
-static int head_scan (lua_State *L, lconn *lc) {
+/* Where the request head buffered whole at the start of lc's input lies
+** (see conn_take_head; the limits are the arguments 2 to 4): its first
+** line at 'p' + '*skip', '*len' bytes to the end of its empty line; NULL if
+** there is none (nothing consumed). */
+static const char *head_find (lua_State *L, lconn *lc, size_t *skip, size_t *hlen) {
   lua_Integer max_line = lua_tointeger(L, 2), max_head = lua_tointeger(L, 3);
   lua_Integer max_lines = lua_tointeger(L, 4), n = 0;
-  size_t len, skip = 0, size = 0, k;
+  size_t len, size = 0, k;
   const char *p, *end, *line, *nl;
   if (lc->s == NULL || lc->readers.head != NULL || (len = sh_stream_inlen(lc->s)) == 0
-      || (p = sh_stream_peek(lc->s, len)) == NULL) {
-    luaL_pushfail(L);
-    return 1;
-  }
+      || (p = sh_stream_peek(lc->s, len)) == NULL)
+    return NULL;
   end = p + len;
-  if (p[0] == '\n') skip = 1;                    /* one empty line before a request */
-  else if (len >= 2 && p[0] == '\r' && p[1] == '\n') skip = 2;
-  for (line = p + skip; line < end; line = nl + 1) {
+  *skip = 0;
+  if (p[0] == '\n') *skip = 1;                  /* one empty line before a request */
+  else if (len >= 2 && p[0] == '\r' && p[1] == '\n') *skip = 2;
+  for (line = p + *skip; line < end; line = nl + 1) {
     nl = memchr(line, '\n', (size_t)(end - line));
     if (nl == NULL || (lua_Integer)(nl - line) > max_line) break;
     k = (size_t)(nl - line);
@@ -469,26 +472,66 @@ static int head_scan (lua_State *L, lconn *lc) {
     size += k + 1;
     if (n > 1 && (lua_Integer)size > max_head) break;
     if (n > 1 && (k == 0 || (k == 1 && line[0] == '\r'))) {   /* the empty line: done */
-      size_t hl = (size_t)(nl + 1 - (p + skip));
-      lua_pushlstring(L, p + skip, hl);
-      sh_stream_consume(lc->s, skip + hl);
-      lc->handed += hl;
-      consumed(lc, skip + hl);
-      sh_stream_partial(lc->s, 0);
-      if (lc->cut[0] != '\0') cut_now(lc);
-      return 1;
+      *hlen = (size_t)(nl + 1 - (p + *skip));
+      return p;
     }
     if (n > max_lines + 1) break;
   }
-  luaL_pushfail(L);
+  return NULL;
+}
+
+/* The head found by head_find is the caller's: take it from the input. */
+static void head_taken (lconn *lc, size_t skip, size_t hlen) {
+  sh_stream_consume(lc->s, skip + hlen);
+  lc->handed += hlen;
+  consumed(lc, skip + hlen);
+  sh_stream_partial(lc->s, 0);
+  if (lc->cut[0] != '\0') cut_now(lc);
+}
+
+/* conn_take_head's result: the head buffered whole, pushed and consumed,
+** or nil. */
+static int head_scan (lua_State *L, lconn *lc) {
+  size_t skip, hlen;
+  const char *p = head_find(L, lc, &skip, &hlen);
+  if (p == NULL) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushlstring(L, p + skip, hlen);
+  head_taken(lc, skip, hlen);
   return 1;
+}
+
+/* A head this long or shorter is copied to the C stack to be parsed. */
+#define HEAD_COPY 2048
+
+/* conn_take_request's result: the head buffered whole, consumed and parsed
+** (shl_http_push_request's values), or false. It is copied (onto the C
+** stack, or into a Lua string when long) and consumed before it is parsed:
+** the values pushed may run the collector's finalizers. */
+static int request_scan (lua_State *L, lconn *lc) {
+  char copy[HEAD_COPY];
+  size_t skip, hlen;
+  const char *p = head_find(L, lc, &skip, &hlen), *head = copy;
+  lua_Integer maxh = lua_tointeger(L, 4);
+  if (p == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (hlen <= sizeof copy) memcpy(copy, p + skip, hlen);
+  else head = lua_pushlstring(L, p + skip, hlen);   /* copied before it may collect */
+  head_taken(lc, skip, hlen);
+  if (maxh > SH_HTTP_MAX_HEADERS) maxh = SH_HTTP_MAX_HEADERS;   /* head_find kept to max_lines */
+  if (maxh < 1) maxh = 1;
+  return shl_http_push_request(L, head, hlen, (int)maxh);
 }
 
 static int take_head_k (lua_State *L, int status, lua_KContext ctx) {
   (void)status; (void)ctx;
   if (!lua_toboolean(L, 6)) return lua_gettop(L) - 5;   /* nil, err: nothing came */
   lua_settop(L, 5);
-  return head_scan(L, checkconn(L, 1));
+  return ctx ? request_scan(L, checkconn(L, 1)) : head_scan(L, checkconn(L, 1));
 }
 
 /* conn:take_head(max_line, max_head, max_lines [, wait]) -- the request
@@ -503,8 +546,8 @@ static int take_head_k (lua_State *L, int status, lua_KContext ctx) {
 ** With 'wait' (seconds, as conn:settimeout takes them), when nothing is buffered it first
 ** waits for input that long, like a read: nil, "timeout" / "closed" if none
 ** came. The fast path of sockhost.http: one call instead of a read_until
-** per line. */
-static int conn_take_head (lua_State *L) {
+** per line. conn:take_request: the same, parsed ('parse' 1). */
+static int take_head_or_request (lua_State *L, int parse) {
   lconn *lc = checkconn(L, 1);
   int busy;
   luaL_checkinteger(L, 2);
@@ -512,12 +555,26 @@ static int conn_take_head (lua_State *L) {
   luaL_checkinteger(L, 4);
   if (lua_isnoneornil(L, 5) || lc->s == NULL || sh_stream_inlen(lc->s) > 0) {
     lua_settop(L, 4);
-    return head_scan(L, lc);
+    return parse ? request_scan(L, lc) : head_scan(L, lc);
   }
   if ((busy = check_reader(L, lc)) != 0) return busy;
   lua_settop(L, 5);
   lc->rmode = RD_WAIT;
-  return read_start_t(L, lc, INPUT_CAP, take_head_k, shl_opttimeout(L, 5, -1));
+  return read_start_t(L, lc, INPUT_CAP, take_head_k, shl_opttimeout(L, 5, -1), parse);
+}
+
+static int conn_take_head (lua_State *L) {
+  return take_head_or_request(L, 0);
+}
+
+/* conn:take_request(max_line, max_head, max_headers [, wait]) -- as
+** take_head, and the head parsed (sockhost.http.parser's rules):
+** method, target, path, query_string, version, keep_alive, chunked,
+** upgrade, length, headers; false for a head not buffered whole (or over a
+** limit; nothing consumed); false, err, status for a head the parser
+** refuses (consumed); nil, err when nothing came. */
+static int conn_take_request (lua_State *L) {
+  return take_head_or_request(L, 1);
 }
 
 /* The lines() iterator: ends at the end of the stream, raises on errors
@@ -1495,7 +1552,8 @@ static const luaL_Reg conn_methods[] = {
   {"peer", conn_peer}, {"address", conn_address}, {"close", conn_close},
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},
-  {"proxy", conn_proxy}, {"take_head", conn_take_head}, {NULL, NULL}
+  {"proxy", conn_proxy}, {"take_head", conn_take_head},
+  {"take_request", conn_take_request}, {NULL, NULL}
 };
 
 static const luaL_Reg conn_meta[] = {

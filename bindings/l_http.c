@@ -87,6 +87,47 @@ static void push_head (lua_State *L, const sh_http_head *h) {
   lua_setfield(L, -2, "headers");
 }
 
+/* The head 's' parsed into 'h' (room for its headers on the stack or, for
+** many, in a scratch userdata pushed: the caller's settop drops it). */
+static sh_http_err parse_into (lua_State *L, sh_http_head *h, sh_http_header *room,
+                               const char *s, size_t len, int maxh) {
+  sh_http_header *headers = room;
+  int cap = sh_http_header_room(s, len, maxh);
+  if (cap > STACK_HEADERS)                      /* scratch, freed by the collector */
+    headers = lua_newuserdatauv(L, (size_t)cap * sizeof *headers, 0);
+  sh_http_head_init(h, headers, cap, maxh);
+  return sh_http_parse_head(h, s, len);
+}
+
+/* See shl.h. The fields as values, so that the caller's table constructor
+** makes the table in one go. */
+int shl_http_push_request (lua_State *L, const char *s, size_t len, int max_headers) {
+  sh_http_header room[STACK_HEADERS];
+  sh_http_head h;
+  sh_http_err e = parse_into(L, &h, room, s, len, max_headers);
+  luaL_checkstack(L, 12, NULL);
+  if (e != SH_HTTP_OK) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, sh_http_strerror(e));
+    lua_pushinteger(L, sh_http_status(e));
+    return 3;
+  }
+  lua_pushstring(L, h.method);
+  lua_pushlstring(L, h.target.p, h.target.n);
+  if (h.path.p == h.target.p && h.path.n == h.target.n) lua_pushvalue(L, -1);
+  else lua_pushlstring(L, h.path.p, h.path.n);
+  if (h.query.p != NULL) lua_pushlstring(L, h.query.p, h.query.n);
+  else lua_pushnil(L);
+  lua_pushstring(L, h.minor == 1 ? "1.1" : "1.0");
+  lua_pushboolean(L, h.keep_alive);
+  lua_pushboolean(L, h.chunked);
+  lua_pushboolean(L, h.upgrade);
+  if (h.length >= 0) lua_pushinteger(L, (lua_Integer)h.length);
+  else lua_pushnil(L);
+  push_headers(L, &h);
+  return 10;
+}
+
 /* parser.parse_head(s [, max_headers]) -> head | nil, err, status
 ** head = { method, target, path, query_string (raw, or nil), version ("1.0" or
 ** "1.1"), headers = { lower-cased name = value; repeats joined by ", ",
@@ -96,17 +137,12 @@ static int l_parse_head (lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   lua_Integer maxh = luaL_optinteger(L, 2, SH_HTTP_DEFAULT_HEADERS);
-  sh_http_header room[STACK_HEADERS], *headers = room;
+  sh_http_header room[STACK_HEADERS];
   sh_http_head h;
   sh_http_err e;
-  int cap;
   luaL_argcheck(L, maxh >= 1 && maxh <= SH_HTTP_MAX_HEADERS, 2,
                 "max_headers out of range (1.." STR(SH_HTTP_MAX_HEADERS) ")");
-  cap = sh_http_header_room(s, len, (int)maxh);
-  if (cap > STACK_HEADERS)                      /* scratch, freed by the collector */
-    headers = lua_newuserdatauv(L, (size_t)cap * sizeof *headers, 0);
-  sh_http_head_init(&h, headers, cap, (int)maxh);
-  e = sh_http_parse_head(&h, s, len);
+  e = parse_into(L, &h, room, s, len, (int)maxh);
   if (e != SH_HTTP_OK) {
     luaL_pushfail(L);
     lua_pushstring(L, sh_http_strerror(e));
@@ -173,9 +209,21 @@ static int l_split_path (lua_State *L) {
   return 3;
 }
 
+/* parser.normal_path(path) -> whether path is in its normal form (what
+** split_path's third result says), without splitting it. */
+static int l_normal_path (lua_State *L) {
+  size_t len, i;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int normal = len > 0 && s[0] == '/' && (len == 1 || s[len - 1] != '/');
+  for (i = 1; normal && i < len; i++)
+    if (s[i] == '/' && s[i - 1] == '/') normal = 0;
+  lua_pushboolean(L, normal);
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
   {"parse_head", l_parse_head}, {"chunk_size", l_chunk_size}, {"realpath", l_realpath},
-  {"split_path", l_split_path},
+  {"split_path", l_split_path}, {"normal_path", l_normal_path},
   {NULL, NULL}
 };
 
@@ -183,6 +231,7 @@ static int luaopen_http_parser (lua_State *L) {
   char version[64];
   sh_http_parser_version(version, sizeof version);
   luaL_newlib(L, funcs);
+  shl_route_open(L);
   lua_pushstring(L, version);
   lua_setfield(L, -2, "version");
   return 1;

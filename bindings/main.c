@@ -20,6 +20,7 @@
 
 #include <lualib.h>
 
+#include "../core/sh_blocks.h"
 #include "../core/sh_clock.h"
 #include "../core/sh_admin_client.h"
 #include "../core/sh_collector.h"
@@ -436,6 +437,7 @@ static void on_signal (int sig, void *ctx) {
 static struct memctl {
   size_t used;      /* bytes in use */
   size_t limit;     /* cap; 0: none */
+  sh_blocks blocks; /* small freed blocks kept for reuse (core/sh_blocks.h) */
 } memctl;
 static shl_sched *memctl_sched;   /* to tell whether a task runs */
 
@@ -444,7 +446,7 @@ static void *l_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   size_t old = ptr != NULL ? osize : 0;
   void *p;
   if (nsize == 0) {
-    free(ptr);
+    sh_blocks_realloc(&m->blocks, ptr, osize, 0);
     m->used -= old;
     return NULL;
   }
@@ -453,7 +455,7 @@ static void *l_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
     memctl_sched->mem_refused++;
     return NULL;
   }
-  p = realloc(ptr, nsize);
+  p = sh_blocks_realloc(&m->blocks, ptr, old, nsize);
   if (p != NULL) m->used = m->used - old + nsize;
   return p;
 }
@@ -939,6 +941,7 @@ static int run_one (int argc, char **argv, const opts *o) {
   int status;
   lua_State *L;
   memctl.limit = (size_t)(o->max_memory * 1024 * 1024);
+  sh_blocks_init(&memctl.blocks, SH_BLOCKS_KEEP);
   L = lua_newstate(l_alloc, &memctl);
   if (L == NULL) return fail("cannot create Lua state: not enough memory");
   lua_atpanic(L, l_panic);
@@ -946,5 +949,6 @@ static int run_one (int argc, char **argv, const opts *o) {
   status = run(L, argc, argv, o);
   shl_report_final(L);                         /* --metrics: what was counted last */
   lua_close(L);                                /* flushes closing connections */
+  sh_blocks_drain(&memctl.blocks);
   return status;
 }

@@ -315,6 +315,19 @@ void shl_modules_open(lua_State *L);
 /* l_http.c: package.preload["sockhost.http.parser"], the C half of
 ** sockhost.http. */
 void shl_http_open(lua_State *L);
+/* Parse the request head 's' ('len' bytes, from its first line to its empty
+** line; 'max_headers' 1..SH_HTTP_MAX_HEADERS) and push what
+** parser.parse_head's table holds, as values: method, target, path,
+** query_string (nil: none), version, keep_alive, chunked, upgrade, length
+** (nil: none), headers; returns 10. A head it refuses: pushes false, the
+** error's text and the status to answer with; returns 3. May leave a
+** scratch userdata below the results. Calls no Lua code but the
+** collector's. (conn:take_request) */
+int shl_http_push_request(lua_State *L, const char *s, size_t len, int max_headers);
+/* l_route.c: the route set type of the router (core/sh_route.h); its
+** constructor becomes field "routes" of the table on top of the stack
+** (sockhost.http.parser). */
+void shl_route_open(lua_State *L);
 /* l_crypto.c: package.preload["sockhost.crypto"]: SHA-1, base64, random
 ** bytes, the WebSocket mask, UTF-8 validation (core/sh_crypto.h). */
 void shl_crypto_open(lua_State *L);

@@ -258,6 +258,38 @@ describe("sockhost.http router", function()
     assert.same({ { "x%41", "y" }, true, true }, { P.split_path("/x%41/y") })
   end)
 
+  it("says whether a path is in normal form as split_path does, without splitting it", function()
+    local P = require "sockhost.http.parser"
+    for _, path in ipairs { "/", "/a/b", "//a//b/", "/a/", "*", "", "/x%41/y", "a/b", "/a//b", "//" } do
+      assert.equals(select(3, P.split_path(path)), P.normal_path(path), path)
+    end
+  end)
+
+  it("matches dynamic patterns in C: the first after an index, params decoded, the rest raw", function()
+    local P = require "sockhost.http.parser"
+    local rs = P.routes()
+    local pat, path = "", ""
+    for i = 1, 20 do pat = pat .. "/:p" .. i; path = path .. "/v" .. i end   -- past the C stack's room
+    assert.equals(1, rs:add(pat))
+    assert.equals(2, rs:add("/long/:x"))
+    assert.equals(3, rs:add("/r/*rest"))
+    assert.equals(4, rs:add("/:a/items"))
+    local i, p = rs:match(path)
+    assert.equals(1, i)
+    assert.equals("v1", p.p1)
+    assert.equals("v20", p.p20)
+    i, p = rs:match("/long/" .. ("%41"):rep(200))                -- decoded past the C stack's room
+    assert.same({ 2, { x = ("A"):rep(200) } }, { i, p })
+    assert.is_nil(rs:match("/long/" .. ("%41"):rep(200) .. "%4"))  -- a malformed escape: no match
+    assert.is_nil(rs:match("/long/a%zz"))
+    assert.same({ 3, { rest = "a/%41/" } }, { rs:match("/r//a/%41/") })
+    assert.same({ 3, { rest = "" } }, { rs:match("/r") })
+    assert.same({ 3, { rest = "items" } }, { rs:match("/r/items") })   -- the rest first; then after it
+    assert.same({ 4, { a = "r" } }, { rs:match("//r//items/", 3) })
+    assert.is_nil(rs:match("/r/items", 4))
+    assert.is_nil(rs:match("/nothing/here/at/all"))
+  end)
+
   it("matches routes in the order they were added, whatever their first segment", function()
     local r = http.router()
     r:get("/:any/x", function() return "any" end)

@@ -1,7 +1,8 @@
 -- sockhost.http.router -- the router of sockhost.http: a handler that
 -- dispatches on the method and the path ("/users/:id", "/files/*rest"),
 -- answering 404, or 405 with Allow. Lua, and the C parser module's
--- split_path; no I/O.
+-- route set (bindings/l_route.c: the dynamic patterns matched in one call)
+-- and split_path; no I/O.
 local util = require "sockhost.http.util"
 
 local M = {}
@@ -11,20 +12,18 @@ local callable, unescape = util.callable, util.unescape
 local Router = {}
 Router.__index = Router
 
-local LITERAL, PARAM, REST = 1, 2, 3
-local NONE = {}
-local compile
+local P = require "sockhost.http.parser"
 
 -- The non-empty segments between slashes, in C: { "a", "b" } for "/a//b/",
 -- whether the path holds a '%', whether it is "/" .. table.concat(segs, "/").
-local split_path = require("sockhost.http.parser").split_path
+local split_path, normal_path, routes = P.split_path, P.normal_path, P.routes
 
 --- http.router() -> router, itself a handler: router(req, res).
 function M.router()
-  -- exact: path -> { method = fn }; patterns: the dynamic routes in order,
-  -- also indexed by a literal first segment (first[seg]: a list in order)
-  -- or in 'wild' when the first segment is a parameter or the rest.
-  return setmetatable({ exact = {}, patterns = {}, first = {}, wild = {} }, Router)
+  -- exact: path -> { method = fn } (nexact of them); patterns: the dynamic
+  -- routes in order, each { pattern, fns = { method = fn } }, compiled into
+  -- 'set' (a route set of the C module) at the same index.
+  return setmetatable({ exact = {}, nexact = 0, patterns = {}, set = routes() }, Router)
 end
 
 --- router:route(method, pattern, fn) -> router. pattern: "/users/:id"
@@ -48,28 +47,13 @@ function Router:route(method, pattern, fn)
       if x.pattern == pattern then r = x end
     end
     if not r then
-      -- Compiled once: each segment's kind (LITERAL, PARAM, REST) and the
-      -- parameter's name; 'n' segments, 'rest' if the last is "*".
-      local kinds, names = {}, {}
-      for i, s in ipairs(segs) do
-        local c = s:sub(1, 1)
-        kinds[i] = c == ":" and PARAM or c == "*" and REST or LITERAL
-        names[i] = kinds[i] ~= LITERAL and s:sub(2) or nil
-      end
-      r = { pattern = pattern, segs = segs, fns = {}, match = compile(segs, kinds, names),
-            index = #self.patterns + 1 }
+      r = { pattern = pattern, fns = {}, index = self.set:add(pattern) }
       self.patterns[r.index] = r
-      local list = self.wild
-      if kinds[1] == LITERAL then
-        list = self.first[segs[1]]
-        if not list then list = {}; self.first[segs[1]] = list end
-      end
-      list[#list + 1] = r
     end
     r.fns[method] = fn
   else
     local key = "/" .. table.concat(segs, "/")
-    self.exact[key] = self.exact[key] or {}
+    if not self.exact[key] then self.exact[key], self.nexact = {}, self.nexact + 1 end
     self.exact[key][method] = fn
   end
   return self
@@ -89,41 +73,6 @@ for _, m in ipairs { "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS" } do
   Router[m:lower()] = function(self, pattern, fn) return self:route(m, pattern, fn) end
 end
 
--- The raw rest of 'path' after i - 1 segments, without leading slashes.
-local function rest_of(path, i)
-  local pos = 1
-  for _ = 1, i - 1 do pos = select(2, path:find("[^/]+", pos)) + 1 end
-  return (path:sub(pos):gsub("^/+", ""))
-end
-
--- A route's matcher, made once as Lua code: match(segs, ns, path, pct) ->
--- params or nil, for the path's segments 'segs' (#segs = ns; 'pct': the
--- path holds a '%'). The segment count and the literal segments are
--- compared first, so that a route that does not match allocates nothing;
--- the params table is made in one constructor.
-function compile(segs, kinds, names)
-  local n, q = #segs, function(x) return ("%q"):format(x) end
-  local code = { "local unescape, rest_of = ...\nreturn function(segs, ns, path, pct)\n" }
-  local function add(...) for _, x in ipairs { ... } do code[#code + 1] = x end end
-  if kinds[n] == REST then add("if ns < ", n - 1, " then return nil end\n")
-  else add("if ns ~= ", n, " then return nil end\n") end
-  for i = 1, n do
-    if kinds[i] == LITERAL then add("if segs[", i, "] ~= ", q(segs[i]), " then return nil end\n") end
-  end
-  local fields = {}
-  for i = 1, n do
-    if kinds[i] == PARAM then
-      add("local p", i, " = segs[", i, "]\n",
-          "if pct then p", i, " = unescape(p", i, ") if p", i, " == nil then return nil end end\n")
-      fields[#fields + 1] = "[" .. q(names[i]) .. "] = p" .. i
-    elseif kinds[i] == REST then
-      fields[#fields + 1] = "[" .. q(names[i]) .. "] = rest_of(path, " .. i .. ")"
-    end
-  end
-  add("return { ", table.concat(fields, ", "), " }\nend\n")
-  return assert(load(table.concat(code), "=(route)", "t"))(unescape, rest_of)
-end
-
 local function pick(fns, method)
   return fns[method] or (method == "HEAD" and fns.GET) or nil
 end
@@ -138,11 +87,9 @@ end
 
 function Router:__call(req, res)
   local path, method = req.path, req.method
-  local exact, segs, pct, normal = self.exact, nil, nil, nil
-  local fns = exact[path]
-  if fns == nil then
-    segs, pct, normal = split_path(path)
-    if not normal then fns = exact["/" .. table.concat(segs, "/")] end   -- "/a//b/" is "/a/b"
+  local fns = self.exact[path]
+  if fns == nil and self.nexact > 0 and not normal_path(path) then   -- "/a//b/" is "/a/b"
+    fns = self.exact["/" .. table.concat(split_path(path), "/")]
   end
   local allowed
   if fns then
@@ -150,21 +97,15 @@ function Router:__call(req, res)
     if fn then req.params = {}; return fn(req, res) end
     allowed = fns
   end
-  if not segs then segs, pct = split_path(path) end
-  -- The routes that may match, in order: those whose first segment is
-  -- segs[1], merged with those that start with a parameter.
-  local ns, a, b, i, j = #segs, self.first[segs[1] or ""] or NONE, self.wild, 1, 1
+  -- The dynamic routes that match, in order (the C route set).
+  local set, patterns, i, params = self.set, self.patterns, 0, nil
   while true do
-    local r, ra, rb = nil, a[i], b[j]
-    if ra and (rb == nil or ra.index < rb.index) then r, i = ra, i + 1
-    elseif rb then r, j = rb, j + 1
-    else break end
-    local params = r.match(segs, ns, path, pct)
-    if params then
-      local fn = pick(r.fns, method)
-      if fn then req.params = params; return fn(req, res) end
-      allowed = allowed or r.fns
-    end
+    i, params = set:match(path, i)
+    if not i then break end
+    fns = patterns[i].fns
+    local fn = pick(fns, method)
+    if fn then req.params = params; return fn(req, res) end
+    allowed = allowed or fns
   end
   if allowed then
     return 405, { Allow = allow(allowed) }

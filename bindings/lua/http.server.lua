@@ -85,9 +85,12 @@ end
 local Res = {}
 Res.__index = Res
 
+-- (_state and _responding are there from the start: setting a field a
+-- table has is cheaper than adding one.)
 local function new_res(req, o)
-  return setmetatable({ _req = req, _conn = req.conn, _o = o, _code = 200,
-                        _close = not req.keep_alive, _head_only = req.method == "HEAD" }, Res)
+  return setmetatable({ _req = req, _conn = req.conn, _o = o, _code = 200, _state = false,
+                        _responding = false, _close = not req.keep_alive,
+                        _head_only = req.method == "HEAD" }, Res)
 end
 
 --- res:status(code) -> res
@@ -210,6 +213,7 @@ local CL_LINE = setmetatable({}, { __index = function(t, n)
   return line
 end })
 local CTYPE = "Content-Type: text/plain; charset=utf-8\r\n"
+local STATUS_200 = STATUS_LINE[200]
 local date_at, date_line
 
 -- The response's head with 'body' after it, in one conn:write: the status
@@ -324,7 +328,29 @@ end
 
 --- res:started() -> whether the head has been sent.
 function Res:started()
-  return self._state ~= nil
+  return self._state ~= false
+end
+
+-- The common response, in short: the handler returned a body alone and set
+-- no header (so no Content-Length either): 200, Content-Length, Content-Type
+-- when there is a body, as send_full and write_head would make it.
+local function send_body(res, body)
+  res._state = "done"
+  local date, last, ctype, n = "", "\r\n", CTYPE, #body
+  if res._o.date then
+    local now = os.time()
+    if now ~= date_at then date_at, date_line = now, "Date: " .. util.date(now) .. "\r\n" end
+    date = date_line
+  end
+  if res._close then
+    last = "Connection: close\r\n\r\n"
+  elseif res._req.version == "1.0" then
+    last = "Connection: keep-alive\r\n\r\n"
+  end
+  if n == 0 then ctype = "" end
+  if res._head_only then body = "" end
+  local ok, err = res._conn:write(STATUS_200, date, ctype, CL_LINE[n], last, body)
+  if not ok then res._close, res._failed = true, err end
 end
 
 -- ---------------------------------------------------------------- requests
@@ -512,31 +538,68 @@ local function respond(res, a, b, c)
   return res:finish(c)
 end
 
+-- The handler, then its response when it did not finish one itself (in
+-- one protected call; res._responding marks an error as the response's).
+-- What it leaves to serve: a switched protocol, and the cases answered
+-- without the handler's values (only an informational response sent, a
+-- body that failed).
+local function run(handler, req, res)
+  local a, b, c = handler(req, res)
+  local state = res._state
+  if state == "done" or res._switched then return end
+  if not state then
+    if a == nil then
+      if res._informed or req._status then return end
+    elseif type(a) == "string" and res._h == nil and res._length == nil then
+      res._responding = true
+      return send_body(res, a)
+    end
+  end
+  res._responding = true
+  if state or a == nil then return res:finish() end
+  return respond(res, a, b, c)
+end
+
+local parse_query = util.parse_query
+
 local function serve(conn, handler, o)
   conn:settimeout(o.timeout)
-  local max_line, max_head, max_headers = o.max_line, o.max_head, o.max_headers
+  local max_line, max_head, max_headers, wait = o.max_line, o.max_head, o.max_headers, o.keepalive_timeout
   while true do
-    -- A head already buffered whole is taken in one call; else (and for
-    -- every error) it is read line by line.
-    local head, status = conn:take_head(max_line, max_head, max_headers, o.keepalive_timeout)
-    if not head then
-      if status then return end             -- nothing came: "timeout", "closed"
+    -- A head already buffered whole is taken and parsed in one call; else
+    -- (and for every error) it is read line by line.
+    local req, err, status
+    local method, target, path, query_string, version, keep_alive, chunked, upgrade, length, headers =
+      conn:take_request(max_line, max_head, max_headers, wait)
+    if method then
+      req = setmetatable({ method = method, target = target, path = path,
+        query_string = query_string, version = version, keep_alive = keep_alive,
+        chunked = chunked, upgrade = upgrade, length = length, headers = headers,
+        conn = conn, _o = o, query = query_string and parse_query(query_string) or {},
+        _res = false }, Req)
+    elseif method == nil then
+      return                                -- nothing came: "timeout", "closed"
+    elseif target then                      -- false, err, status: a head refused
+      sh.log("debug", "http:", tostring(conn), "bad request:", target)
+      send_plain(conn, o, path, true)
+      return
+    else
+      local head
       head, status = read_head(conn, o)
+      if not head then
+        if status then send_plain(conn, o, status, true) end
+        return
+      end
+      req, err, status = P.parse_head(head, max_headers)
+      if not req then
+        sh.log("debug", "http:", tostring(conn), "bad request:", err)
+        send_plain(conn, o, status, true)
+        return
+      end
+      setmetatable(req, Req)
+      req.conn, req._o = conn, o
+      req.query = parse_query(req.query_string)
     end
-    if not head then
-      if status then send_plain(conn, o, status, true) end
-      return
-    end
-    local req, err
-    req, err, status = P.parse_head(head, o.max_headers)
-    if not req then
-      sh.log("debug", "http:", tostring(conn), "bad request:", err)
-      send_plain(conn, o, status, true)
-      return
-    end
-    setmetatable(req, Req)
-    req.conn, req._o = conn, o
-    req.query = util.parse_query(req.query_string)
     if req.length and req.length > o.max_body then
       send_plain(conn, o, 413, true)
       return
@@ -562,34 +625,27 @@ local function serve(conn, handler, o)
       if req._status then send_plain(conn, o, req._status, true) end
       return
     end
-    local ok, a, b, c = xpcall(handler, debug.traceback, req, res)
+    local ok
+    ok, err = xpcall(run, debug.traceback, handler, req, res)
     if not ok then
-      sh.log("error", ("http: %s %s %s failed: %s"):format(tostring(conn), req.method, req.path, tostring(a)))
+      if res._responding then
+        sh.log("error", ("http: %s %s %s: bad response: %s"):format(tostring(conn), req.method, req.path, tostring(err)))
+      else
+        sh.log("error", ("http: %s %s %s failed: %s"):format(tostring(conn), req.method, req.path, tostring(err)))
+      end
       if not res._state then send_plain(conn, o, 500, true) end
       return
     end
     if res._switched then return end      -- the connection is the handler's now
-    if not res._state and a == nil and res._informed then
-      sh.log("error", ("http: %s %s %s: handler ended after only an informational response")
-        :format(tostring(conn), req.method, req.path))
-      send_plain(conn, o, 500, true)
-      return
-    end
     if res._state ~= "done" then
-      if not res._state and a == nil and req._status then
-        send_plain(conn, o, req._status, true)
-        return
-      end
-      if res._state or a == nil then
-        ok, err = pcall(res.finish, res)
+      if res._informed then
+        sh.log("error", ("http: %s %s %s: handler ended after only an informational response")
+          :format(tostring(conn), req.method, req.path))
+        send_plain(conn, o, 500, true)
       else
-        ok, err = pcall(respond, res, a, b, c)
+        send_plain(conn, o, req._status, true)
       end
-      if not ok then
-        sh.log("error", ("http: %s %s %s: bad response: %s"):format(tostring(conn), req.method, req.path, tostring(err)))
-        if not res._state then send_plain(conn, o, 500, true) end
-        return
-      end
+      return
     end
     -- A body the handler left unread is drained to keep the stream in step,
     -- unless the client still waits for its 100 Continue.
