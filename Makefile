@@ -58,6 +58,8 @@ BIND_OBJ += bindings/l_tls.o
 CORE_OBJ += core/sh_http.o
 # The fast path of reading RESP commands (conn:resp_commands, sockhost.resp).
 CORE_OBJ += core/sh_resp.o
+# The fast path of reading HTTP response heads (conn:take_response, the client).
+CORE_OBJ += core/sh_httpc.o
 # SHA-1, base64, random bytes, the WebSocket mask, UTF-8 (sockhost.crypto).
 CORE_OBJ += core/sh_crypto.o
 BIND_OBJ += bindings/l_crypto.o

@@ -153,8 +153,10 @@ Res.__index = Res
 
 -- res.headers: filled on first use from the list of names and values.
 local Lazy = {}
+local check_lines
 local function fill(t)
   local list = rawget(t, Lazy)
+  if type(list) == "string" then list = check_lines(list) end   -- checked already
   rawset(t, Lazy, nil)
   setmetatable(t, Headers)
   for i = 1, #list, 2 do
@@ -189,7 +191,7 @@ local find, sub, byte, match, lower = string.find, string.sub, string.byte, stri
 -- The header lines of a head (CRLF between them, none after the last) as
 -- a list of names (lower case) and values (without the white space around
 -- them) in turn | nil, why. Checks every line.
-local function check_lines(block)
+function check_lines(block)
   local list, n = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil }, 0
   local pos, size = 1, #block
   while pos <= size do
@@ -450,6 +452,7 @@ function Res:header_all(name)
   name = name:lower()
   local out = {}
   local list = self._list
+  if type(list) == "string" then list = check_lines(list); self._list = list end
   for i = 1, #list, 2 do
     if list[i] == name then out[#out + 1] = list[i + 1] end
   end
@@ -515,35 +518,60 @@ local function exchange(st, reused)
     if not n or n == 0 then return nil, err, reused end   -- nothing came: maybe stale
     -- the server answered before it took the whole body: read it
   end
-  local head, herr, nothing
+  local conn, method = st.conn, st.method
+  local status, reason, minor, list, mode, len, keep
   for _ = 1, MAX_INTERIM + 1 do
     if not arm(st) then return fail(st, "timeout") end
-    head, herr, nothing = read_head(st.conn, st.max_head)
-    if not head then
-      if nothing then
-        if reused then return nil, "closed", true end
-        return fail(st, "bad response: closed before the response")
+    local fields, length, chunked, cclose, ckeep
+    status, reason, minor, fields, length, chunked, cclose, ckeep = conn:take_response(st.max_head)
+    if status then                                 -- the common case: the whole head, checked in C
+      list = fields
+      if status >= 200 then
+        if method == "HEAD" or status == 204 or status == 304 then mode, len = "none", 0
+        elseif chunked then mode, len = "chunked", 0
+        elseif length > 0 then mode, len = "length", length
+        elseif length == 0 then mode, len = "none", 0
+        else mode, len = "close", 0 end
+        keep = mode ~= "close" and not st.close
+        if minor == 0 then keep = keep and ckeep else keep = keep and not cclose end
+        break
       end
-      return fail(st, herr)
+    elseif status == nil then                      -- nothing came
+      if reason ~= "closed" then return fail(st, reason) end
+      if reused then return nil, "closed", true end
+      return fail(st, "bad response: closed before the response")
+    else                                           -- anything else: line by line
+      local head, herr, nothing = read_head(conn, st.max_head)
+      if not head then
+        if nothing then
+          if reused then return nil, "closed", true end
+          return fail(st, "bad response: closed before the response")
+        end
+        return fail(st, herr)
+      end
+      status, reason, minor, list = head.status, head.reason, head.version == "1.1" and 1 or 0, head.list
+      if status >= 200 then
+        local connection
+        mode, len, connection = framing(head, method)
+        if not mode then return fail(st, len) end
+        keep = mode ~= "close" and not st.close
+        if minor == 0 then
+          keep = keep and has_token(connection, "keep-alive")
+        else
+          keep = keep and not has_token(connection, "close")
+        end
+        break
+      end
     end
-    if head.status >= 200 then break end
-    if head.status == 101 then return fail(st, "bad response: 101 without an upgrade") end
-    head = nil                                     -- 100, 102, 103: the final one follows
+    if status == 101 then return fail(st, "bad response: 101 without an upgrade") end
+    status = nil                                   -- 100, 102, 103: the final one follows
   end
-  if not head then return fail(st, "bad response: too many 1xx responses") end
-  local mode, len, connection = framing(head, st.method)
-  if not mode then return fail(st, len) end
-  local keep = mode ~= "close" and not st.close
-  if head.version == "1.0" then
-    keep = keep and has_token(connection, "keep-alive")
-  else
-    keep = keep and not has_token(connection, "close")
-  end
+  if not status then return fail(st, "bad response: too many 1xx responses") end
   local res = setmetatable({
-    status = head.status, reason = head.reason, version = head.version,
-    url = st.url, headers = setmetatable({ [Lazy] = head.list }, Lazy),
-    _list = head.list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
-    _mode = mode, _left = len or 0, _crlf = false,
+    status = status, reason = reason, version = minor == 1 and "1.1" or "1.0",
+    url = st.url, headers = setmetatable({ [Lazy] = list }, Lazy),
+    _list = list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
+    _mode = mode, _left = len, _crlf = false,
   }, Res)
   if mode == "none" then
     res._mode = nil
