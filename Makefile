@@ -187,7 +187,8 @@ valgrind: deps
 	exit $$status
 
 # libFuzzer (clang) on the read path, the address parser, the HTTP head and
-# the PROXY header parsers, the RESP command fast path, FUZZ_TIME
+# the PROXY header parsers, the RESP command fast path, the HTTP client's
+# response head fast path, FUZZ_TIME
 # seconds each; findings go to fuzz/crash-*.
 FUZZ_TIME ?= 30
 FUZZ_CC   ?= clang
@@ -203,7 +204,8 @@ fuzz: deps bindings/modules_gen.c
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/proxy_fuzz fuzz/proxy_fuzz.c $(CORE_OBJ:.o=.c) \
 	  $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/resp_fuzz fuzz/resp_fuzz.c core/sh_resp.c
-	@for t in addr_fuzz read_fuzz http_fuzz proxy_fuzz resp_fuzz; do \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/httpc_fuzz fuzz/httpc_fuzz.c core/sh_httpc.c
+	@for t in addr_fuzz read_fuzz http_fuzz proxy_fuzz resp_fuzz httpc_fuzz; do \
 	  echo "fuzz/$$t for $(FUZZ_TIME) s"; \
 	  ASAN_OPTIONS=detect_leaks=0 ./fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 	    -artifact_prefix=fuzz/ -print_final_stats=1 > fuzz/$$t.log 2>&1 \

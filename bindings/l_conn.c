@@ -1155,14 +1155,26 @@ static int conn_gc (lua_State *L) {
 /* conn:setlimits{ max_line =, idle_timeout =, line_timeout = } -- change
 ** this connection's limits (see sockhost.listen). */
 static int conn_setlimits (lua_State *L) {
-  static const char *const known[] = {"max_line", "idle_timeout", "line_timeout", NULL};
   lconn *lc = checkconn(L, 1);
-  double max_line, idle, line;
+  double max_line = (double)lc->max_line, idle = lc->idle, line = lc->line;
+  const char *notnum = NULL;
   luaL_checktype(L, 2, LUA_TTABLE);
-  shl_checkoptions(L, 2, known);
-  max_line = shl_optfield(L, 2, "max_line", (double)lc->max_line);
-  idle = shl_optfield(L, 2, "idle_timeout", lc->idle);
-  line = shl_optfield(L, 2, "line_timeout", lc->line);
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  while (lua_next(L, 2) != 0) {          /* one pass: the names checked, the numbers read */
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    double *slot = NULL, v;
+    int isnum;
+    if (strcmp(k, "idle_timeout") == 0) slot = &idle;
+    else if (strcmp(k, "line_timeout") == 0) slot = &line;
+    else if (strcmp(k, "max_line") == 0) slot = &max_line;
+    else luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL));
+    v = lua_tonumberx(L, -1, &isnum);
+    if (isnum) *slot = v;
+    else if (notnum == NULL) notnum = k;  /* after the unknown names, as before */
+    lua_pop(L, 1);
+  }
+  if (notnum != NULL) luaL_error(L, "option '%s' must be a number", notnum);
   luaL_argcheck(L, max_line >= 1, 2, "max_line must be positive");
   if (lc->s == NULL) return shl_pushfail(L, "closed");
   lc->max_line = (size_t)max_line;
@@ -1502,7 +1514,7 @@ static int response_scan (lua_State *L, lconn *lc, size_t max_head) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (len > max_head + 2) len = max_head + 2;    /* no pullup past a head's bound */
+  if (len > max_head + 3) len = max_head + 3;    /* no pullup past a head's bound */
   p = sh_stream_peek(lc->s, len);
   if (p == NULL || sh_httpc_head_parse(p, len, max_head, &h) != SH_HTTPC_OK) {
     lua_pushboolean(L, 0);

@@ -9,27 +9,34 @@
 
 #define MAX_LENGTH_DIGITS 15   /* Content-Length: longer is left to the reader */
 
+/* Byte classes: a token character (RFC 9110: the reader's
+** [%w!#$%&'*+-.^_`|~]), and a control character other than tab (the
+** reader's CTL; CR and LF among them). */
+enum { TCHAR = 1, CTL = 2 };
+static const unsigned char cls[256] = {
+  2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+  0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+  0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 2,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 static int is_digit (unsigned char c) { return c >= '0' && c <= '9'; }
-
-/* A token character (RFC 9110): the reader's [%w!#$%&'*+-.^_`|~]. */
-static int is_tchar (unsigned char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c)) return 1;
-  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/* A control character other than tab: the reader's CTL. */
-static int is_ctl (unsigned char c) { return (c < 32 && c != '\t') || c == 127; }
 
 static unsigned char lower (unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
 
-/* p[0..n) is 'word' (lower case) in any case. */
-static int same (const char *p, size_t n, const char *word) {
+/* p[0..n) is 'word' (lower case, wlen bytes) in any case. */
+static int same (const char *p, size_t n, const char *word, size_t wlen) {
   size_t i;
-  if (strlen(word) != n) return 0;
+  if (n != wlen) return 0;
   for (i = 0; i < n; i++)
     if (lower((unsigned char)p[i]) != (unsigned char)word[i]) return 0;
   return 1;
 }
+#define SAME(p, n, lit) same((p), (n), lit, sizeof lit - 1)
 
 /* The status line, p[0..n) without its LF: "HTTP/1.<0|1> <1-5><d><d>",
 ** then "\r", or " ", a reason without control characters but tab, "\r". */
@@ -49,7 +56,7 @@ static int status_line (const char *p, size_t n, sh_httpc_head *h) {
   }
   if (p[12] != ' ') return 0;
   for (i = 13; i < n - 1; i++)
-    if (is_ctl(u[i])) return 0;
+    if (cls[u[i]] & CTL) return 0;
   h->reason_off = 13;
   h->reason_len = n - 14;
   return 1;
@@ -62,8 +69,8 @@ static void connection_tokens (const char *v, size_t n, sh_httpc_head *h) {
   while (i < n) {
     while (i < n && (v[i] == ',' || v[i] == ' ' || v[i] == '\t')) i++;
     for (j = i; j < n && v[j] != ',' && v[j] != ' ' && v[j] != '\t'; j++) {}
-    if (same(v + i, j - i, "close")) h->close = 1;
-    else if (same(v + i, j - i, "keep-alive")) h->keep_alive = 1;
+    if (SAME(v + i, j - i, "close")) h->close = 1;
+    else if (SAME(v + i, j - i, "keep-alive")) h->keep_alive = 1;
     i = j;
   }
 }
@@ -72,7 +79,7 @@ static void connection_tokens (const char *v, size_t n, sh_httpc_head *h) {
 ** space around it): what it says of the framing; 0 to leave the head to
 ** the reader. */
 static int field (const char *p, size_t nlen, const char *v, size_t vlen, int *te, sh_httpc_head *h) {
-  if (same(p, nlen, "content-length")) {
+  if (nlen == 14 && SAME(p, nlen, "content-length")) {
     long long x = 0;
     size_t i;
     if (vlen == 0 || vlen > MAX_LENGTH_DIGITS) return 0;
@@ -82,45 +89,46 @@ static int field (const char *p, size_t nlen, const char *v, size_t vlen, int *t
     }
     if (h->length >= 0 && h->length != x) return 0;
     h->length = x;
-  } else if (same(p, nlen, "transfer-encoding")) {
-    if (*te || !same(v, vlen, "chunked")) return 0;
+  } else if (nlen == 17 && SAME(p, nlen, "transfer-encoding")) {
+    if (*te || !SAME(v, vlen, "chunked")) return 0;
     *te = 1;
-  } else if (same(p, nlen, "connection")) {
+  } else if (nlen == 10 && SAME(p, nlen, "connection")) {
     connection_tokens(v, vlen, h);
   }
   return 1;
 }
 
-/* The header lines p[0..n): CRLF between them, none after the last. */
-static int fields (const char *p, size_t n, sh_httpc_head *h) {
-  const unsigned char *u = (const unsigned char *)p;
-  size_t pos = 0;
+/* The header lines from buf[pos], each "name:value\r\n", to the empty
+** line; *end: where that empty line starts. */
+static int fields (const char *buf, size_t len, size_t pos, size_t *end, sh_httpc_head *h) {
+  const unsigned char *u = (const unsigned char *)buf;
   int te = 0;
-  while (pos < n) {
+  for (;;) {
     size_t colon = pos, vs, ve, e;
-    while (colon < n && u[colon] != ':') {
-      if (!is_tchar(u[colon])) return 0;
-      colon++;
-    }
-    if (colon == n || colon == pos) return 0;
-    for (e = colon + 1; e < n; e++) {             /* the value: to CRLF or the end */
-      if (u[e] == '\r' && e + 1 < n && u[e + 1] == '\n') break;
-      if (is_ctl(u[e])) return 0;
-    }
+    if (pos + 2 > len) return SH_HTTPC_SHORT;
+    if (u[pos] == '\r' && u[pos + 1] == '\n') break;    /* the empty line */
+    while (colon < len && (cls[u[colon]] & TCHAR)) colon++;
+    if (colon == len) return SH_HTTPC_SHORT;
+    if (u[colon] != ':' || colon == pos) return SH_HTTPC_OTHER;
+    for (e = colon + 1; e < len && !(cls[u[e]] & CTL); e++) {}   /* the value */
+    if (e + 2 > len) return SH_HTTPC_SHORT;
+    if (u[e] != '\r' || u[e + 1] != '\n') return SH_HTTPC_OTHER;
     vs = colon + 1;
     ve = e;
     while (vs < ve && (u[vs] == ' ' || u[vs] == '\t')) vs++;
     while (ve > vs && (u[ve - 1] == ' ' || u[ve - 1] == '\t')) ve--;
-    if (!field(p + pos, colon - pos, p + vs, ve - vs, &te, h)) return 0;
+    if (!field(buf + pos, colon - pos, buf + vs, ve - vs, &te, h)) return SH_HTTPC_OTHER;
     pos = e + 2;
   }
   h->chunked = te;
-  return 1;
+  *end = pos;
+  return SH_HTTPC_OK;
 }
 
 int sh_httpc_head_parse (const char *buf, size_t len, size_t max_head, sh_httpc_head *h) {
-  const char *lf, *end;
-  size_t line, start, left, from, limit;
+  const char *lf;
+  size_t line, start, end = 0;
+  int r;
   /* the status line: its LF within max_head bytes */
   lf = memchr(buf, '\n', len < max_head + 1 ? len : max_head + 1);
   if (lf == NULL) return len > max_head ? SH_HTTPC_OTHER : SH_HTTPC_SHORT;
@@ -129,25 +137,14 @@ int sh_httpc_head_parse (const char *buf, size_t len, size_t max_head, sh_httpc_
   h->chunked = h->close = h->keep_alive = 0;
   if (!status_line(buf, line, h)) return SH_HTTPC_OTHER;
   start = line + 1;
-  if (len < start + 2) return SH_HTTPC_SHORT;
   h->fields_off = start;
-  if (buf[start] == '\r' && buf[start + 1] == '\n') {       /* no header lines */
-    h->fields_len = 0;
-    h->used = start + 2;
-  } else {
-    /* the reader takes two bytes, then up to max_head - line - 5 more
-    ** before the blank line's CRLFCRLF */
-    if (max_head < line + 1 + 4) return SH_HTTPC_OTHER;
-    left = max_head - line - 1;
-    from = start + 2;
-    limit = left - 4 + 4;                        /* the rest and its CRLFCRLF */
-    if (len - from < limit) limit = len - from;
-    end = limit >= 4 ? memmem(buf + from, limit, "\r\n\r\n", 4) : NULL;
-    if (end == NULL) return len - from >= left ? SH_HTTPC_OTHER : SH_HTTPC_SHORT;
-    h->fields_len = (size_t)(end - buf) - start;
-    h->used = (size_t)(end - buf) + 4;
-    if (!fields(buf + start, h->fields_len, h)) return SH_HTTPC_OTHER;
-  }
+  if ((r = fields(buf, len, start, &end, h)) != SH_HTTPC_OK) return r;
+  h->fields_len = end > start ? end - 2 - start : 0;
+  h->used = end + 2;
+  /* the reader takes two bytes, then up to max_head - line - 5 more
+  ** before the CRLFCRLF that ends the header lines */
+  if (end > start && (max_head < line + 5 || h->fields_len > max_head - line - 3))
+    return SH_HTTPC_OTHER;
   if (h->chunked && (h->length >= 0 || h->minor == 0)) return SH_HTTPC_OTHER;
   return SH_HTTPC_OK;
 }

@@ -304,6 +304,11 @@ end
 -- the whole request's; false once that is over.
 local function arm(st)
   local t = st.read_timeout
+  if not st.deadline then                 -- read_timeout alone: set once per connection
+    local conn = st.conn
+    if st.armed ~= conn then conn:settimeout(t); st.armed = conn end
+    return true
+  end
   if st.deadline then
     local left = st.deadline - sh.now()
     if left <= 0 then return false end
@@ -699,7 +704,7 @@ local function once(client, method, u, opts, st)
     st.ct, st.fresh = ct, attempt > 1
     local conn, reused = client.pool:get(key, st)
     if not conn then return nil, reused end
-    st.conn = conn
+    st.conn, st.armed = conn, false
     local res, err, stale = exchange(st, reused)
     if res then return res end
     if not stale then return nil, err end
@@ -724,12 +729,12 @@ local function state(client, opts, body)
            deadline = timeout >= 0 and sh.now() + timeout or false,
            method = false, head = false, close = false, url = false, key = false, pool = false,
            addr = false, tls = false, https = false, wait_timeout = false, ct = false,
-           fresh = false, conn = false }, redirects
+           fresh = false, conn = false, armed = false }, redirects
 end
 
 --- client:request(method, url [, opts]) -> res | nil, err
 function Client:request(method, url, opts)
-  if type(method) ~= "string" or not method:find(TOKEN) then
+  if METHODS[method] == nil and (type(method) ~= "string" or not method:find(TOKEN)) then
     error("bad argument #1 to 'request' (method expected)", 2)
   end
   if type(url) ~= "string" then error("bad argument #2 to 'request' (string expected, got " .. type(url) .. ")", 2) end

@@ -89,6 +89,7 @@ end
 
 -- Hand the next waiter its turn.
 local function wake_one(p)
+  if p.waiters[1] == nil then return end
   local w = table.remove(p.waiters, 1)
   if w then
     w.granted = true
@@ -170,7 +171,7 @@ function Pool:get(key, opts)
   if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'get' (table expected)", 2) end
   local wt = self.wait_timeout
   if opts and opts.wait_timeout ~= nil then wt = assert(tonumber(opts.wait_timeout), "wait_timeout must be a number") end
-  local deadline = wt >= 0 and sh.now() + wt or nil
+  local deadline     -- made when first needed (no wait before that: the same time)
   local granted = false
   while true do
     if self.is_closed then
@@ -198,11 +199,12 @@ function Pool:get(key, opts)
       if self.is_closed then drop(self, conn) return nil, "closed" end
       return lend(self, key, conn), false
     end
+    if deadline == nil then deadline = wt >= 0 and sh.now() + wt or false end
     if deadline and sh.now() >= deadline then
       if granted then wake_one(self) end
       return nil, "timeout"
     end
-    granted = wait_turn(self, deadline, granted)
+    granted = wait_turn(self, deadline or nil, granted)
     if not granted and not self.is_closed then return nil, "timeout" end
   end
 end
