@@ -375,10 +375,8 @@ local function skip_trailers(self, conn)
   end
 end
 
---- res:read([max]) -> piece | nil (the end) | nil, err
-function Res:read(max)
-  max = max or PIECE
-  if math.type(max) ~= "integer" or max < 1 then error("bad argument #1 to 'read' (positive integer expected)", 2) end
+-- The next piece of the body, at most max bytes (see res:read).
+local function read_piece(self, max)
   local mode = self._mode
   if mode == nil then return nil, self._err end
   local st = self._st
@@ -421,6 +419,13 @@ function Res:read(max)
   return data
 end
 
+--- res:read([max]) -> piece | nil (the end) | nil, err
+function Res:read(max)
+  max = max or PIECE
+  if math.type(max) ~= "integer" or max < 1 then error("bad argument #1 to 'read' (positive integer expected)", 2) end
+  return read_piece(self, max)
+end
+
 --- res:body([max]) -> the whole body ("" when none) | nil, err
 function Res:body(max)
   if self._text then return self._text end
@@ -431,14 +436,14 @@ function Res:body(max)
   if self._mode == "length" and self._max >= 0 and self._left > self._max then
     return body_fail(self, "too large")
   end
-  local piece, err = self:read(PIECE)
+  local piece, err = read_piece(self, PIECE)
   if not piece then
     if err then return nil, err end
     piece = ""
   elseif self._mode ~= nil then                -- more to come
     local parts = { piece }
     while true do
-      piece, err = self:read(PIECE)
+      piece, err = read_piece(self, PIECE)
       if not piece then
         if err then return nil, err end
         break
@@ -680,7 +685,8 @@ end
 
 -- One request to one url (no redirects): res | nil, err.
 local function once(client, method, u, opts, st)
-  local tls, key = tls_key(client, u, opts)
+  local tls, key
+  if u.https or not u.key then tls, key = tls_key(client, u, opts) else tls, key = EMPTY, u.key end
   local body = st.body
   local head, close
   if opts.headers == nil and body == nil then      -- the common case: made once per url
