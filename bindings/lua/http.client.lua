@@ -149,10 +149,16 @@ end
 
 local Res = {}
 
-Res.__index = Res
-
--- res.headers: filled on first use from the list of names and values.
+-- res.headers: made on first use; filled on its first use from the header
+-- lines (a string, checked already) or the list of names and values.
 local Lazy = {}
+Res.__index = function(t, k)
+  local m = Res[k]
+  if m ~= nil or k ~= "headers" then return m end
+  local h = setmetatable({ [Lazy] = rawget(t, "_list") }, Lazy)
+  rawset(t, "headers", h)
+  return h
+end
 local check_lines
 local function fill(t)
   local list = rawget(t, Lazy)
@@ -323,7 +329,8 @@ local function release(st, reusable)
   local conn = st.conn
   if not conn then return end
   st.conn = nil
-  if reusable then st.pool:put(st.key, conn) else st.pool:discard(st.key, conn) end
+  local p = st.u.pool
+  if reusable then p:put(st.key, conn) else p:discard(st.key, conn) end
 end
 
 local function fail(st, err)
@@ -579,8 +586,7 @@ local function exchange(st, reused)
   if not status then return fail(st, "bad response: too many 1xx responses") end
   local res = setmetatable({
     status = status, reason = reason, version = minor == 1 and "1.1" or "1.0",
-    url = st.url, headers = setmetatable({ [Lazy] = list }, Lazy),
-    _list = list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
+    url = st.u.url, _list = list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
     _mode = mode, _left = len, _crlf = false,
   }, Res)
   if mode == "none" then
@@ -632,9 +638,9 @@ end
 local function connect_fn(_, g)
   local copts = { timeout = g.ct }
   for k, v in pairs(g.tls) do copts[k] = v end
-  local conn, err = sh.connect(g.addr, copts)
+  local conn, err = sh.connect(g.u.addr, copts)
   if not conn then
-    if g.https and (TLS_ERRORS[err:match("^([^:]*)")] or err:find("^cannot load") or err:find("^key '")) then
+    if g.u.https and (TLS_ERRORS[err:match("^([^:]*)")] or err:find("^cannot load") or err:find("^key '")) then
       err = "tls: " .. err
     end
     return nil, err
@@ -655,7 +661,7 @@ local function url_of(client, url)
   u.https = u.scheme == "https"
   u.origin = u.scheme .. "://" .. u.hostport
   u.addr = (u.https and "tls://" or "tcp://") .. u.host .. ":" .. u.port
-  u.heads = {}
+  u.heads, u.pool = {}, client.pool
   if client.nurls >= URL_CACHE then client.urls, client.nurls = {}, 0 end
   client.urls[url], client.nurls = u, client.nurls + 1
   return u
@@ -696,9 +702,7 @@ local function once(client, method, u, opts, st)
   else
     head, close = build(method, u, opts, body)
   end
-  st.method, st.head, st.close, st.url = method, head, close, u.url
-  st.key, st.pool = key, client.pool
-  st.addr, st.tls, st.https, st.wait_timeout = u.addr, tls, u.https, client.wait_timeout   -- for the pool
+  st.method, st.head, st.close, st.u, st.key, st.tls = method, head, close, u, key, tls
   local retryable = IDEMPOTENT[method] and type(body) ~= "function"
   for attempt = 1, 2 do
     local ct = st.connect_timeout
@@ -733,9 +737,8 @@ local function state(client, opts, body)
   -- every field it will have, so that the table is made once at its size
   return { body = body, read_timeout = rt, connect_timeout = ct, max_body = mb, max_head = mh,
            deadline = timeout >= 0 and sh.now() + timeout or false,
-           method = false, head = false, close = false, url = false, key = false, pool = false,
-           addr = false, tls = false, https = false, wait_timeout = false, ct = false,
-           fresh = false, conn = false, armed = false }, redirects
+           method = false, head = false, close = false, u = false, key = false, tls = false,
+           ct = false, fresh = false, conn = false, armed = false }, redirects
 end
 
 --- client:request(method, url [, opts]) -> res | nil, err
