@@ -100,7 +100,17 @@ struct lconn {
   unsigned long long tx; /* bytes its writes took, in all */
 };
 
+/* The methods have the metatable as upvalue 1 (shl_newclass): compared
+** with it, the common case needs no lookup of CONN_MT in the registry.
+** Anything else (a function without that upvalue, the wrong type) goes to
+** luaL_checkudata, which decides and raises as ever. */
 static lconn *checkconn (lua_State *L, int arg) {
+  void *p = lua_touserdata(L, arg);
+  if (p != NULL && lua_getmetatable(L, arg)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return (lconn *)p;
+  }
   return (lconn *)luaL_checkudata(L, arg, CONN_MT);
 }
 
