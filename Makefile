@@ -246,6 +246,6 @@ uninstall:
 
 clean:
 	rm -f sockhost sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \
-	  fuzz/addr_fuzz fuzz/read_fuzz fuzz/proxy_fuzz fuzz/resp_fuzz spec/shim/onebyte.so
+	  fuzz/addr_fuzz fuzz/read_fuzz fuzz/proxy_fuzz fuzz/resp_fuzz fuzz/httpc_fuzz spec/shim/onebyte.so
 
 -include $(wildcard core/*.d bindings/*.d)
