@@ -561,6 +561,36 @@ describe("sockhost.http client against a python3 peer", function()
     assert.same({ err = "bad response: transfer-encoding in HTTP/1.0" }, got.te10)
   end)
 
+  it("120 generated heads, good and broken: read whole and cut in two, the same result", function()
+    local N = 120
+    local got
+    H.run(function()
+      got = {}
+      for n = 1, N do
+        for _, pre in ipairs { "", "split/" } do
+          local c = http.client()
+          local res, err = c:get(p("/" .. pre .. "gen/" .. n))
+          local r = { err = err }
+          if res then
+            local h = {}
+            for k, v in pairs(res.headers) do h[k] = v end
+            local body, berr = res:body()
+            r = { status = res.status, reason = res.reason, version = res.version, headers = h,
+                  body = body, berr = berr }
+          end
+          c:close()
+          got[pre .. n] = r
+        end
+      end
+    end, 120)
+    local ok, bad = 0, 0
+    for n = 1, N do
+      assert.same(got[tostring(n)], got["split/" .. n], "generated head " .. n)
+      if got[tostring(n)].status then ok = ok + 1 else bad = bad + 1 end
+    end
+    assert.is_true(ok >= 20 and bad >= 20, ("%d read, %d refused"):format(ok, bad))
+  end)
+
   it("conn:take_response: a whole head in one call; false leaves the input alone", function()
     local got = run(function()
       local out = {}
