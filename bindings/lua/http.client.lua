@@ -9,10 +9,19 @@
 -- meanwhile (nothing of a response came) is sent once more on a new
 -- connection, for idempotent methods with a body that can be sent again.
 --
--- The response head is read line by line (every read bounded by max_head)
--- and checked strictly: anything another client could read differently is
--- "bad response: ...". Failures are nil, err; only programming errors
--- (a url that is not a string, an unknown option) raise.
+-- The response head is checked strictly: anything another client could
+-- read differently is "bad response: ...". A head that arrived whole and
+-- is plainly well formed is checked and taken in one C call
+-- (conn:take_response, core/sh_httpc.c), with its framing; any other (not
+-- whole yet, malformed, over max_head, a framing that needs more care) is
+-- read line by line here (read_head, check_lines, framing: every read
+-- bounded by max_head), which answers it. Failures are nil, err; only
+-- programming errors (a url that is not a string, an unknown option) raise.
+--
+-- The common request costs no pattern match and few tables: the request
+-- head comes from the url's cache, the state is one table of 16 fields,
+-- the response one of 12 (res.headers is made on first use, from the
+-- header lines as one string), and the timeout is set once per connection.
 local sh = require "sockhost"
 local P = require "sockhost.http.parser"
 local pool = require "sockhost.pool"
