@@ -397,7 +397,7 @@ local function read_piece(self, max)
   if mode == nil then return nil, self._err end
   local st = self._st
   local conn = st.conn
-  if not arm(st) then return body_fail(self, "timeout") end
+  if (st.deadline or st.armed ~= conn) and not arm(st) then return body_fail(self, "timeout") end
   if mode == "chunked" and self._left == 0 then
     if self._crlf then
       local crlf, err = conn:read(2)
@@ -501,7 +501,7 @@ function Res.__tostring(self) return ("sockhost.http response %d %s"):format(sel
 -- Send the request; true | nil, err.
 local function send(st)
   local conn = st.conn
-  if not arm(st) then return nil, "timeout" end
+  if (st.deadline or st.armed ~= conn) and not arm(st) then return nil, "timeout" end
   local body = st.body
   if type(body) ~= "function" then
     return conn:write(st.head, body or "")
@@ -547,7 +547,7 @@ local function exchange(st, reused)
   local conn, method = st.conn, st.method
   local status, reason, minor, list, mode, len, keep
   for _ = 1, MAX_INTERIM + 1 do
-    if not arm(st) then return fail(st, "timeout") end
+    if (st.deadline or st.armed ~= conn) and not arm(st) then return fail(st, "timeout") end
     local fields, length, chunked, cclose, ckeep
     status, reason, minor, fields, length, chunked, cclose, ckeep = conn:take_response(st.max_head)
     if status then                                 -- the common case: the whole head, checked in C

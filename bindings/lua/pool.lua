@@ -188,7 +188,9 @@ function Pool:get(key, opts)
       if conn then
         self.reused = self.reused + 1
         if granted then wake_one(self) end   -- the turn was not needed: pass it on
-        return lend(self, key, conn), true
+        self.busy = self.busy + 1             -- lend(), inline
+        self.lent[conn] = key
+        return conn, true
       end
     end
     if self.max < 0 or open_count(self) < self.max or evict_oldest(self) then
