@@ -80,6 +80,8 @@ CORE_OBJ += core/sh_http.o core/sh_route.o
 BIND_OBJ += bindings/l_route.o
 # The fast path of reading RESP commands (conn:resp_commands, sockhost.resp).
 CORE_OBJ += core/sh_resp.o
+# The fast path of reading HTTP response heads (conn:take_response, the client).
+CORE_OBJ += core/sh_httpc.o
 # SHA-1, base64, random bytes, the WebSocket mask, UTF-8 (sockhost.crypto).
 CORE_OBJ += core/sh_crypto.o
 BIND_OBJ += bindings/l_crypto.o
@@ -218,7 +220,8 @@ valgrind: deps
 	exit $$status
 
 # libFuzzer (clang) on the read path, the address parser, the HTTP head and
-# the PROXY header parsers, the RESP command fast path, FUZZ_TIME
+# the PROXY header parsers, the RESP command fast path, the HTTP client's
+# response head fast path, FUZZ_TIME
 # seconds each; findings go to fuzz/crash-*.
 FUZZ_TIME ?= 30
 FUZZ_CC   ?= clang
@@ -234,7 +237,8 @@ fuzz: deps bindings/modules_gen.c
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/proxy_fuzz fuzz/proxy_fuzz.c $(CORE_OBJ:.o=.c) \
 	  $(LIBS_TLS) $(LIBS_EVENT) $(LIBS_HTTP) -lm
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/resp_fuzz fuzz/resp_fuzz.c core/sh_resp.c
-	@for t in addr_fuzz read_fuzz http_fuzz proxy_fuzz resp_fuzz; do \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o fuzz/httpc_fuzz fuzz/httpc_fuzz.c core/sh_httpc.c
+	@for t in addr_fuzz read_fuzz http_fuzz proxy_fuzz resp_fuzz httpc_fuzz; do \
 	  echo "fuzz/$$t for $(FUZZ_TIME) s"; \
 	  ASAN_OPTIONS=detect_leaks=0 ./fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 	    -artifact_prefix=fuzz/ -print_final_stats=1 > fuzz/$$t.log 2>&1 \
@@ -280,6 +284,6 @@ uninstall:
 
 clean:
 	rm -f sockhost sockhost-tls.so sockhost.dynlist sockhost.so core/*.o core/*.d bindings/*.o bindings/*.d bindings/modules_gen.c \
-	  fuzz/addr_fuzz fuzz/read_fuzz fuzz/proxy_fuzz fuzz/resp_fuzz spec/shim/onebyte.so
+	  fuzz/addr_fuzz fuzz/read_fuzz fuzz/proxy_fuzz fuzz/resp_fuzz fuzz/httpc_fuzz spec/shim/onebyte.so
 
 -include $(wildcard core/*.d bindings/*.d)

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "../core/sh_http.h"
+#include "../core/sh_httpc.h"
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
 #include "../core/sh_resp.h"
@@ -100,7 +101,17 @@ struct lconn {
   unsigned long long tx; /* bytes its writes took, in all */
 };
 
+/* The methods have the metatable as upvalue 1 (shl_newclass): compared
+** with it, the common case needs no lookup of CONN_MT in the registry.
+** Anything else (a function without that upvalue, the wrong type) goes to
+** luaL_checkudata, which decides and raises as ever. */
 static lconn *checkconn (lua_State *L, int arg) {
+  void *p = lua_touserdata(L, arg);
+  if (p != NULL && lua_getmetatable(L, arg)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return (lconn *)p;
+  }
   return (lconn *)luaL_checkudata(L, arg, CONN_MT);
 }
 
@@ -1211,14 +1222,26 @@ static int conn_gc (lua_State *L) {
 /* conn:setlimits{ max_line =, idle_timeout =, line_timeout = } -- change
 ** this connection's limits (see sockhost.listen). */
 static int conn_setlimits (lua_State *L) {
-  static const char *const known[] = {"max_line", "idle_timeout", "line_timeout", NULL};
   lconn *lc = checkconn(L, 1);
-  double max_line, idle, line;
+  double max_line = (double)lc->max_line, idle = lc->idle, line = lc->line;
+  const char *notnum = NULL;
   luaL_checktype(L, 2, LUA_TTABLE);
-  shl_checkoptions(L, 2, known);
-  max_line = shl_optfield(L, 2, "max_line", (double)lc->max_line);
-  idle = shl_optfield(L, 2, "idle_timeout", lc->idle);
-  line = shl_optfield(L, 2, "line_timeout", lc->line);
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  while (lua_next(L, 2) != 0) {          /* one pass: the names checked, the numbers read */
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    double *slot = NULL, v;
+    int isnum;
+    if (strcmp(k, "idle_timeout") == 0) slot = &idle;
+    else if (strcmp(k, "line_timeout") == 0) slot = &line;
+    else if (strcmp(k, "max_line") == 0) slot = &max_line;
+    else luaL_error(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL));
+    v = lua_tonumberx(L, -1, &isnum);
+    if (isnum) *slot = v;
+    else if (notnum == NULL) notnum = k;  /* after the unknown names, as before */
+    lua_pop(L, 1);
+  }
+  if (notnum != NULL) luaL_error(L, "option '%s' must be a number", notnum);
   luaL_argcheck(L, max_line >= 1, 2, "max_line must be positive");
   if (lc->s == NULL) return shl_pushfail(L, "closed");
   lc->max_line = (size_t)max_line;
@@ -1543,6 +1566,76 @@ static int conn_peercred (lua_State *L) {
   return 1;
 }
 
+/* ====================== The HTTP client's response head ======================
+** conn:take_response, the fast path of sockhost.http's client
+** (bindings/lua/http.client.lua): a response head buffered whole, checked
+** and taken in one call by core/sh_httpc.c. */
+
+/* Push what the response head at the start of lc's input says and take
+** it, or push false (nothing consumed): see conn_take_response. */
+static int response_scan (lua_State *L, lconn *lc, size_t max_head) {
+  sh_httpc_head h;
+  size_t len;
+  const char *p;
+  if (lc->s == NULL || lc->readers.head != NULL || (len = sh_stream_inlen(lc->s)) == 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (len > max_head + 3) len = max_head + 3;    /* no pullup past a head's bound */
+  p = sh_stream_peek(lc->s, len);
+  if (p == NULL || sh_httpc_head_parse(p, len, max_head, &h) != SH_HTTPC_OK) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  luaL_checkstack(L, 8, NULL);
+  lua_pushinteger(L, h.status);
+  lua_pushlstring(L, p + h.reason_off, h.reason_len);
+  lua_pushinteger(L, h.minor);
+  lua_pushlstring(L, p + h.fields_off, h.fields_len);
+  lua_pushinteger(L, h.length);
+  lua_pushboolean(L, h.chunked);
+  lua_pushboolean(L, h.close);
+  lua_pushboolean(L, h.keep_alive);
+  sh_stream_consume(lc->s, h.used);
+  lc->handed += h.used;
+  consumed(lc, h.used);
+  sh_stream_partial(lc->s, 0);
+  if (lc->cut[0] != '\0') cut_now(lc);
+  return 8;
+}
+
+static int take_response_k (lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  if (!lua_toboolean(L, 3)) return lua_gettop(L) - 2;   /* nil, err: nothing came */
+  lua_settop(L, 2);
+  return response_scan(L, checkconn(L, 1), (size_t)lua_tointeger(L, 2));
+}
+
+/* conn:take_response(max_head) -> status, reason, minor, fields, length,
+** chunked, close, keep_alive | false | nil, err. Waits (the conn's timeout)
+** while nothing is buffered: nil, "timeout" / "closed" / "busy" as a read.
+** Then the response head at the start of the input, when it is there whole
+** and core/sh_httpc.c takes it (see sh_httpc.h), taken from the input: the
+** status code, the reason phrase, 0 or 1 for HTTP/1.0 or 1.1, the header
+** lines (CRLF between them, none after the last), Content-Length or -1,
+** and whether Transfer-Encoding is chunked and Connection holds "close"
+** and "keep-alive"; else false, nothing taken, for the client's line by
+** line reader to read, wait for or refuse. */
+static int conn_take_response (lua_State *L) {
+  lconn *lc = checkconn(L, 1);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  int busy;
+  luaL_argcheck(L, max >= 0 && max < INT_MAX, 2, "out of range");
+  if ((busy = check_reader(L, lc)) != 0) return busy;
+  if (sh_stream_inlen(lc->s) > 0) {
+    lua_settop(L, 2);
+    return response_scan(L, lc, (size_t)max);
+  }
+  lua_settop(L, 2);
+  lc->rmode = RD_WAIT;
+  return read_start_t(L, lc, INPUT_CAP, take_response_k, lc->timeout);
+}
+
 /* ====================== Registration ====================== */
 
 static const luaL_Reg conn_methods[] = {
@@ -1553,7 +1646,7 @@ static const luaL_Reg conn_methods[] = {
   {"shutdown", conn_shutdown}, {"abort", conn_abort}, {"peercred", conn_peercred},
   {"setlimits", conn_setlimits}, {"tls", conn_tls}, {"starttls", conn_starttls},
   {"proxy", conn_proxy}, {"take_head", conn_take_head},
-  {"take_request", conn_take_request}, {NULL, NULL}
+  {"take_request", conn_take_request}, {"take_response", conn_take_response}, {NULL, NULL}
 };
 
 static const luaL_Reg conn_meta[] = {

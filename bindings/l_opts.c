@@ -44,12 +44,16 @@ int shl_push_sockname (lua_State *L, int fd, int peer, int scheme, const char *n
   return 1;
 }
 
+/* Each function gets the metatable as its upvalue 1: a type check can
+** compare with it instead of looking the name up in the registry. */
 void shl_newclass (lua_State *L, const char *name, const luaL_Reg *meta,
                    const luaL_Reg *methods) {
   luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
+  lua_pushvalue(L, -1);
+  luaL_setfuncs(L, meta, 1);
   lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }

@@ -514,6 +514,127 @@ describe("sockhost.http client against a python3 peer", function()
     assert.same({ nil, "bad response: body cut short" }, got.cut)
   end)
 
+  it("response heads read whole (in C) and cut in two (line by line) come out the same", function()
+    local names = { "edge-ka10", "edge-close", "edge-te", "edge-cl2", "edge-cllist", "edge-ws",
+                    "edge-noreason", "edge-emptyreason", "edge-keep11", "interim", "204", "304",
+                    "http10", "chunked", "garbage", "badheader", "ctlvalue", "twote", "badlength",
+                    "te10", "conflict", "gzip", "both", "barelf", "101" }
+    local got = run(function()
+      local out = {}
+      for _, name in ipairs(names) do
+        for _, pre in ipairs { "", "split/" } do
+          local c = http.client()
+          local res, err = c:get(p("/" .. pre .. name))
+          local r = { err = err }
+          if res then
+            local h = {}
+            for k, v in pairs(res.headers) do h[k] = v end
+            r = { status = res.status, reason = res.reason, version = res.version, headers = h,
+                  lengths = res:header_all("Content-Length"), body = res:body() }
+            r.idle = c:stats().idle
+          end
+          c:close()
+          out[pre .. name] = r
+        end
+      end
+      return out
+    end)
+    for _, name in ipairs(names) do
+      assert.same(got[name], got["split/" .. name], name)
+    end
+    local function short(name) local r = got[name] return { r.status, r.reason, r.version, r.body, r.idle } end
+    assert.same({ 200, "Fine", "1.0", "k10", 1 }, short("edge-ka10"))
+    assert.same({ 200, "OK", "1.1", "cl", 0 }, short("edge-close"))
+    assert.same({ 200, "OK", "1.1", "abc", 1 }, short("edge-te"))
+    assert.equal("Chunked", got["edge-te"].headers["transfer-encoding"])
+    assert.same({ 201, "Created", "1.1", "xyz", 1 }, short("edge-cl2"))
+    assert.same({ "3", "3" }, got["edge-cl2"].lengths)
+    assert.same({ 200, "OK", "1.1", "list", 1 }, short("edge-cllist"))
+    assert.same({ 200, "\xe9t\xe9 ", "1.1", "ws", 1 }, short("edge-ws"))
+    assert.same({ ["x-a"] = "tabs\tin side", ["x-b"] = "", ["x-c"] = "\xff\x80", ["content-length"] = "2" },
+                got["edge-ws"].headers)
+    assert.same({ 200, "", "1.1", "nr", 1 }, short("edge-noreason"))
+    assert.same({ 299, "", "1.1", "", 0 }, short("edge-emptyreason"))
+    assert.same({ 200, "OK", "1.1", "", 1 }, short("edge-keep11"))
+    assert.same({ err = "bad response: bad status line" }, got.garbage)
+    assert.same({ err = "bad response: bad header line" }, got.badheader)
+    assert.same({ err = "bad response: transfer-encoding in HTTP/1.0" }, got.te10)
+  end)
+
+  it("120 generated heads, good and broken: read whole and cut in two, the same result", function()
+    local N = 120
+    local got
+    H.run(function()
+      got = {}
+      for n = 1, N do
+        for _, pre in ipairs { "", "split/" } do
+          local c = http.client()
+          local res, err = c:get(p("/" .. pre .. "gen/" .. n))
+          local r = { err = err }
+          if res then
+            local h = {}
+            for k, v in pairs(res.headers) do h[k] = v end
+            local body, berr = res:body()
+            r = { status = res.status, reason = res.reason, version = res.version, headers = h,
+                  body = body, berr = berr }
+          end
+          c:close()
+          got[pre .. n] = r
+        end
+      end
+    end, 120)
+    local ok, bad = 0, 0
+    for n = 1, N do
+      assert.same(got[tostring(n)], got["split/" .. n], "generated head " .. n)
+      if got[tostring(n)].status then ok = ok + 1 else bad = bad + 1 end
+    end
+    assert.is_true(ok >= 20 and bad >= 20, ("%d read, %d refused"):format(ok, bad))
+  end)
+
+  it("conn:take_response: a whole head in one call; false leaves the input alone", function()
+    local got = run(function()
+      local out = {}
+      local function fetch(path)
+        local conn = assert(sh.connect("tcp://127.0.0.1:" .. PY_PORT))
+        conn:settimeout(5)
+        assert(conn:write("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+        return conn
+      end
+      local function wait_for(conn, n)         -- bounded: until n bytes or the end are buffered
+        for _ = 1, 500 do
+          local have, ended = conn:pending()
+          if not have or have >= n or ended then return end
+          sh.sleep(0.01)
+        end
+      end
+      local conn = fetch("/edge-cl2")
+      wait_for(conn, 65)
+      out.whole = { conn:take_response(65536) }
+      out.body = conn:read(3)
+      conn:close()
+      conn = fetch("/edge-cl2")
+      wait_for(conn, 65)
+      out.small = { conn:take_response(20) }     -- over max_head: left for the slow reader
+      out.small_left = conn:read(65)
+      conn:close()
+      conn = fetch("/garbage")
+      wait_for(conn, 1000)
+      out.bad = { conn:take_response(65536) }
+      out.bad_left = conn:read("a")
+      out.closed = { conn:take_response(65536) }
+      conn:close()
+      return out
+    end)
+    assert.same({ 201, "Created", 1, "content-length: 3\r\nCONTENT-LENGTH: 3", 3, false, false, false },
+                got.whole)
+    assert.equal("xyz", got.body)
+    assert.same({ false }, got.small)
+    assert.equal("HTTP/1.1 201 Created\r\ncontent-length: 3\r\nCONTENT-LENGTH: 3\r\n\r\nxyz", got.small_left)
+    assert.same({ false }, got.bad)
+    assert.equal("HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n", got.bad_left)
+    assert.same({ nil, "closed" }, got.closed)
+  end)
+
   it("too large: a body past max_body, a head past max_head", function()
     local got = run(function(c)
       local out = {}

@@ -9,10 +9,19 @@
 -- meanwhile (nothing of a response came) is sent once more on a new
 -- connection, for idempotent methods with a body that can be sent again.
 --
--- The response head is read line by line (every read bounded by max_head)
--- and checked strictly: anything another client could read differently is
--- "bad response: ...". Failures are nil, err; only programming errors
--- (a url that is not a string, an unknown option) raise.
+-- The response head is checked strictly: anything another client could
+-- read differently is "bad response: ...". A head that arrived whole and
+-- is plainly well formed is checked and taken in one C call
+-- (conn:take_response, core/sh_httpc.c), with its framing; any other (not
+-- whole yet, malformed, over max_head, a framing that needs more care) is
+-- read line by line here (read_head, check_lines, framing: every read
+-- bounded by max_head), which answers it. Failures are nil, err; only
+-- programming errors (a url that is not a string, an unknown option) raise.
+--
+-- The common request costs no pattern match and few tables: the request
+-- head comes from the url's cache, the state is one table of 16 fields,
+-- the response one of 12 (res.headers is made on first use, from the
+-- header lines as one string), and the timeout is set once per connection.
 local sh = require "sockhost"
 local P = require "sockhost.http.parser"
 local pool = require "sockhost.pool"
@@ -149,12 +158,20 @@ end
 
 local Res = {}
 
-Res.__index = Res
-
--- res.headers: filled on first use from the list of names and values.
+-- res.headers: made on first use; filled on its first use from the header
+-- lines (a string, checked already) or the list of names and values.
 local Lazy = {}
+Res.__index = function(t, k)
+  local m = Res[k]
+  if m ~= nil or k ~= "headers" then return m end
+  local h = setmetatable({ [Lazy] = rawget(t, "_list") }, Lazy)
+  rawset(t, "headers", h)
+  return h
+end
+local check_lines
 local function fill(t)
   local list = rawget(t, Lazy)
+  if type(list) == "string" then list = check_lines(list) end   -- checked already
   rawset(t, Lazy, nil)
   setmetatable(t, Headers)
   for i = 1, #list, 2 do
@@ -189,7 +206,7 @@ local find, sub, byte, match, lower = string.find, string.sub, string.byte, stri
 -- The header lines of a head (CRLF between them, none after the last) as
 -- a list of names (lower case) and values (without the white space around
 -- them) in turn | nil, why. Checks every line.
-local function check_lines(block)
+function check_lines(block)
   local list, n = { nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil }, 0
   local pos, size = 1, #block
   while pos <= size do
@@ -302,6 +319,11 @@ end
 -- the whole request's; false once that is over.
 local function arm(st)
   local t = st.read_timeout
+  if not st.deadline then                 -- read_timeout alone: set once per connection
+    local conn = st.conn
+    if st.armed ~= conn then conn:settimeout(t); st.armed = conn end
+    return true
+  end
   if st.deadline then
     local left = st.deadline - sh.now()
     if left <= 0 then return false end
@@ -316,7 +338,8 @@ local function release(st, reusable)
   local conn = st.conn
   if not conn then return end
   st.conn = nil
-  if reusable then st.pool:put(st.key, conn) else st.pool:discard(st.key, conn) end
+  local p = st.u.pool
+  if reusable then p:put(st.key, conn) else p:discard(st.key, conn) end
 end
 
 local function fail(st, err)
@@ -368,15 +391,13 @@ local function skip_trailers(self, conn)
   end
 end
 
---- res:read([max]) -> piece | nil (the end) | nil, err
-function Res:read(max)
-  max = max or PIECE
-  if math.type(max) ~= "integer" or max < 1 then error("bad argument #1 to 'read' (positive integer expected)", 2) end
+-- The next piece of the body, at most max bytes (see res:read).
+local function read_piece(self, max)
   local mode = self._mode
   if mode == nil then return nil, self._err end
   local st = self._st
   local conn = st.conn
-  if not arm(st) then return body_fail(self, "timeout") end
+  if (st.deadline or st.armed ~= conn) and not arm(st) then return body_fail(self, "timeout") end
   if mode == "chunked" and self._left == 0 then
     if self._crlf then
       local crlf, err = conn:read(2)
@@ -414,6 +435,13 @@ function Res:read(max)
   return data
 end
 
+--- res:read([max]) -> piece | nil (the end) | nil, err
+function Res:read(max)
+  max = max or PIECE
+  if math.type(max) ~= "integer" or max < 1 then error("bad argument #1 to 'read' (positive integer expected)", 2) end
+  return read_piece(self, max)
+end
+
 --- res:body([max]) -> the whole body ("" when none) | nil, err
 function Res:body(max)
   if self._text then return self._text end
@@ -424,14 +452,14 @@ function Res:body(max)
   if self._mode == "length" and self._max >= 0 and self._left > self._max then
     return body_fail(self, "too large")
   end
-  local piece, err = self:read(PIECE)
+  local piece, err = read_piece(self, PIECE)
   if not piece then
     if err then return nil, err end
     piece = ""
   elseif self._mode ~= nil then                -- more to come
     local parts = { piece }
     while true do
-      piece, err = self:read(PIECE)
+      piece, err = read_piece(self, PIECE)
       if not piece then
         if err then return nil, err end
         break
@@ -450,6 +478,7 @@ function Res:header_all(name)
   name = name:lower()
   local out = {}
   local list = self._list
+  if type(list) == "string" then list = check_lines(list); self._list = list end
   for i = 1, #list, 2 do
     if list[i] == name then out[#out + 1] = list[i + 1] end
   end
@@ -472,7 +501,7 @@ function Res.__tostring(self) return ("sockhost.http response %d %s"):format(sel
 -- Send the request; true | nil, err.
 local function send(st)
   local conn = st.conn
-  if not arm(st) then return nil, "timeout" end
+  if (st.deadline or st.armed ~= conn) and not arm(st) then return nil, "timeout" end
   local body = st.body
   if type(body) ~= "function" then
     return conn:write(st.head, body or "")
@@ -515,35 +544,59 @@ local function exchange(st, reused)
     if not n or n == 0 then return nil, err, reused end   -- nothing came: maybe stale
     -- the server answered before it took the whole body: read it
   end
-  local head, herr, nothing
+  local conn, method = st.conn, st.method
+  local status, reason, minor, list, mode, len, keep
   for _ = 1, MAX_INTERIM + 1 do
-    if not arm(st) then return fail(st, "timeout") end
-    head, herr, nothing = read_head(st.conn, st.max_head)
-    if not head then
-      if nothing then
-        if reused then return nil, "closed", true end
-        return fail(st, "bad response: closed before the response")
+    if (st.deadline or st.armed ~= conn) and not arm(st) then return fail(st, "timeout") end
+    local fields, length, chunked, cclose, ckeep
+    status, reason, minor, fields, length, chunked, cclose, ckeep = conn:take_response(st.max_head)
+    if status then                                 -- the common case: the whole head, checked in C
+      list = fields
+      if status >= 200 then
+        if method == "HEAD" or status == 204 or status == 304 then mode, len = "none", 0
+        elseif chunked then mode, len = "chunked", 0
+        elseif length > 0 then mode, len = "length", length
+        elseif length == 0 then mode, len = "none", 0
+        else mode, len = "close", 0 end
+        keep = mode ~= "close" and not st.close
+        if minor == 0 then keep = keep and ckeep else keep = keep and not cclose end
+        break
       end
-      return fail(st, herr)
+    elseif status == nil then                      -- nothing came
+      if reason ~= "closed" then return fail(st, reason) end
+      if reused then return nil, "closed", true end
+      return fail(st, "bad response: closed before the response")
+    else                                           -- anything else: line by line
+      local head, herr, nothing = read_head(conn, st.max_head)
+      if not head then
+        if nothing then
+          if reused then return nil, "closed", true end
+          return fail(st, "bad response: closed before the response")
+        end
+        return fail(st, herr)
+      end
+      status, reason, minor, list = head.status, head.reason, head.version == "1.1" and 1 or 0, head.list
+      if status >= 200 then
+        local connection
+        mode, len, connection = framing(head, method)
+        if not mode then return fail(st, len) end
+        keep = mode ~= "close" and not st.close
+        if minor == 0 then
+          keep = keep and has_token(connection, "keep-alive")
+        else
+          keep = keep and not has_token(connection, "close")
+        end
+        break
+      end
     end
-    if head.status >= 200 then break end
-    if head.status == 101 then return fail(st, "bad response: 101 without an upgrade") end
-    head = nil                                     -- 100, 102, 103: the final one follows
+    if status == 101 then return fail(st, "bad response: 101 without an upgrade") end
+    status = nil                                   -- 100, 102, 103: the final one follows
   end
-  if not head then return fail(st, "bad response: too many 1xx responses") end
-  local mode, len, connection = framing(head, st.method)
-  if not mode then return fail(st, len) end
-  local keep = mode ~= "close" and not st.close
-  if head.version == "1.0" then
-    keep = keep and has_token(connection, "keep-alive")
-  else
-    keep = keep and not has_token(connection, "close")
-  end
+  if not status then return fail(st, "bad response: too many 1xx responses") end
   local res = setmetatable({
-    status = head.status, reason = head.reason, version = head.version,
-    url = st.url, headers = setmetatable({ [Lazy] = head.list }, Lazy),
-    _list = head.list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
-    _mode = mode, _left = len or 0, _crlf = false,
+    status = status, reason = reason, version = minor == 1 and "1.1" or "1.0",
+    url = st.u.url, _list = list, _st = st, _keep = keep, _got = 0, _max = st.max_body,
+    _mode = mode, _left = len, _crlf = false,
   }, Res)
   if mode == "none" then
     res._mode = nil
@@ -594,9 +647,9 @@ end
 local function connect_fn(_, g)
   local copts = { timeout = g.ct }
   for k, v in pairs(g.tls) do copts[k] = v end
-  local conn, err = sh.connect(g.addr, copts)
+  local conn, err = sh.connect(g.u.addr, copts)
   if not conn then
-    if g.https and (TLS_ERRORS[err:match("^([^:]*)")] or err:find("^cannot load") or err:find("^key '")) then
+    if g.u.https and (TLS_ERRORS[err:match("^([^:]*)")] or err:find("^cannot load") or err:find("^key '")) then
       err = "tls: " .. err
     end
     return nil, err
@@ -617,7 +670,7 @@ local function url_of(client, url)
   u.https = u.scheme == "https"
   u.origin = u.scheme .. "://" .. u.hostport
   u.addr = (u.https and "tls://" or "tcp://") .. u.host .. ":" .. u.port
-  u.heads = {}
+  u.heads, u.pool = {}, client.pool
   if client.nurls >= URL_CACHE then client.urls, client.nurls = {}, 0 end
   client.urls[url], client.nurls = u, client.nurls + 1
   return u
@@ -647,7 +700,8 @@ end
 
 -- One request to one url (no redirects): res | nil, err.
 local function once(client, method, u, opts, st)
-  local tls, key = tls_key(client, u, opts)
+  local tls, key
+  if u.https or not u.key then tls, key = tls_key(client, u, opts) else tls, key = EMPTY, u.key end
   local body = st.body
   local head, close
   if opts.headers == nil and body == nil then      -- the common case: made once per url
@@ -657,9 +711,7 @@ local function once(client, method, u, opts, st)
   else
     head, close = build(method, u, opts, body)
   end
-  st.method, st.head, st.close, st.url = method, head, close, u.url
-  st.key, st.pool = key, client.pool
-  st.addr, st.tls, st.https, st.wait_timeout = u.addr, tls, u.https, client.wait_timeout   -- for the pool
+  st.method, st.head, st.close, st.u, st.key, st.tls = method, head, close, u, key, tls
   local retryable = IDEMPOTENT[method] and type(body) ~= "function"
   for attempt = 1, 2 do
     local ct = st.connect_timeout
@@ -671,7 +723,7 @@ local function once(client, method, u, opts, st)
     st.ct, st.fresh = ct, attempt > 1
     local conn, reused = client.pool:get(key, st)
     if not conn then return nil, reused end
-    st.conn = conn
+    st.conn, st.armed = conn, false
     local res, err, stale = exchange(st, reused)
     if res then return res end
     if not stale then return nil, err end
@@ -694,14 +746,13 @@ local function state(client, opts, body)
   -- every field it will have, so that the table is made once at its size
   return { body = body, read_timeout = rt, connect_timeout = ct, max_body = mb, max_head = mh,
            deadline = timeout >= 0 and sh.now() + timeout or false,
-           method = false, head = false, close = false, url = false, key = false, pool = false,
-           addr = false, tls = false, https = false, wait_timeout = false, ct = false,
-           fresh = false, conn = false }, redirects
+           method = false, head = false, close = false, u = false, key = false, tls = false,
+           ct = false, fresh = false, conn = false, armed = false }, redirects
 end
 
 --- client:request(method, url [, opts]) -> res | nil, err
 function Client:request(method, url, opts)
-  if type(method) ~= "string" or not method:find(TOKEN) then
+  if METHODS[method] == nil and (type(method) ~= "string" or not method:find(TOKEN)) then
     error("bad argument #1 to 'request' (method expected)", 2)
   end
   if type(url) ~= "string" then error("bad argument #2 to 'request' (string expected, got " .. type(url) .. ")", 2) end

@@ -63,6 +63,7 @@ function M.new(opts)
     since = {},                                -- idle conn -> when it was put
     sizes = {},                                -- key -> its own size (setsize)
     nidle = 0,
+    spare = false,                             -- an emptied idle list, for the next put
     busy = 0,                                  -- lent
     opening = 0,                               -- being made by connect
     lent = setmetatable({}, { __mode = "k" }), -- conn -> its key
@@ -89,6 +90,7 @@ end
 
 -- Hand the next waiter its turn.
 local function wake_one(p)
+  if p.waiters[1] == nil then return end
   local w = table.remove(p.waiters, 1)
   if w then
     w.granted = true
@@ -127,19 +129,23 @@ end
 -- limit, or with unexpected bytes) are closed.
 local function take_idle(p, key)
   local list = p.idle[key]
-  local now = sh.now()
-  while list and #list > 0 do
-    local c = table.remove(list)
-    local since = p.since[c]
-    p.nidle, p.since[c] = p.nidle - 1, nil
-    if (p.idle_timeout <= 0 or now - since < p.idle_timeout) and clean(c) then
-      if #list == 0 then p.idle[key] = nil end
+  if list == nil then return nil end
+  local limit, since = p.idle_timeout, p.since
+  local now = limit > 0 and sh.now()
+  local n = #list
+  while n > 0 do
+    local c = list[n]
+    list[n], n = nil, n - 1
+    local t = since[c]
+    p.nidle, since[c] = p.nidle - 1, nil
+    if (not now or now - t < limit) and clean(c) then
+      if n == 0 then p.idle[key], p.spare = nil, list end
       c:setlimits(NO_LIMIT)
       return c
     end
     drop(p, c)
   end
-  p.idle[key] = nil
+  p.idle[key], p.spare = nil, list
   return nil
 end
 
@@ -166,11 +172,11 @@ end
 -- opts: fresh = true (never an idle one), wait_timeout = s; the whole
 -- table goes to the connect function as its second argument.
 function Pool:get(key, opts)
-  check_key(key, "get")
+  if type(key) ~= "string" then check_key(key, "get") end
   if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'get' (table expected)", 2) end
   local wt = self.wait_timeout
   if opts and opts.wait_timeout ~= nil then wt = assert(tonumber(opts.wait_timeout), "wait_timeout must be a number") end
-  local deadline = wt >= 0 and sh.now() + wt or nil
+  local deadline     -- made when first needed (no wait before that: the same time)
   local granted = false
   while true do
     if self.is_closed then
@@ -182,7 +188,9 @@ function Pool:get(key, opts)
       if conn then
         self.reused = self.reused + 1
         if granted then wake_one(self) end   -- the turn was not needed: pass it on
-        return lend(self, key, conn), true
+        self.busy = self.busy + 1             -- lend(), inline
+        self.lent[conn] = key
+        return conn, true
       end
     end
     if self.max < 0 or open_count(self) < self.max or evict_oldest(self) then
@@ -198,21 +206,25 @@ function Pool:get(key, opts)
       if self.is_closed then drop(self, conn) return nil, "closed" end
       return lend(self, key, conn), false
     end
+    if deadline == nil then deadline = wt >= 0 and sh.now() + wt or false end
     if deadline and sh.now() >= deadline then
       if granted then wake_one(self) end
       return nil, "timeout"
     end
-    granted = wait_turn(self, deadline, granted)
+    granted = wait_turn(self, deadline or nil, granted)
     if not granted and not self.is_closed then return nil, "timeout" end
   end
 end
 
 local function check_lent(p, key, conn, fname)
-  check_key(key, fname)
-  local k = p.lent[conn]
-  if k == nil then error(("bad argument #2 to '%s' (not a connection lent by this pool)"):format(fname), 3) end
-  if k ~= key then error(("bad argument #1 to '%s' (the connection was lent for key '%s')"):format(fname, k), 3) end
-  p.lent[conn] = nil
+  if type(key) ~= "string" then check_key(key, fname) end
+  local lent = p.lent
+  local k = lent[conn]
+  if k ~= key then
+    if k == nil then error(("bad argument #2 to '%s' (not a connection lent by this pool)"):format(fname), 3) end
+    error(("bad argument #1 to '%s' (the connection was lent for key '%s')"):format(fname, k), 3)
+  end
+  lent[conn] = nil
   p.busy = p.busy - 1
 end
 
@@ -236,19 +248,26 @@ end
 -- p:put(key, conn) -> kept: take back a clean connection, lent for 'key'.
 function Pool:put(key, conn)
   check_lent(self, key, conn, "put")
-  if self.is_closed or size_of(self, key) == 0 or not clean(conn) then
+  local size = self.sizes[key] or self.size
+  if self.is_closed or size == 0 or not clean(conn) then
     drop(self, conn)
     wake_one(self)
     return false
   end
-  local list = self.idle[key]
-  if not list then list = {}; self.idle[key] = list end
-  list[#list + 1] = conn
+  local idle = self.idle
+  local list = idle[key]
+  if not list then                        -- the list emptied last (see take_idle), or a new one
+    list = self.spare or {}
+    self.spare = false
+    idle[key] = list
+  end
+  local n = #list + 1
+  list[n] = conn
   self.since[conn] = sh.now()
   self.nidle = self.nidle + 1
-  trim(self, key)
+  if n > size then trim(self, key) end
   if self.idle_timeout > 0 then conn:setlimits(self.limit) end
-  wake_one(self)
+  if self.waiters[1] ~= nil then wake_one(self) end
   return true
 end
 
