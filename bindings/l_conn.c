@@ -1633,7 +1633,7 @@ static int conn_take_response (lua_State *L) {
   }
   lua_settop(L, 2);
   lc->rmode = RD_WAIT;
-  return read_start_t(L, lc, INPUT_CAP, take_response_k, lc->timeout);
+  return read_start_t(L, lc, INPUT_CAP, take_response_k, lc->timeout, 0);
 }
 
 /* ====================== Registration ====================== */
