@@ -16,6 +16,9 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "../core/sh_dgram.h"
 #include "../core/sh_fswatch.h"
@@ -24,6 +27,7 @@
 #include "../core/sh_log.h"
 #include "../core/sh_net.h"
 #include "../core/sh_notify.h"
+#include "../core/sh_timer.h"
 #include "shl.h"
 
 #define WATCH_QUIET 0.15       /* --watch: seconds without a change before reloading */
@@ -34,6 +38,10 @@ static struct {
   int worker;                  /* -w: this worker's number, else 0 */
   int master_fd;               /* -w: the pipe to the master */
   int master_pid;
+  int first_parent;            /* a worker's next generation: the old one, its
+                               ** parent until it exits; 0 once adopted */
+  sh_timer *adoption;          /* ... and the timer that waits for the master
+                               ** to adopt it */
   char script[PATH_MAX];       /* the script, as given; "" when none (standard input) */
   char dir[PATH_MAX];          /* its folder, resolved */
   char files[WATCH_MAX][NAME_MAX + 1];   /* --watch: the files in 'dir' that count */
@@ -197,8 +205,40 @@ static void watch_modules (shl_host *H) {
   for (i = 0; i < R.nfiles; i++) sh_log(SH_LOG_DEBUG, "--watch: %s/%s", R.dir, R.files[i]);
 }
 
+/* A worker's next generation is the old worker's child: it cannot ask to
+** die with the master (PR_SET_PDEATHSIG names the parent, and the old
+** worker exits when it has handed over). The master, a subreaper, adopts
+** it then: from that moment it asks. If its parent changes to anything
+** else, the master died first: it goes too, as a first generation would. */
+static void on_adoption (sh_timer *t, void *ctx) {
+  pid_t parent = getppid();
+  (void)ctx;
+  if (parent == R.first_parent) return;            /* the old one still runs */
+  sh_timer_free(t);
+  R.adoption = NULL;
+  R.first_parent = 0;
+#ifdef __linux__
+  if (parent == R.master_pid && prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 &&
+      getppid() == R.master_pid)
+    return;
+#else
+  if (parent == R.master_pid) return;
+#endif
+  sh_log(SH_LOG_ERROR, "worker %d: the master (pid %d) is gone: exiting", R.worker,
+         R.master_pid);
+  raise(SIGKILL);
+}
+
+static void watch_adoption (shl_host *H) {
+  if (R.first_parent <= 0 || R.adoption != NULL) return;
+  R.adoption = sh_timer_new(H->loop, 0, on_adoption, NULL);
+  if (R.adoption == NULL || sh_timer_start(R.adoption, 0.1, 0.1) != 0)
+    sh_log(SH_LOG_WARN, "worker %d: cannot watch for the master's adoption", R.worker);
+}
+
 void shl_reload_setup (shl_host *H, const char *script, int watch) {
   R.H = H;
+  watch_adoption(H);
   snprintf(R.script, sizeof R.script, "%s", script != NULL ? script : "");
   if (watch && R.script[0] != '\0') watch_start(H);
   if (sh_loop_signal(H->loop, SIGHUP, on_hup, H) != 0)
@@ -231,6 +271,7 @@ int shl_reload_worker_of (int *fd) {
   if (id <= 0 || m == NULL || pfd < 0 || fcntl(pfd, F_SETFD, FD_CLOEXEC) != 0) return 0;
   *fd = pfd;
   shl_reload_worker(id, pfd, atoi(m));
+  R.first_parent = (int)getppid();
   return id;
 }
 

@@ -247,6 +247,35 @@ print("serving")
     assert.is_nil((H.socket.connect("127.0.0.1", port)))
   end)
 
+  -- A first-generation worker dies with its master (PR_SET_PDEATHSIG); a
+  -- reloaded one is the old worker's child and could not ask for that, so
+  -- it lived on, serving, after the master was killed.
+  it("-w 2: the workers of a reloaded generation die with a killed master", function()
+    local port, path = H.free_port(), H.tmpname(".lua")
+    H.writefile(path, script("v1", port))
+    local proc = H.start("-w 2 --grace 5 " .. H.q(path))
+    local pids = {}
+    finally(function()
+      for _, pid in ipairs(pids) do if alive(pid) then stop_pid(pid) end end
+      proc:stop()
+    end)
+    proc:wait_output("serving v1.*serving v1")
+    proc:signal("HUP")
+    local pos = 1
+    for k = 1, 2 do
+      local next, _, e = wait_err(proc, "worker %d %(pid %d+%) handed over to pid (%d+)", pos)
+      pos, pids[k] = e, tonumber(next)
+    end
+    assert.equals("v1", ask(port, "short"))
+    H.socket.sleep(0.5)                              -- (adopted by the master by then)
+    os.execute("kill -KILL " .. proc.pid)
+    local deadline = H.socket.gettime() + 5
+    while (alive(pids[1]) or alive(pids[2])) and H.socket.gettime() < deadline do H.socket.sleep(0.05) end
+    assert.is_false(alive(pids[1]), "worker pid " .. pids[1] .. " outlived its master")
+    assert.is_false(alive(pids[2]), "worker pid " .. pids[2] .. " outlived its master")
+    assert.is_nil((H.socket.connect("127.0.0.1", port)))
+  end)
+
   -- The master took a worker that died within its first 5 s for one that
   -- failed to start, and stopped the whole service: after a reload, the new
   -- generation's "started" came through the pipe with the handover message
