@@ -549,6 +549,7 @@ static void worker_setup (const master *m, int id, pid_t master_pid, int fd) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(1);
 #endif
   if (getppid() != master_pid) _exit(1);
+  sh_collector_forked();                       /* --metrics: the collector's sockets */
   for (i = 0; i < m->n; i++)
     if (m->slots[i].started_fd >= 0) close(m->slots[i].started_fd);
   sigprocmask(SIG_SETMASK, &m->old, NULL);

@@ -645,6 +645,22 @@ int sh_collector_start (const char *addr, char *err, size_t errlen) {
   return 0;
 }
 
+/* A scrape's connection is closed by the collector once answered; a copy
+** that a fork gave a worker kept it open, and the client waited for the
+** end of the answer (seen when a worker was restarted during a scrape).
+** The thread is not copied by fork; its state is left as it is, and only
+** descriptors set once (the listening ones) or in place (the clients')
+** are read. A reporter's socket is not: its end here is not the one whose
+** close the collector waits for. */
+void sh_collector_forked (void) {
+  int k;
+  if (!C.started) return;
+  if (C.http_fd >= 0) close(C.http_fd);
+  if (C.unix_fd >= 0) close(C.unix_fd);
+  for (k = 0; k < MAX_CLIENTS; k++)
+    if (C.clients[k].fd >= 0) close(C.clients[k].fd);
+}
+
 int sh_collector_connect (void) {
   struct sockaddr_un un;
   int fd;

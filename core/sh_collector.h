@@ -36,6 +36,10 @@
 ** 0, or -1 with a message in 'err'. Once per process. */
 int sh_collector_start(const char *addr, char *err, size_t errlen);
 
+/* In a worker just forked from the collector's process: close the
+** collector's sockets that the fork copied (a scrape's connection would
+** otherwise outlive the collector's close). Does nothing elsewhere. */
+void sh_collector_forked(void);
 /* The environment variable that carries the collector's name to workers
 ** a reload exec'd (a forked worker has it in memory). */
 #define SH_COLLECTOR_ENV "SOCKHOST_COLLECTOR"

@@ -113,6 +113,29 @@ describe("--metrics", function()
     c:close()
   end)
 
+  -- A scrape's connection, accepted by the collector (a thread of the
+  -- master) before the master forked a worker, was copied into the worker:
+  -- the collector's close after the answer did not end it, and the client
+  -- waited for the end until its timeout (found under the one-byte shim).
+  it("a scrape open while a worker is restarted still ends with the answer", function()
+    local port, mport = H.free_port(), H.free_port()
+    local proc = H.start(("-w 2 --metrics tcp://127.0.0.1:%d spec/fixtures/metrics_server.lua %d"):format(mport, port))
+    finally(function() proc:stop() end)
+    proc:wait_output("ready.*ready")
+    local c = H.tcp("127.0.0.1", mport, 5)      -- accepted, its request not sent yet
+    H.socket.sleep(0.3)
+    local _, victim = who(port)
+    os.execute("kill -KILL " .. victim)
+    H.valgrind_expect(victim, "killed")
+    proc:wait_output("ready.*ready.*ready", 10)   -- the replacement was forked
+    assert(c:send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+    c:settimeout(H.ONEBYTE and 20 or 3)
+    local all, err, partial = c:receive("*a")
+    c:close()
+    assert(all, ("the answer did not end: %s after %d bytes"):format(tostring(err), partial and #partial or 0))
+    assert.matches("^HTTP/1.1 200", all)
+  end)
+
   it("rejects bad metric names and label use", function()
     local out, err, rc = H.exec("-e " .. H.q([[
       local m = sockhost.metrics
