@@ -192,6 +192,24 @@ function H.launch(cmd, what)
   return setmetatable(p, Proc)
 end
 
+-- The reload specs' load client (spec/fixtures/reload_load.py) against
+-- port: new short connections and 'nlong' long ones for 'seconds' (or until
+-- OUT.stop is written); returns the process and OUT, its JSON report.
+function H.reload_load(port, seconds, nlong)
+  local out = H.tmpname(".json")
+  local p = H.launch(("timeout -s KILL %d python3 -u spec/fixtures/reload_load.py %d %s %d %s")
+    :format(math.ceil(seconds) + 20, port, seconds, nlong, out), "load client")
+  p:wait_output("running", 10)
+  return p, out
+end
+
+-- Wait for that client to end (it must exit 0) and return its report.
+function H.reload_load_result(load, out)
+  local rc = load:wait(30)
+  assert(rc == 0, ("the load client exited with %s: %s"):format(tostring(rc), load:stderr()))
+  return require("cjson").decode(H.readfile(out))
+end
+
 -- A python3 script (source text) in the background, bounded to 20 s.
 function H.launch_python(src, args)
   return H.launch(("timeout -s KILL 20 python3 -u %s %s"):format(

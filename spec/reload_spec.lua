@@ -45,13 +45,7 @@ local function start(path, args)
   return proc
 end
 
-local function load_client(port, seconds, nlong)
-  local out = H.tmpname(".json")
-  local p = H.launch(("timeout -s KILL %d python3 -u spec/fixtures/reload_load.py %d %s %d %s")
-    :format(math.ceil(seconds) + 20, port, seconds, nlong, out), "load client")
-  p:wait_output("running", 10)
-  return p, out
-end
+local load_client, load_result = H.reload_load, H.reload_load_result
 
 describe("reload", function()
   it("20 SIGHUPs under load: nothing refused or reset, each connection served by one version, new code within 1 s", function()
@@ -73,8 +67,7 @@ describe("reload", function()
     end
     H.socket.sleep(1)
     H.writefile(out .. ".stop", "")
-    assert.equals(0, load:wait(30))
-    local r = require("cjson").decode(H.readfile(out))
+    local r = load_result(load, out)
     assert.same({}, r.errors)
     assert.equals(0, r.refused)
     assert.equals(0, r.reset)
@@ -113,8 +106,7 @@ describe("reload", function()
       wait_err(proc, "reload: generation 2 %(pid %d+%) failed to start %(exited with status 1%)")
       assert.matches(H.q(path):sub(2, -2):gsub("%p", "%%%0") .. case[3], proc:stderr())
       assert.matches("generation 1 %(pid " .. proc.pid .. "%) keeps serving", proc:stderr())
-      assert.equals(0, load:wait(30))
-      local r = require("cjson").decode(H.readfile(out))
+      local r = load_result(load, out)
       assert.same({}, r.errors)
       assert.equals(r.short_tried, r.short_ok)
       assert.equals(r.long_tried, r.long_ok)
@@ -234,8 +226,7 @@ print("serving")
     end
     H.socket.sleep(1)
     H.writefile(out .. ".stop", "")
-    assert.equals(0, load:wait(30))
-    local r = require("cjson").decode(H.readfile(out))
+    local r = load_result(load, out)
     assert.same({}, r.errors)
     assert.equals(0, r.refused + r.reset + r.cut + r.other + r.long_mixed)
     assert.equals(r.short_tried, r.short_ok)

@@ -65,10 +65,7 @@ describe("--watch", function()
     local proc = start(dir, port)
     local pid, pos = proc.pid, 1
     finally(function() stop_pid(pid); proc:stop() end)
-    local out = H.tmpname(".json")
-    local load = H.launch(("timeout -s KILL 80 python3 -u spec/fixtures/reload_load.py %d 60 30 %s")
-      :format(port, out), "load client")
-    load:wait_output("running", 10)
+    local load, out = H.reload_load(port, 60, 30)
     local written = {}
     for k = 2, 7 do
       H.writefile(dir .. "/main.lua", script("v" .. k, port))
@@ -82,8 +79,7 @@ describe("--watch", function()
     end
     H.socket.sleep(1)
     H.writefile(out .. ".stop", "")
-    assert.equals(0, load:wait(30))
-    local r = require("cjson").decode(H.readfile(out))
+    local r = H.reload_load_result(load, out)
     assert.same({}, r.errors)
     assert.equals(0, r.refused + r.reset + r.cut + r.other + r.long_mixed)
     assert.equals(r.short_tried, r.short_ok)
